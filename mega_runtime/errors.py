@@ -1,0 +1,48 @@
+"""Errors raised by the runtime.
+
+Every error carries a stable ``code`` (used by the CLI exit path and, later, the
+protocol) and an optional ``hint`` that tells the user how to fix the problem.
+This module imports nothing heavy, so the CLI can use it at start-up.
+"""
+
+from __future__ import annotations
+
+
+class MegaError(Exception):
+    """Base class for every error the runtime reports to a user."""
+
+    code = "mega_error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\n  fix: {self.hint}"
+        return self.message
+
+
+class CheckpointError(MegaError):
+    """A checkpoint file is missing, unreadable, unsafe or does not fit the model."""
+
+    code = "checkpoint_invalid"
+
+
+class AssetError(MegaError):
+    """A required asset (template mesh, connection matrices) is missing or malformed."""
+
+    code = "asset_invalid"
+
+
+class ConfigError(MegaError):
+    """A model or sampling configuration is inconsistent."""
+
+    code = "config_invalid"
+
+
+class FixtureError(MegaError):
+    """A reference fixture folder is incomplete or inconsistent."""
+
+    code = "fixture_invalid"

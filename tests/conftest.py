@@ -1,0 +1,35 @@
+"""Shared test helpers: where ../shared is, and skips when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = Path(os.environ.get("MEGA_SHARED_DIR", REPO_ROOT.parent / "shared"))
+FIXTURES_DIR = SHARED_DIR / "fixtures"
+ASSETS_DIR = SHARED_DIR / "assets"
+MANIFESTS_DIR = FIXTURES_DIR / "manifests"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is absent: these tests read the shared reference data from ../shared (or MEGA_SHARED_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return _require(FIXTURES_DIR)
+
+
+@pytest.fixture(scope="session")
+def assets_dir() -> Path:
+    return _require(ASSETS_DIR)
+
+
+@pytest.fixture(scope="session")
+def manifests_dir() -> Path:
+    return _require(MANIFESTS_DIR)
