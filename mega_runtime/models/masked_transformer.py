@@ -1,0 +1,242 @@
+"""The masked token transformers: CVQMAE (image-conditioned) and VQMAE (unconditional).
+
+Both share the encoder, which sees only the *visible* tokens plus a cls token,
+and a decoder that puts mask tokens at the hidden positions and predicts logits
+over the 512 Mesh-VQ-VAE codes for all 54 positions. CVQMAE's decoder also reads
+the image feature map as a prefix of condition tokens and predicts the global
+rotation (6D) and the weak-perspective camera (s, tx, ty) from the pooled
+features alone.
+
+Parameter names and shapes follow the official checkpoints. The official code
+works sequence-first and shuffles tokens with numpy; here everything is
+batch-first and the caller says which positions are visible (and, optionally,
+in which order the encoder sees them). Visible-token order only changes float
+summation order, never the result beyond rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mega_runtime.config import BackboneConfig, CVQMAEConfig, TransformerConfig, VQMAEConfig
+from mega_runtime.models.transformer import Block
+
+
+def sinusoidal_table(length: int, dim: int, device: torch.device | None = None) -> torch.Tensor:
+    """(length, dim) float32 table: pe[p, 2i] = sin(p·10000^(−2i/dim)), pe[p, 2i+1] = cos(same)."""
+    position = torch.arange(length, dtype=torch.float32, device=device).unsqueeze(1)
+    div_term = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32, device=device) * (-math.log(10000.0) / dim))
+    pe = torch.zeros(length, dim, device=device)
+    pe[:, 0::2] = torch.sin(position * div_term)
+    pe[:, 1::2] = torch.cos(position * div_term)
+    return pe
+
+
+class PositionalEncoding(nn.Module):
+    """Fixed sinusoidal table (the official non-persistent buffer ``pe``), recomputed here."""
+
+    def __init__(self, dim: int, max_len: int) -> None:
+        super().__init__()
+        self.register_buffer("pe", sinusoidal_table(max_len, dim), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, L, dim) → x + pe[:L]."""
+        return x + self.pe[: x.shape[1]].to(x.dtype)
+
+
+def _blocks(cfg: TransformerConfig, depth: int, heads: int) -> nn.ModuleList:
+    return nn.ModuleList(Block(cfg.emb_dim, heads) for _ in range(depth))
+
+
+class MaskedEncoder(nn.Module):
+    """Encodes the visible tokens. State-dict names: ``cls_token``, ``pos_embedding``, ``proj``, ``transformer``, ``layer_norm``."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        e = cfg.emb_dim
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, e))
+        self.pos_embedding = nn.Parameter(torch.zeros(cfg.seq_length, 1, e))
+        self.proj = nn.Embedding(cfg.dim_tokens, e)
+        self.transformer = _blocks(cfg, cfg.encoder_layer, cfg.encoder_head)
+        self.layer_norm = nn.LayerNorm(e)
+
+    def forward(self, tokens: torch.Tensor, visible_order: torch.Tensor) -> torch.Tensor:
+        """Encode the tokens at ``visible_order``.
+
+        tokens: (B, S) int token ids (only visible positions are read).
+        visible_order: (B, T) int64 positions the encoder sees, in that order (T may be 0).
+        Returns (B, 1+T, E): the cls feature then one feature per visible token.
+        """
+        b = tokens.shape[0]
+        cls = self.cls_token.expand(b, 1, -1)
+        if visible_order.shape[1] == 0:
+            x = cls
+        else:
+            picked = torch.gather(tokens.long(), 1, visible_order)
+            x = self.proj(picked) + self.pos_embedding[:, 0][visible_order]
+            x = torch.cat([cls, x], dim=1)
+        for block in self.transformer:
+            x = block(x)
+        return self.layer_norm(x)
+
+
+class _DecoderBase(nn.Module):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        e = cfg.emb_dim
+        self.seq_length = cfg.seq_length
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, e))
+        self.pos_embedding = nn.Parameter(torch.zeros(cfg.seq_length + 1, 1, e))
+        self.transformer = _blocks(cfg, cfg.decoder_layer, cfg.decoder_head)
+        self.head = nn.Linear(e, cfg.num_embeddings)
+
+    def token_slots(self, features: torch.Tensor, visible_order: torch.Tensor) -> torch.Tensor:
+        """Lay encoder features back on the sequence: (B, 1+T, E) → (B, 1+S, E) with position embeddings.
+
+        Slot 0 is the cls feature, hidden positions get ``mask_token``.
+        """
+        b, _, e = features.shape
+        slots = self.mask_token.expand(b, self.seq_length, e).clone()
+        if visible_order.shape[1]:
+            slots.scatter_(1, visible_order.unsqueeze(-1).expand(-1, -1, e), features[:, 1:])
+        seq = torch.cat([features[:, :1], slots], dim=1)
+        return seq + self.pos_embedding[:, 0]
+
+    def run_blocks(self, x: torch.Tensor, prefix: int) -> torch.Tensor:
+        """Blocks (no final norm), drop the ``prefix`` condition tokens and the cls slot, then the head."""
+        for block in self.transformer:
+            x = block(x)
+        return self.head(x[:, prefix + 1 :])
+
+
+class Decoder(_DecoderBase):
+    """Unconditional decoder of VQMAE."""
+
+    def forward(self, features: torch.Tensor, visible_order: torch.Tensor) -> torch.Tensor:
+        """(B, 1+T, E) encoder features → (B, S, num_embeddings) logits."""
+        return self.run_blocks(self.token_slots(features, visible_order), 0)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """What the decoder needs from one image, computed once and shared by all its hypotheses.
+
+    tokens: (B, L, E) projected condition tokens with the sinusoidal table added.
+    rot6d: (B, 6) global rotation in the 6D representation (rows b1, b2 of R before Gram–Schmidt).
+    cam: (B, 3) weak-perspective camera (s, tx, ty) in crop-normalised units.
+    """
+
+    tokens: torch.Tensor
+    rot6d: torch.Tensor
+    cam: torch.Tensor
+
+    def repeat(self, n: int) -> Condition:
+        """Each image repeated n times in a row: B → B·n (image i owns rows i·n … i·n+n−1)."""
+        return Condition(*(t.repeat_interleave(n, dim=0) for t in (self.tokens, self.rot6d, self.cam)))
+
+
+class ConditionalDecoder(_DecoderBase):
+    """CVQMAE's decoder: condition tokens prefix, plus the rotation/camera heads."""
+
+    def __init__(self, cfg: TransformerConfig, cond_dim: int, cond_length: int) -> None:
+        super().__init__(cfg)
+        e = cfg.emb_dim
+        self.rotcam_head = nn.Sequential(nn.Linear(cond_dim, e), nn.Dropout(0.5), nn.Linear(e, e), nn.Dropout(0.5))
+        self.rot_predictor = nn.Linear(e, 6)
+        self.cam_predictor = nn.Linear(e, 3)
+        self.cond_emb = nn.Linear(cond_dim, e)
+        self.pos_emb_cond = PositionalEncoding(e, cond_length)
+
+    def condition(self, fmap: torch.Tensor) -> Condition:
+        """(B, C, h, w) backbone feature map → :class:`Condition` (tokens in row-major spatial order)."""
+        pooled = fmap.mean(dim=(2, 3))
+        hidden = self.rotcam_head(pooled)
+        tokens = self.pos_emb_cond(self.cond_emb(fmap.flatten(2).transpose(1, 2)))
+        return Condition(tokens=tokens, rot6d=self.rot_predictor(hidden), cam=self.cam_predictor(hidden))
+
+    def forward(self, features: torch.Tensor, visible_order: torch.Tensor, cond: Condition) -> torch.Tensor:
+        """(B, 1+T, E) encoder features and a matching condition → (B, S, num_embeddings) logits."""
+        x = torch.cat([cond.tokens, self.token_slots(features, visible_order)], dim=1)
+        return self.run_blocks(x, cond.tokens.shape[1])
+
+
+def build_backbone(cfg: BackboneConfig) -> nn.Module:
+    """The image backbone named by ``cfg.type`` (imports only the one it needs)."""
+    if cfg.type == "resnet":
+        from mega_runtime.models.resnet import resnet50_trunk
+
+        return resnet50_trunk()
+    if cfg.type == "hrnet":
+        from mega_runtime.models.hrnet import HRNetW48
+
+        return HRNetW48()
+    from mega_runtime.models.vit import ViT
+
+    return ViT(cfg.vit)
+
+
+class TokenModel(nn.Module):
+    """What the samplers need from a masked transformer: logits for a partly visible sequence."""
+
+    seq_length: int
+    num_embeddings: int
+
+    def logits(self, tokens: torch.Tensor, visible_order: torch.Tensor, cond: Condition | None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class CVQMAE(TokenModel):
+    """Image-conditioned masked transformer of MEGA (official ``CVQMAE``)."""
+
+    def __init__(self, config: CVQMAEConfig) -> None:
+        super().__init__()
+        t = config.transformer
+        self.config = config
+        self.seq_length = t.seq_length
+        self.num_embeddings = t.num_embeddings
+        self.backbone = build_backbone(config.backbone)
+        self.encoder = MaskedEncoder(t)
+        self.decoder = ConditionalDecoder(t, config.cond_dim, config.backbone.num_cond_tokens)
+
+    def condition(self, images: torch.Tensor) -> Condition:
+        """(B, 3, H, W) normalised RGB crops → :class:`Condition` (runs the backbone once)."""
+        return self.decoder.condition(self.backbone(images))
+
+    def logits(self, tokens: torch.Tensor, visible_order: torch.Tensor, cond: Condition | None) -> torch.Tensor:
+        """(B, S) tokens, (B, T) visible positions, condition of B rows → (B, S, num_embeddings) logits."""
+        if cond is None:
+            raise ValueError("CVQMAE needs an image condition")
+        return self.decoder(self.encoder(tokens, visible_order), visible_order, cond)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Deterministic pass (every position masked): → logits (B, S, 512), rot6d (B, 6), cam (B, 3)."""
+        cond = self.condition(images)
+        empty = torch.zeros(images.shape[0], 0, dtype=torch.long, device=images.device)
+        tokens = torch.zeros(images.shape[0], self.seq_length, dtype=torch.long, device=images.device)
+        return self.logits(tokens, empty, cond), cond.rot6d, cond.cam
+
+
+class VQMAE(TokenModel):
+    """Unconditional masked transformer pre-trained on motion capture (official ``VQMAE``)."""
+
+    def __init__(self, config: VQMAEConfig) -> None:
+        super().__init__()
+        t = config.transformer
+        self.config = config
+        self.seq_length = t.seq_length
+        self.num_embeddings = t.num_embeddings
+        self.encoder = MaskedEncoder(t)
+        self.decoder = Decoder(t)
+
+    def logits(self, tokens: torch.Tensor, visible_order: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
+        """(B, S) tokens and (B, T) visible positions → (B, S, num_embeddings) logits."""
+        return self.decoder(self.encoder(tokens, visible_order), visible_order)
+
+    def forward(self, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """All positions masked: the model's prior → (batch_size, S, 512) logits."""
+        tokens = torch.zeros(batch_size, self.seq_length, dtype=torch.long, device=device)
+        return self.logits(tokens, tokens[:, :0], None)
