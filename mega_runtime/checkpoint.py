@@ -58,7 +58,8 @@ def read_state_dict(path: Path | str, map_location: str | torch.device = "cpu") 
         raise CheckpointError(
             f"checkpoint {path} needs pickled Python code to load, which this runtime refuses for safety "
             f"(torch.load weights_only=True): {str(exc).splitlines()[0]}",
-            hint="re-save it as plain tensors: torch.save({'model': model.state_dict()}, path) from a trusted environment",
+            hint="re-save it as plain tensors from a trusted environment: "
+            "torch.save({'model': model.state_dict()}, path)",
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(
@@ -88,11 +89,14 @@ def _listing(items: list[str]) -> str:
     return shown + (f" … and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else "")
 
 
-def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: Path | str) -> nn.Module:
+def load_into(
+    model: nn.Module, state: Mapping[str, torch.Tensor], source: Path | str, assign: bool = False
+) -> nn.Module:
     """Copy ``state`` into ``model`` strictly; one :class:`CheckpointError` naming ``source`` otherwise.
 
     Non-persistent buffers (the sinusoidal table) are not expected in ``state``;
-    they are recomputed by the model.
+    they are recomputed by the model. ``assign=True`` makes the model take the
+    tensors themselves (used with models built on the ``meta`` device).
     """
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
@@ -118,5 +122,5 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: Path 
     dtype_clash = [k for k, v in expected.items() if state[k].dtype.is_floating_point != v.dtype.is_floating_point]
     if dtype_clash:
         raise CheckpointError(f"checkpoint {source}: tensors of the wrong kind (int/float): {_listing(dtype_clash)}")
-    model.load_state_dict(dict(state), strict=True)
+    model.load_state_dict(dict(state), strict=True, assign=assign)
     return model

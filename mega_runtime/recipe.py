@@ -58,7 +58,9 @@ def build_state_dict(folder: Path | str) -> OrderedDict[str, np.ndarray]:
     spec = FixtureSpec.read(folder)
     meta = spec.meta
     if meta.get("recipe") != RECIPE_NAME:
-        raise FixtureError(f"{spec.path}: unknown weight recipe {meta.get('recipe')!r}; this runtime knows {RECIPE_NAME!r}")
+        raise FixtureError(
+            f"{spec.path}: unknown weight recipe {meta.get('recipe')!r}; this runtime knows {RECIPE_NAME!r}"
+        )
     keys = json.loads((spec.path / "keys.json").read_text())
     gains = {k: float(v) for k, v in meta.get("gains", {}).items()}
     aliases = dict(meta.get("aliases", {}))
@@ -74,7 +76,9 @@ def build_state_dict(folder: Path | str) -> OrderedDict[str, np.ndarray]:
         elif key in explicit:
             value = explicit[key]
             if value.shape != shape or value.dtype != np.dtype(dtype):
-                raise FixtureError(f"{spec.path}: explicit tensor {key} is {value.shape} {value.dtype}, keys.json says {shape} {dtype}")
+                raise FixtureError(
+                    f"{spec.path}: explicit tensor {key} is {value.shape} {value.dtype}, keys.json says {shape} {dtype}"
+                )
             out[key] = value
         else:
             z = rng.standard_normal(shape)

@@ -74,7 +74,7 @@ VQMAE_SAMPLING = SamplingConfig(steps=20, temperature=1.3, annealing="power5")
 
 def cosine_hidden_count(num_hidden: int, step: int, steps: int) -> int:
     """Positions still hidden after ``step`` by the cosine schedule: ⌊n·cos(π/2 · (step+1)/steps)⌋."""
-    return int(math.floor(num_hidden * math.cos(math.pi / 2 * (step + 1) / steps)))
+    return math.floor(num_hidden * math.cos(math.pi / 2 * (step + 1) / steps))
 
 
 def reveal_schedule(num_hidden: int, steps: int) -> list[int]:
@@ -121,11 +121,17 @@ def _visible_order(visible: torch.Tensor, count: int) -> torch.Tensor:
 @torch.no_grad()
 def argmax_decode(model: TokenModel, cond: Condition | None, num_rows: int, device: torch.device) -> TokenSamples:
     """One pass with every position masked, then argmax (ties → first index). (N, S) tokens."""
+    return _argmax_with_logits(model, cond, num_rows, device)[0]
+
+
+def _argmax_with_logits(
+    model: TokenModel, cond: Condition | None, num_rows: int, device: torch.device
+) -> tuple[TokenSamples, torch.Tensor]:
     tokens = torch.zeros(num_rows, model.seq_length, dtype=torch.long, device=device)
     logits = model.logits(tokens, tokens[:, :0], cond).float()
     best, ids = logits.max(dim=-1)
     log_likelihood = (best - torch.logsumexp(logits, dim=-1)).sum(dim=1)
-    return TokenSamples(tokens=ids, log_likelihood=log_likelihood)
+    return TokenSamples(tokens=ids, log_likelihood=log_likelihood), logits
 
 
 def row_seeds(generator: torch.Generator, num_rows: int) -> torch.Tensor:
@@ -256,7 +262,7 @@ def sample_tokens_official(
         score = torch.gather(logits, 2, sampled.unsqueeze(-1)).squeeze(-1)
         score = torch.where(is_mask, score, torch.inf)
         sampled = torch.where(is_mask, sampled, tokens_t)
-        mask_len = int(math.floor(s * math.cos(math.pi / 2 * r)))
+        mask_len = math.floor(s * math.cos(math.pi / 2 * r))
         mask_len = max(1, min(int(is_mask[0].sum()) - 1, mask_len))
         g2 = torch.from_numpy((temp * rng.gumbel(size=(num_rows, s))).astype(np.float32)).to(device)
         confidence = score + g2
@@ -276,3 +282,51 @@ def sample_tokens_official(
         tokens_per_step=torch.stack(per_step_tokens) if record else None,
         visible_per_step=torch.stack(per_step_visible) if record else None,
     )
+
+
+def official_encoder_order(visible: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
+    """The official encoder's token order: per row, shuffled visible ids then shuffled hidden ids.
+
+    visible: (B, S) with 1 = visible. Consumes ``rng`` exactly as the official encoder does
+    (for each row: one shuffle of the visible ids, one of the hidden ids). Returns (B, S) int64.
+    """
+    rows = []
+    for row in visible:
+        shown = np.flatnonzero(row == 1).astype(np.int64)
+        hidden = np.flatnonzero(row == 0).astype(np.int64)
+        rng.shuffle(shown)
+        rng.shuffle(hidden)
+        rows.append(np.concatenate([shown, hidden]))
+    return np.stack(rows)
+
+
+def official_decoder_mask(order: np.ndarray, kept: int) -> np.ndarray:
+    """The mask the official decoder returns: 0 for the first ``kept + 1`` positions of ``order``, else 1.
+
+    An off-by-one in the official code (the cls slot is counted with the visible
+    tokens) marks one hidden position, ``order[:, kept]``, as not masked. (B, S) float32.
+    """
+    mask = np.ones(order.shape, dtype=np.float32)
+    np.put_along_axis(mask, order[:, : kept + 1], 0.0, axis=1)
+    return mask
+
+
+@torch.no_grad()
+def argmax_decode_official(
+    model: TokenModel, cond: Condition | None, tokens: torch.Tensor, rng: np.random.RandomState
+) -> TokenSamples:
+    """The official demo's deterministic tokens: ``argmax·mask + tokens·(1 − mask)``.
+
+    Because of the decoder-mask off-by-one (:func:`official_decoder_mask`), one position
+    per row — the first of a numpy shuffle of all 54 — keeps the *input* token
+    (zeros in ``demo.py``) instead of the argmax. tokens: (B, S) input ids; rng: legacy
+    RandomState consumed as the official forward does (one shuffle per row).
+    ``visible_per_step[0]`` holds the positions that kept the input token.
+    """
+    b, s = tokens.shape
+    order = official_encoder_order(np.zeros((b, s), dtype=np.int64), rng)
+    hidden = torch.from_numpy(official_decoder_mask(order, 0)).to(tokens.device).bool()
+    result, logits = _argmax_with_logits(model, cond, b, tokens.device)
+    combined = torch.where(hidden, result.tokens, tokens.long())
+    logp = torch.gather(torch.log_softmax(logits, dim=-1), 2, combined.unsqueeze(-1)).squeeze(-1)
+    return TokenSamples(tokens=combined, log_likelihood=logp.sum(dim=1), visible_per_step=(~hidden)[None])

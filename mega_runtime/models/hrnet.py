@@ -120,7 +120,7 @@ class HighResolutionModule(nn.Module):
         self.relu = nn.ReLU(inplace=False)
 
     def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
-        xs = [branch(x) for branch, x in zip(self.branches, xs)]
+        xs = [branch(x) for branch, x in zip(self.branches, xs, strict=False)]
         out = []
         for i, paths in enumerate(self.fuse_layers):
             y = xs[0] if i == 0 else paths[0](xs[0])

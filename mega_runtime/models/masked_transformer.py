@@ -41,7 +41,12 @@ class PositionalEncoding(nn.Module):
 
     def __init__(self, dim: int, max_len: int) -> None:
         super().__init__()
+        self.dim, self.max_len = dim, max_len
         self.register_buffer("pe", sinusoidal_table(max_len, dim), persistent=False)
+
+    def reset_buffers(self, device: torch.device | str = "cpu") -> None:
+        """Recompute the table (after building the model on the ``meta`` device)."""
+        self.pe = sinusoidal_table(self.max_len, self.dim, device=torch.device(device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, L, dim) → x + pe[:L]."""
@@ -53,7 +58,10 @@ def _blocks(cfg: TransformerConfig, depth: int, heads: int) -> nn.ModuleList:
 
 
 class MaskedEncoder(nn.Module):
-    """Encodes the visible tokens. State-dict names: ``cls_token``, ``pos_embedding``, ``proj``, ``transformer``, ``layer_norm``."""
+    """Encodes the visible tokens.
+
+    State-dict names: ``cls_token``, ``pos_embedding``, ``proj``, ``transformer``, ``layer_norm``.
+    """
 
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()

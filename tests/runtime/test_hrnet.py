@@ -32,7 +32,7 @@ def test_hrnet_keys_match_official_manifest(manifests_dir: Path) -> None:
     missing = sorted(set(official) - set(ours))
     extra = sorted(set(ours) - set(official))
     assert not missing and not extra, f"state_dict differs from the manifest: missing {missing[:5]}, extra {extra[:5]}"
-    first_diff = next((i for i, (a, b) in enumerate(zip(official, ours)) if a != b), None)
+    first_diff = next((i for i, (a, b) in enumerate(zip(official, ours, strict=False)) if a != b), None)
     assert first_diff is None, (
         f"same entries but different order: index {first_diff} is {ours[first_diff]}, official {official[first_diff]}"
     )

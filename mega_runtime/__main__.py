@@ -1,0 +1,7 @@
+"""``python -m mega_runtime``: the same command line as ``mega-runtime``."""
+
+import sys
+
+from mega_runtime.cli import main
+
+sys.exit(main())

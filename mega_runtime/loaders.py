@@ -1,0 +1,111 @@
+"""Build models and fill them from official checkpoint files.
+
+One function per checkpoint kind. Each reads the file with
+:func:`~mega_runtime.checkpoint.read_state_dict`, sizes the model from its
+configuration (the ViT position-embedding length comes from the file itself),
+and fills it strictly. Large models are built on PyTorch's ``meta`` device and
+take the file's tensors directly, so no time or memory is spent on a random
+initialisation that would be overwritten.
+
+An official checkpoint folder looks like::
+
+    CVQMAE/mega_resnet   CVQMAE/mega_hrnet   CVQMAE/mega_vit
+    VQMAE/mega_pretrained
+    MESH_VQVAE/mesh_vqvae_54
+    config.json          (optional: sizes of non-standard models, see docs/checkpoints.md)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mega_runtime.checkpoint import load_into, read_state_dict
+from mega_runtime.config import PRESETS, CVQMAEConfig, VQMAEConfig, config_from_dict, with_vit_positions
+from mega_runtime.errors import CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
+
+#: Official relative paths inside a checkpoint folder, by model name.
+CHECKPOINT_FILES: dict[str, str] = {
+    "mega_resnet": "CVQMAE/mega_resnet",
+    "mega_hrnet": "CVQMAE/mega_hrnet",
+    "mega_vit": "CVQMAE/mega_vit",
+    "mega_pretrained": "VQMAE/mega_pretrained",
+    "mesh_vqvae_54": "MESH_VQVAE/mesh_vqvae_54",
+}
+CONFIG_FILE = "config.json"
+CONFIG_FORMAT = "mega-runtime-checkpoints"
+
+
+def read_folder_config(folder: Path | str) -> dict[str, dict[str, Any]]:
+    """The per-model configurations in ``folder/config.json`` ({} when there is none)."""
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+    if data.get("format") != CONFIG_FORMAT:
+        raise ConfigError(f"{path} is not a {CONFIG_FORMAT} file (format {data.get('format')!r})")
+    return dict(data.get("models", {}))
+
+
+def write_folder_config(folder: Path | str, models: dict[str, dict[str, Any]]) -> Path:
+    """Write ``folder/config.json`` describing the sizes of the models in that folder."""
+    path = Path(folder) / CONFIG_FILE
+    path.write_text(json.dumps({"format": CONFIG_FORMAT, "version": 1, "models": models}, indent=2) + "\n")
+    return path
+
+
+def model_config(folder: Path | str, name: str) -> CVQMAEConfig | VQMAEConfig:
+    """The configuration of model ``name`` in ``folder``: config.json if it names it, else the official preset."""
+    described = read_folder_config(folder).get(name)
+    if described is not None:
+        return config_from_dict(described)
+    if name not in PRESETS:
+        raise ConfigError(f"unknown model {name!r}; expected one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def _build_filled(factory: Callable[[], nn.Module], state: dict[str, torch.Tensor], source: Path) -> nn.Module:
+    with torch.device("meta"):
+        model = factory()
+    load_into(model, state, source, assign=True)
+    for module in model.modules():
+        reset = getattr(module, "reset_buffers", None)
+        if reset is not None:
+            reset()
+    leftover = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if leftover:
+        raise CheckpointError(f"checkpoint {source}: tensors left unfilled after loading: {leftover[:5]}")
+    return model.eval()
+
+
+def load_cvqmae(path: Path | str, config: CVQMAEConfig, device: torch.device | str = "cpu"):
+    """Load an official ``CVQMAE/mega_*`` file into a :class:`CVQMAE` in eval mode on ``device``."""
+    from mega_runtime.models.masked_transformer import CVQMAE
+
+    path = Path(path)
+    state = read_state_dict(path)
+    if config.backbone.type == "vit":
+        pos = state.get("backbone.pos_embed")
+        if pos is None or pos.dim() != 3:
+            raise CheckpointError(f"checkpoint {path} has no 3-D backbone.pos_embed, so it is not a ViT MEGA model")
+        config = with_vit_positions(config, pos.shape[1])
+    return _build_filled(lambda: CVQMAE(config), state, path).to(device)
+
+
+def load_vqmae(path: Path | str, config: VQMAEConfig, device: torch.device | str = "cpu"):
+    """Load the official ``VQMAE/mega_pretrained`` file into a :class:`VQMAE` in eval mode."""
+    from mega_runtime.models.masked_transformer import VQMAE
+
+    path = Path(path)
+    return _build_filled(lambda: VQMAE(config), read_state_dict(path), path).to(device)
