@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -332,7 +332,9 @@ def verify_folder(folder: Path | str, workdir: Path, assets_dir: Path | str | No
     spec = FixtureSpec.read(folder)
     report = FixtureReport(spec.name, spec.kind)
     if spec.kind == "pipeline_demo":
-        report.not_verified = "needs the image pipeline (preprocessing and camera), which this runtime does not have yet"
+        report.not_verified = (
+            "needs the image pipeline (preprocessing and camera), which this runtime does not have yet"
+        )
         return report
     with np.load(folder / "reference.npz", allow_pickle=False) as npz:
         ref = {k: npz[k] for k in npz.files}
