@@ -109,3 +109,16 @@ def load_vqmae(path: Path | str, config: VQMAEConfig, device: torch.device | str
 
     path = Path(path)
     return _build_filled(lambda: VQMAE(config), read_state_dict(path), path).to(device)
+
+
+def load_mesh_vqvae(path: Path | str, connections: dict, device: torch.device | str = "cpu"):
+    """Load the official ``MESH_VQVAE/mesh_vqvae_54`` file into a :class:`MeshVQVAE` in eval mode.
+
+    connections: the 14 connection matrices (:func:`mega_runtime.assets.load_connection_matrices`).
+    """
+    from mega_runtime.models.mesh_vqvae import MeshVQVAE, MeshVQVAEConfig
+
+    path = Path(path)
+    model = MeshVQVAE(MeshVQVAEConfig(), connections)
+    load_into(model, read_state_dict(path), path)
+    return model.eval().to(device)

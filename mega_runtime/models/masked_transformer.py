@@ -142,6 +142,10 @@ class Condition:
     rot6d: torch.Tensor
     cam: torch.Tensor
 
+    def rows(self, index: slice | list[int] | torch.Tensor) -> Condition:
+        """The condition of the selected rows."""
+        return Condition(self.tokens[index], self.rot6d[index], self.cam[index])
+
     def repeat(self, n: int) -> Condition:
         """Each image repeated n times in a row: B → B·n (image i owns rows i·n … i·n+n−1)."""
         return Condition(*(t.repeat_interleave(n, dim=0) for t in (self.tokens, self.rot6d, self.cam)))

@@ -69,15 +69,9 @@ def test_different_seeds_give_different_hypotheses(model, cond):
 def test_a_hypothesis_does_not_change_when_the_batch_around_it_changes(model, cond):
     seeds = _seeds(3, 8)
     full = sample_tokens(model, cond.repeat(4), seeds)
-    alone = sample_tokens(model, _rows(cond.repeat(4), [2, 5]), seeds[[2, 5]])
+    alone = sample_tokens(model, cond.repeat(4).rows([2, 5]), seeds[[2, 5]])
     assert torch.equal(full.tokens[[2, 5]], alone.tokens)
     torch.testing.assert_close(full.log_likelihood[[2, 5]], alone.log_likelihood, atol=1e-4, rtol=0)
-
-
-def _rows(cond, index):
-    from mega_runtime.models.masked_transformer import Condition
-
-    return Condition(cond.tokens[index], cond.rot6d[index], cond.cam[index])
 
 
 def test_row_seeds_do_not_depend_on_how_many_are_drawn():

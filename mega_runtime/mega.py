@@ -1,0 +1,222 @@
+"""MEGA as one object: image crops in, meshes with hypotheses and uncertainty out.
+
+:class:`Mega` joins the image-conditioned transformer (CVQMAE), the mesh
+tokenizer (Mesh-VQ-VAE) and, when loaded, the pre-trained unconditional model
+(VQMAE). It works on pre-processed crops; finding people and cropping them is
+the pipeline's job.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mega_runtime.config import CVQMAEConfig, VQMAEConfig
+from mega_runtime.errors import ConfigError
+from mega_runtime.geometry import rotate_vertices, rotation_6d_to_matrix
+from mega_runtime.loaders import CHECKPOINT_FILES, load_cvqmae, load_mesh_vqvae, load_vqmae, model_config
+from mega_runtime.sampling import (
+    CVQMAE_SAMPLING,
+    VQMAE_SAMPLING,
+    SamplingConfig,
+    TokenSamples,
+    argmax_decode,
+    row_seeds,
+    sample_tokens,
+    sample_tokens_official,
+)
+
+log = logging.getLogger(__name__)
+
+SAMPLERS = ("full", "official")
+
+
+@dataclass(frozen=True)
+class MeshHypotheses:
+    """Meshes for B images with H hypotheses each (hypothesis 0 = the deterministic decode).
+
+    tokens: (B, H, 54) int64 Mesh-VQ-VAE codes.
+    log_likelihood: (B, H) float32, natural log (see :mod:`mega_runtime.sampling`).
+    canonical: (B, H, 6890, 3) float32 metres, body frame (y up), mean-centred.
+    vertices: (B, H, 6890, 3) float32 metres, v' = R·v in the camera-aligned frame (x right, y down, z forward).
+    rotation: (B, 3, 3) float32 global rotation R (rows b1, b2, b3 of the 6D representation).
+    rot6d: (B, 6) float32; cam: (B, 3) float32 weak-perspective (s, tx, ty) in crop-normalised units.
+    vertex_std: (B, 6890) float32 metres: sqrt(mean over hypotheses of |v − mean v|²) per vertex.
+    """
+
+    tokens: torch.Tensor
+    log_likelihood: torch.Tensor
+    canonical: torch.Tensor
+    vertices: torch.Tensor
+    rotation: torch.Tensor
+    rot6d: torch.Tensor
+    cam: torch.Tensor
+    vertex_std: torch.Tensor
+
+
+def vertex_spread(vertices: torch.Tensor) -> torch.Tensor:
+    """(B, H, V, 3) → (B, V): root-mean-square distance of each vertex to its mean over the H hypotheses."""
+    centred = vertices - vertices.mean(dim=1, keepdim=True)
+    return centred.square().sum(dim=-1).mean(dim=1).sqrt()
+
+
+class Mega:
+    """The MEGA model family on one device."""
+
+    def __init__(self, cvqmae, mesh_vqvae, vqmae=None) -> None:
+        self.cvqmae = cvqmae
+        self.mesh_vqvae = mesh_vqvae
+        self.vqmae = vqmae
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.mesh_vqvae.parameters()).device
+
+    @classmethod
+    def from_checkpoints(
+        cls,
+        folder: Path | str,
+        model: str = "mega_hrnet",
+        assets_dir: Path | str | None = None,
+        device: torch.device | str = "cpu",
+        pretrained: bool = False,
+    ) -> Mega:
+        """Load from an official checkpoint folder (``CVQMAE/…``, ``MESH_VQVAE/…``, ``VQMAE/…``).
+
+        model: ``mega_resnet``, ``mega_hrnet`` or ``mega_vit``. assets_dir holds
+        ``connection_matrices/`` (default ``$MEGA_ASSETS_DIR``). pretrained: also load VQMAE.
+        """
+        from mega_runtime.assets import load_connection_matrices
+
+        folder = Path(folder)
+        if model not in ("mega_resnet", "mega_hrnet", "mega_vit"):
+            raise ConfigError(f"unknown model {model!r}; expected mega_resnet, mega_hrnet or mega_vit")
+        config = model_config(folder, model)
+        if not isinstance(config, CVQMAEConfig):
+            raise ConfigError(f"{folder}/config.json describes {model} as a {type(config).__name__}")
+        assets = _assets_dir(assets_dir)
+        cvqmae = load_cvqmae(folder / CHECKPOINT_FILES[model], config, device)
+        connections = load_connection_matrices(assets / "connection_matrices")
+        mesh_vqvae = load_mesh_vqvae(folder / CHECKPOINT_FILES["mesh_vqvae_54"], connections, device)
+        vqmae = None
+        if pretrained:
+            vq_config = model_config(folder, "mega_pretrained")
+            if not isinstance(vq_config, VQMAEConfig):
+                raise ConfigError(f"{folder}/config.json describes mega_pretrained as a {type(vq_config).__name__}")
+            vqmae = load_vqmae(folder / CHECKPOINT_FILES["mega_pretrained"], vq_config, device)
+        return cls(cvqmae, mesh_vqvae, vqmae)
+
+    @torch.no_grad()
+    def decode_meshes(self, tokens: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+        """(N, 54) codes → (N, 6890, 3) canonical meshes, in chunks of ``chunk`` rows to bound memory."""
+        return torch.cat([self.mesh_vqvae.decode(part) for part in tokens.split(chunk)])
+
+    @torch.no_grad()
+    def reconstruct(
+        self,
+        images: torch.Tensor,
+        num_hypotheses: int = 1,
+        generator: torch.Generator | None = None,
+        sampling: SamplingConfig = CVQMAE_SAMPLING,
+        sampler: str = "full",
+        numpy_rng: np.random.RandomState | None = None,
+    ) -> MeshHypotheses:
+        """Meshes for a batch of crops: the deterministic decode plus ``num_hypotheses − 1`` samples.
+
+        images: (B, 3, H, W) float32 ImageNet-normalised RGB crops (224×224 for ResNet/HRNet).
+        generator: seeds the ``full`` sampler; each image gets the same per-hypothesis seeds, so an
+        image's hypotheses do not depend on the other images in the batch or on H.
+        sampler: ``full`` (fills all 54 tokens) or ``official`` (the official ``generate()``, numpy RNG;
+        ``numpy_rng`` defaults to a RandomState seeded from ``generator``).
+        The backbone runs once per image whatever H is.
+        """
+        if num_hypotheses < 1:
+            raise ValueError(f"num_hypotheses must be at least 1, got {num_hypotheses}")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
+        images = images.to(self.device)
+        b, extra = images.shape[0], num_hypotheses - 1
+        cond = self.cvqmae.condition(images)
+        first = argmax_decode(self.cvqmae, cond, b, self.device)
+        tokens, log_likelihood = first.tokens[:, None], first.log_likelihood[:, None]
+        if extra:
+            generator = generator if generator is not None else torch.Generator().manual_seed(0)
+            samples = self._sample(cond, b, extra, generator, sampling, sampler, numpy_rng)
+            tokens = torch.cat([tokens, samples.tokens.reshape(b, extra, -1)], dim=1)
+            log_likelihood = torch.cat([log_likelihood, samples.log_likelihood.reshape(b, extra)], dim=1)
+        canonical = self.decode_meshes(tokens.flatten(0, 1)).reshape(b, num_hypotheses, -1, 3)
+        rotation = rotation_6d_to_matrix(cond.rot6d)
+        vertices = rotate_vertices(rotation, canonical)
+        return MeshHypotheses(
+            tokens=tokens,
+            log_likelihood=log_likelihood,
+            canonical=canonical,
+            vertices=vertices,
+            rotation=rotation,
+            rot6d=cond.rot6d,
+            cam=cond.cam,
+            vertex_std=vertex_spread(vertices),
+        )
+
+    def _sample(self, cond, b, extra, generator, sampling, sampler, numpy_rng) -> TokenSamples:
+        if sampler == "full":
+            seeds = row_seeds(generator, extra).repeat(b)
+            return sample_tokens(self.cvqmae, cond.repeat(extra), seeds, sampling)
+        rng = numpy_rng or np.random.RandomState(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+        # The official code samples one image at a time (the crop repeated H times).
+        parts = [
+            sample_tokens_official(self.cvqmae, cond.rows(slice(i, i + 1)).repeat(extra), extra, rng, sampling) for i in range(b)
+        ]
+        return TokenSamples(torch.cat([p.tokens for p in parts]), torch.cat([p.log_likelihood for p in parts]))
+
+    @torch.no_grad()
+    def generate(
+        self,
+        num_bodies: int,
+        generator: torch.Generator,
+        sampling: SamplingConfig = VQMAE_SAMPLING,
+        fixed: torch.Tensor | None = None,
+    ) -> tuple[TokenSamples, torch.Tensor]:
+        """Bodies with no image from the pre-trained model: tokens and (N, 6890, 3) canonical meshes.
+
+        fixed: optional (N, 54) int64 with −1 where to sample and a code where the caller fixes one
+        (completion). The official settings are 20 steps, temperature 1.3, power-5 annealing.
+        """
+        if self.vqmae is None:
+            raise ConfigError(
+                "no pre-trained (unconditional) model is loaded", hint="load with Mega.from_checkpoints(..., pretrained=True)"
+            )
+        samples = sample_tokens(self.vqmae, None, row_seeds(generator, num_bodies), sampling, fixed=fixed)
+        return samples, self.decode_meshes(samples.tokens)
+
+    @torch.no_grad()
+    def complete(
+        self,
+        images: torch.Tensor,
+        fixed: torch.Tensor,
+        generator: torch.Generator,
+        sampling: SamplingConfig = CVQMAE_SAMPLING,
+    ) -> tuple[TokenSamples, torch.Tensor]:
+        """Image-conditioned completion: (B, 54) codes with −1 where to sample → tokens and canonical meshes."""
+        cond = self.cvqmae.condition(images.to(self.device))
+        seeds = row_seeds(generator, images.shape[0])
+        samples = sample_tokens(self.cvqmae, cond, seeds, sampling, fixed=fixed)
+        return samples, self.decode_meshes(samples.tokens)
+
+
+def _assets_dir(explicit: Path | str | None) -> Path:
+    import os
+
+    from mega_runtime.errors import AssetError
+
+    value = explicit or os.environ.get("MEGA_ASSETS_DIR")
+    if not value:
+        raise AssetError(
+            "no assets folder: Mesh-VQ-VAE needs template.ply and connection_matrices/",
+            hint="set MEGA_ASSETS_DIR to a folder that holds them (e.g. ../shared/assets)",
+        )
+    return Path(value)
