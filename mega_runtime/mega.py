@@ -169,7 +169,8 @@ class Mega:
         rng = numpy_rng or np.random.RandomState(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
         # The official code samples one image at a time (the crop repeated H times).
         parts = [
-            sample_tokens_official(self.cvqmae, cond.rows(slice(i, i + 1)).repeat(extra), extra, rng, sampling) for i in range(b)
+            sample_tokens_official(self.cvqmae, cond.rows(slice(i, i + 1)).repeat(extra), extra, rng, sampling)
+            for i in range(b)
         ]
         return TokenSamples(torch.cat([p.tokens for p in parts]), torch.cat([p.log_likelihood for p in parts]))
 
@@ -188,7 +189,8 @@ class Mega:
         """
         if self.vqmae is None:
             raise ConfigError(
-                "no pre-trained (unconditional) model is loaded", hint="load with Mega.from_checkpoints(..., pretrained=True)"
+                "no pre-trained (unconditional) model is loaded",
+                hint="load with Mega.from_checkpoints(..., pretrained=True)",
             )
         samples = sample_tokens(self.vqmae, None, row_seeds(generator, num_bodies), sampling, fixed=fixed)
         return samples, self.decode_meshes(samples.tokens)

@@ -1,0 +1,149 @@
+"""Speed and memory of MEGA decoding with the full-size ResNet-50 configuration (random weights).
+
+Prints one line per case: median latency over repeats and peak memory. Each case
+runs in a fresh subprocess so peak-memory figures do not leak between cases.
+
+    python benchmarks/bench_decode.py                  # CPU (2 threads) and, if present, CUDA
+    python benchmarks/bench_decode.py --device cuda --precision bf16
+
+Needs MEGA_ASSETS_DIR (connection matrices for Mesh-VQ-VAE). Never run as a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+CASES = [("deterministic", 1), ("deterministic", 8), ("hypotheses16", 1), ("hypotheses16", 8), ("mesh_decode16", 1)]
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_case(case: str, batch: int, device: str, precision: str, repeats: int, threads: int) -> dict:
+    import torch
+    from mega_runtime.assets import load_connection_matrices
+    from mega_runtime.models.mesh_vqvae import MeshVQVAE, MeshVQVAEConfig
+
+    from mega_runtime.config import PRESETS
+    from mega_runtime.mega import Mega
+    from mega_runtime.models.masked_transformer import CVQMAE
+
+    torch.set_num_threads(threads)
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+        torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    connections = load_connection_matrices(Path(os.environ["MEGA_ASSETS_DIR"]) / "connection_matrices")
+    mega = Mega(
+        CVQMAE(PRESETS["mega_resnet"]).eval().to(device), MeshVQVAE(MeshVQVAEConfig(), connections).eval().to(device)
+    )
+    images = torch.randn(batch, 3, 224, 224, device=device)
+    tokens = torch.randint(0, 512, (16 * batch, 54), device=device)
+
+    def once():
+        gen = torch.Generator().manual_seed(0)
+        if case == "deterministic":
+            return mega.reconstruct(images, 1)
+        if case == "hypotheses16":
+            return mega.reconstruct(images, 16, gen)
+        return mega.decode_meshes(tokens)
+
+    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=precision == "bf16")
+    base_rss = _rss_mb()
+    with torch.inference_mode(), autocast:
+        once()  # warm-up
+        if device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            once()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+    out = {
+        "case": case,
+        "batch": batch,
+        "device": device,
+        "precision": precision,
+        "median_ms": 1e3 * statistics.median(times),
+    }
+    out["per_image_ms"] = out["median_ms"] / batch
+    if device == "cuda":
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        out["peak_rss_mb"] = _rss_mb()
+        out["rss_growth_mb"] = _rss_mb() - base_rss
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
+    parser.add_argument("--precision", choices=["fp32", "tf32", "bf16", "all"], default="all")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if "MEGA_ASSETS_DIR" not in os.environ:
+        parser.error("set MEGA_ASSETS_DIR to the folder holding connection_matrices/")
+    if args.case:
+        print(json.dumps(run_case(args.case, args.batch, args.device, args.precision, args.repeats, args.threads)))
+        return 0
+    import torch
+
+    runs = []
+    if args.device in ("cpu", "all"):
+        runs.append(("cpu", "fp32"))
+    if args.device in ("cuda", "all") and torch.cuda.is_available():
+        runs += [("cuda", p) for p in ("fp32", "tf32", "bf16") if args.precision in (p, "all")]
+    print(
+        f"torch {torch.__version__}, {args.threads} CPU threads"
+        + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
+    )
+    for device, precision in runs:
+        for case, batch in CASES:
+            cmd = [
+                sys.executable,
+                __file__,
+                "--case",
+                case,
+                "--batch",
+                str(batch),
+                "--device",
+                device,
+                "--precision",
+                precision,
+                "--repeats",
+                str(args.repeats),
+                "--threads",
+                str(args.threads),
+            ]
+            res = json.loads(
+                subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            )
+            mem = (
+                f"peak GPU {res['peak_gpu_mb']:.0f} MB" if device == "cuda" else f"peak RSS {res['peak_rss_mb']:.0f} MB"
+            )
+            print(
+                f"{device:4} {precision:4} {case:14} batch {batch}: {res['median_ms']:9.1f} ms "
+                f"({res['per_image_ms']:8.1f} ms/image), {mem}",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
