@@ -24,7 +24,7 @@ from mega_runtime.sampling import (
     VQMAE_SAMPLING,
     SamplingConfig,
     TokenSamples,
-    argmax_decode,
+    argmax_with_logits,
     row_seeds,
     sample_tokens,
     sample_tokens_official,
@@ -141,11 +141,11 @@ class Mega:
         images = images.to(self.device)
         b, extra = images.shape[0], num_hypotheses - 1
         cond = self.cvqmae.condition(images)
-        first = argmax_decode(self.cvqmae, cond, b, self.device)
+        first, first_logits = argmax_with_logits(self.cvqmae, cond, b, self.device)
         tokens, log_likelihood = first.tokens[:, None], first.log_likelihood[:, None]
         if extra:
             generator = generator if generator is not None else torch.Generator().manual_seed(0)
-            samples = self._sample(cond, b, extra, generator, sampling, sampler, numpy_rng)
+            samples = self._sample(cond, first_logits, b, extra, generator, sampling, sampler, numpy_rng)
             tokens = torch.cat([tokens, samples.tokens.reshape(b, extra, -1)], dim=1)
             log_likelihood = torch.cat([log_likelihood, samples.log_likelihood.reshape(b, extra)], dim=1)
         canonical = self.decode_meshes(tokens.flatten(0, 1)).reshape(b, num_hypotheses, -1, 3)
@@ -162,10 +162,11 @@ class Mega:
             vertex_std=vertex_spread(vertices),
         )
 
-    def _sample(self, cond, b, extra, generator, sampling, sampler, numpy_rng) -> TokenSamples:
+    def _sample(self, cond, first_logits, b, extra, generator, sampling, sampler, numpy_rng) -> TokenSamples:
         if sampler == "full":
             seeds = row_seeds(generator, extra).repeat(b)
-            return sample_tokens(self.cvqmae, cond.repeat(extra), seeds, sampling)
+            initial = first_logits.repeat_interleave(extra, dim=0)
+            return sample_tokens(self.cvqmae, cond.repeat(extra), seeds, sampling, initial_logits=initial)
         rng = numpy_rng or np.random.RandomState(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
         # The official code samples one image at a time (the crop repeated H times).
         parts = [

@@ -121,12 +121,14 @@ def _visible_order(visible: torch.Tensor, count: int) -> torch.Tensor:
 @torch.no_grad()
 def argmax_decode(model: TokenModel, cond: Condition | None, num_rows: int, device: torch.device) -> TokenSamples:
     """One pass with every position masked, then argmax (ties → first index). (N, S) tokens."""
-    return _argmax_with_logits(model, cond, num_rows, device)[0]
+    return argmax_with_logits(model, cond, num_rows, device)[0]
 
 
-def _argmax_with_logits(
+@torch.no_grad()
+def argmax_with_logits(
     model: TokenModel, cond: Condition | None, num_rows: int, device: torch.device
 ) -> tuple[TokenSamples, torch.Tensor]:
+    """:func:`argmax_decode` and the (N, S, K) float32 logits it came from."""
     tokens = torch.zeros(num_rows, model.seq_length, dtype=torch.long, device=device)
     logits = model.logits(tokens, tokens[:, :0], cond).float()
     best, ids = logits.max(dim=-1)
@@ -161,6 +163,7 @@ def sample_tokens(
     config: SamplingConfig = CVQMAE_SAMPLING,
     fixed: torch.Tensor | None = None,
     record: bool = False,
+    initial_logits: torch.Tensor | None = None,
 ) -> TokenSamples:
     """Iterative masked decoding that fills every position.
 
@@ -169,6 +172,9 @@ def sample_tokens(
         condition, ``seeds[i]``, ``fixed[i]`` and the config.
     fixed: optional (N, S) int64 with −1 where the model should sample and a codebook id where
         the caller fixes the token (completion). Every row must fix the same number of positions.
+    initial_logits: optional (N, S, K) logits of the starting state when the caller already has
+        them — with nothing fixed, every row starts fully masked, so the deterministic pass's
+        logits serve as the first step and one transformer pass per hypothesis is saved.
     """
     n, s, k = seeds.shape[0], model.seq_length, model.num_embeddings
     device = next(model.parameters()).device
@@ -194,7 +200,10 @@ def sample_tokens(
         if hidden == 0:
             break
         temp = config.temperature_at(step)
-        logits = model.logits(tokens, _visible_order(visible, s - hidden), cond).float()
+        if step == 0 and initial_logits is not None:
+            logits = initial_logits.float()
+        else:
+            logits = model.logits(tokens, _visible_order(visible, s - hidden), cond).float()
         g1 = noise.gumbel((s, k), device)
         sampled = (logits + temp * g1).argmax(dim=-1)
         score = torch.gather(logits, 2, sampled.unsqueeze(-1)).squeeze(-1)
@@ -326,7 +335,7 @@ def argmax_decode_official(
     b, s = tokens.shape
     order = official_encoder_order(np.zeros((b, s), dtype=np.int64), rng)
     hidden = torch.from_numpy(official_decoder_mask(order, 0)).to(tokens.device).bool()
-    result, logits = _argmax_with_logits(model, cond, b, tokens.device)
+    result, logits = argmax_with_logits(model, cond, b, tokens.device)
     combined = torch.where(hidden, result.tokens, tokens.long())
     logp = torch.gather(torch.log_softmax(logits, dim=-1), 2, combined.unsqueeze(-1)).squeeze(-1)
     return TokenSamples(tokens=combined, log_likelihood=logp.sum(dim=1), visible_per_step=(~hidden)[None])
