@@ -11,7 +11,7 @@ TINY = TransformerConfig(emb_dim=32, encoder_layer=1, encoder_head=2, decoder_la
 TINY_VIT = CVQMAEConfig(BackboneConfig("vit", ViTConfig(embed_dim=16, depth=1, num_heads=2, num_positions=197)), TINY)
 
 
-def _spread(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     """Random weights with logits spread enough that samples differ from the argmax."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -24,8 +24,8 @@ def _spread(model: torch.nn.Module, seed: int) -> torch.nn.Module:
 
 
 def tiny_cvqmae(seed: int = 0) -> CVQMAE:
-    return _spread(CVQMAE(TINY_VIT), seed)
+    return randomize(CVQMAE(TINY_VIT), seed)
 
 
 def tiny_vqmae(seed: int = 0) -> VQMAE:
-    return _spread(VQMAE(VQMAEConfig(TINY)), seed)
+    return randomize(VQMAE(VQMAEConfig(TINY)), seed)
