@@ -115,10 +115,14 @@ class _DecoderBase(nn.Module):
         return seq + self.pos_embedding[:, 0]
 
     def run_blocks(self, x: torch.Tensor, prefix: int) -> torch.Tensor:
-        """Blocks (no final norm), drop the ``prefix`` condition tokens and the cls slot, then the head."""
-        for block in self.transformer:
+        """Blocks (no final norm), drop the ``prefix`` condition tokens and the cls slot, then the head.
+
+        The last block computes outputs for the kept token slots only.
+        """
+        *inner, last = self.transformer
+        for block in inner:
             x = block(x)
-        return self.head(x[:, prefix + 1 :])
+        return self.head(last(x, start=prefix + 1))
 
 
 class Decoder(_DecoderBase):

@@ -23,12 +23,24 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, N, C) → (B, N, C)."""
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """x: (B, N, C) → (B, N − start, C): outputs for the tokens from ``start`` on.
+
+        Every token is a key and value; only tokens ``start:`` are queries, so the outputs
+        a caller would discard are never computed.
+        """
         b, n, c = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+        heads, dh = self.num_heads, c // self.num_heads
+        if start == 0:
+            q, k, v = self.qkv(x).reshape(b, n, 3, heads, dh).permute(2, 0, 3, 1, 4).unbind(0)
+        else:
+            w, bias = self.qkv.weight, self.qkv.bias
+            q = F.linear(x[:, start:], w[:c], None if bias is None else bias[:c])
+            q = q.reshape(b, n - start, heads, dh).transpose(1, 2)
+            kv = F.linear(x, w[c:], None if bias is None else bias[c:])
+            k, v = kv.reshape(b, n, 2, heads, dh).permute(2, 0, 3, 1, 4).unbind(0)
         out = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+        return self.proj(out.transpose(1, 2).reshape(b, n - start, c))
 
 
 class Mlp(nn.Module):
@@ -56,6 +68,7 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """x: (B, N, C) → (B, N − start, C); ``start`` > 0 skips outputs the caller drops."""
+        x = x[:, start:] + self.attn(self.norm1(x), start)
         return x + self.mlp(self.norm2(x))
