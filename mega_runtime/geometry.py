@@ -29,3 +29,21 @@ def rotate_vertices(rotation: torch.Tensor, vertices: torch.Tensor) -> torch.Ten
     extra = vertices.dim() - 3
     r = rotation.reshape(rotation.shape[0], *([1] * extra), 3, 3)
     return vertices @ r.transpose(-1, -2)
+
+
+def cam_crop_to_full(
+    cam: torch.Tensor, box_center: torch.Tensor, box_size: torch.Tensor, img_size: torch.Tensor, focal_px: torch.Tensor
+) -> torch.Tensor:
+    """Full-image camera translation from the crop's weak-perspective camera (the official formula).
+
+    cam: (B, 3) (s, tx, ty); box_center: (B, 2) px; box_size: (B,) px; img_size: (B, 2) (W, H) px;
+    focal_px: (B,) px. Returns (B, 3) translation (tx', ty', tz) in metres in the camera frame
+    (x right, y down, z forward) with the principal point at the image centre:
+    bs = box_size·s + 1e-9, tz = 2f / bs, tx' = 2(cx − W/2)/bs + tx, ty' = 2(cy − H/2)/bs + ty.
+    A negative s (possible with untrained weights) gives a negative depth; no clamping is applied.
+    """
+    bs = box_size * cam[:, 0] + 1e-9
+    tz = 2 * focal_px / bs
+    tx = 2 * (box_center[:, 0] - img_size[:, 0] / 2.0) / bs + cam[:, 1]
+    ty = 2 * (box_center[:, 1] - img_size[:, 1] / 2.0) / bs + cam[:, 2]
+    return torch.stack([tx, ty, tz], dim=-1)

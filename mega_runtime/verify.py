@@ -331,11 +331,6 @@ def verify_folder(folder: Path | str, workdir: Path, assets_dir: Path | str | No
         return report
     spec = FixtureSpec.read(folder)
     report = FixtureReport(spec.name, spec.kind)
-    if spec.kind == "pipeline_demo":
-        report.not_verified = (
-            "needs the image pipeline (preprocessing and camera), which this runtime does not have yet"
-        )
-        return report
     with np.load(folder / "reference.npz", allow_pickle=False) as npz:
         ref = {k: npz[k] for k in npz.files}
     compare = Comparator(spec, ref, report)
@@ -343,6 +338,10 @@ def verify_folder(folder: Path | str, workdir: Path, assets_dir: Path | str | No
         models = _verify_cvqmae(spec, workdir, ref, compare)
     elif spec.kind == "vqmae":
         models = _verify_vqmae(spec, workdir, ref, compare)
+    elif spec.kind == "pipeline_demo":
+        if assets is None:
+            raise FixtureError(f"{folder}: the pipeline fixture needs the assets", hint="pass --assets-dir")
+        models = _verify_pipeline_demo(spec, workdir, ref, compare, assets)
     elif spec.kind == "mesh_vqvae":
         if assets is None:
             raise FixtureError(
@@ -369,3 +368,68 @@ def verify(
         workdir.mkdir(parents=True, exist_ok=True)
         for folder in folders:
             yield verify_folder(folder, workdir, assets_dir)
+
+
+def _verify_pipeline_demo(
+    spec: FixtureSpec, workdir: Path, ref: dict[str, np.ndarray], compare: Comparator, assets_dir: Path
+) -> dict:
+    """The official demo chain on real photos: crops, camera, tokens, canonical and posed vertices."""
+    from mega_runtime.assets import load_connection_matrices
+    from mega_runtime.geometry import cam_crop_to_full, rotate_vertices, rotation_6d_to_matrix
+    from mega_runtime.loaders import load_cvqmae, load_mesh_vqvae
+    from mega_runtime.media import read_image
+    from mega_runtime.preprocess import crop_person, focal_length_px
+    from mega_runtime.sampling import argmax_decode_official
+
+    siblings = spec.path.parent
+    cvqmae_spec = FixtureSpec.read(siblings / "cvqmae_resnet")
+    config = _cvqmae_config(cvqmae_spec)
+    cvqmae_path = workdir / CHECKPOINT_FILES["mega_resnet"]
+    if not cvqmae_path.is_file():
+        save_official_checkpoint(build_state_dict(cvqmae_spec.path), cvqmae_path)
+    mesh_path = workdir / CHECKPOINT_FILES["mesh_vqvae_54"]
+    if not mesh_path.is_file():
+        save_official_checkpoint(build_state_dict(siblings / "mesh_vqvae"), mesh_path)
+    model = load_cvqmae(cvqmae_path, config)
+    mesh = load_mesh_vqvae(mesh_path, load_connection_matrices(assets_dir / "connection_matrices"))
+    images = [read_image((spec.path / item["file"]).resolve()) for item in spec.meta["images"]]
+    crops = [crop_person(images[i], box) for box, i in zip(ref["boxes_xyxy"], ref["image_index"], strict=True)]
+    compare("crops", np.stack([c.image for c in crops]))
+    compare("box_center", np.stack([c.box_center for c in crops]))
+    compare("box_size", np.array([c.box_size for c in crops], dtype=np.float32))
+    compare("img_size", np.stack([c.img_size for c in crops]))
+    compare("antialias_sigma", np.array([c.antialias_sigma for c in crops]), rule={"atol": 1e-12})
+    compare("affine", np.stack([c.affine for c in crops]), rule={"atol": 1e-9})
+    with torch.no_grad():
+        img = torch.from_numpy(np.stack([c.image for c in crops]))
+        logits, rot6d, cam = model(img)
+        compare("logits", logits)
+        compare("pred_rot6d", rot6d)
+        compare("pred_cam", cam)
+        # demo.py runs one box at a time; the reference run seeded numpy with 0 before each box
+        zeros = torch.zeros(1, 54, dtype=torch.long)
+        tokens = torch.cat(
+            [
+                argmax_decode_official(
+                    model, model.condition(img[i : i + 1]), zeros, np.random.RandomState(DETERMINISTIC_SEED)
+                ).tokens
+                for i in range(len(crops))
+            ]
+        )
+        compare("mesh_indices", tokens)
+        rotation = rotation_6d_to_matrix(rot6d)
+        compare("rotmat", rotation)
+        canonical = mesh.decode(tokens)
+        compare("vertices_canonical", canonical)
+        compare("vertices_posed", rotate_vertices(rotation, canonical))
+        focal = torch.tensor([focal_length_px(*c.img_size.astype(int)) for c in crops])
+        compare("focal_length", focal)
+        cam_t = cam_crop_to_full(
+            cam,
+            torch.from_numpy(np.stack([c.box_center for c in crops])),
+            torch.tensor([c.box_size for c in crops]),
+            torch.from_numpy(np.stack([c.img_size for c in crops])),
+            focal,
+        )
+        compare("cam_t", cam_t)
+    return {"mega_resnet": config.to_dict()}
