@@ -108,7 +108,7 @@ def result_paths(path: Path | str) -> tuple[Path, Path]:
     """(json, npz) paths of a result named by either file or by its stem."""
     path = Path(path)
     stem = path.with_suffix("") if path.suffix in (".json", ".npz") else path
-    return stem.with_suffix(".json"), stem.with_suffix(".npz")
+    return stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".npz")
 
 
 def write_result(result: Result, path: Path | str, overwrite: bool = False) -> tuple[Path, Path]:
