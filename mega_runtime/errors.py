@@ -46,3 +46,21 @@ class FixtureError(MegaError):
     """A reference fixture folder is incomplete or inconsistent."""
 
     code = "fixture_invalid"
+
+
+class WeightsError(MegaError):
+    """A model file or asset is missing, could not be downloaded, or does not match its published hash."""
+
+    code = "weights_unavailable"
+
+
+class DetectorError(MegaError):
+    """A person detector cannot run: its package or model files are missing or unusable."""
+
+    code = "detector_unavailable"
+
+
+class DetectionInputError(MegaError):
+    """An image or caller-given boxes handed to a person detector are malformed."""
+
+    code = "detection_input_invalid"

@@ -12,7 +12,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Modules the CLI start-up and error handling import: they must not pull torch at import time.
-TORCH_FREE = ["mega_runtime/__init__.py", "mega_runtime/cli.py", "mega_runtime/errors.py", "mega_runtime/config.py"]
+TORCH_FREE = [
+    "mega_runtime/__init__.py",
+    "mega_runtime/cli.py",
+    "mega_runtime/errors.py",
+    "mega_runtime/config.py",
+    "mega_runtime/weights.py",
+    "mega_runtime/result.py",
+    "mega_runtime/media.py",
+    "mega_runtime/preprocess.py",
+    "mega_runtime/detect.py",
+]
 
 
 def _imports(path: Path, top_level_only: bool) -> set[str]:
