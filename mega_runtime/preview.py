@@ -76,6 +76,10 @@ def write_preview(result, image_bgr: np.ndarray, path: Path | str, frame: int = 
     out = draw_meshes(
         image_bgr, meshes, result.arrays["faces"], camera["focal_px"], tuple(camera["principal_point_px"])
     )
+    thickness = max(2, round(max(out.shape[:2]) / 600))
+    for k, p in enumerate(np.flatnonzero(valid)):
+        x1, y1, x2, y2 = (round(float(v)) for v in result.arrays["boxes_xyxy"][frame, p])
+        cv2.rectangle(out, (x1, y1), (x2, y2), _COLOURS[k % len(_COLOURS)], thickness)
     scale = max_side / max(out.shape[:2])
     if scale < 1:
         out = cv2.resize(out, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)

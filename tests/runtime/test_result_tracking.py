@@ -87,3 +87,18 @@ def test_tracker_gives_a_new_id_after_a_long_absence_and_to_newcomers():
     tracker.update(np.zeros((0, 4)))
     assert tracker.update(a[None]).tolist() == [1]
     assert tracker.update(np.stack([a, a + 100])).tolist() == [1, 2]
+
+
+def test_preview_draws_a_mesh_where_it_projects(assets_dir):
+    from mega_runtime.assets import read_template_ply
+    from mega_runtime.preview import draw_meshes
+
+    template = read_template_ply(assets_dir / "template.ply")
+    body = template.vertices * np.array([1, -1, -1], np.float32) + np.array([0, 0, 4], np.float32)  # y down, 4 m away
+    image = np.zeros((400, 400, 3), np.uint8)
+    out = draw_meshes(image, [body], template.faces, focal_px=400.0, principal_px=(200.0, 200.0))
+    painted = out.any(axis=2)
+    assert painted[200, 200] and not painted[5, 5]
+    ys = np.nonzero(painted)[0]
+    assert 100 < ys.max() - ys.min() < 300  # a ~1.7 m body at 4 m with f = 400 px is ~170 px tall
+    assert not draw_meshes(image, [body - np.array([0, 0, 10], np.float32)], template.faces, 400.0, (200, 200)).any()
