@@ -111,20 +111,40 @@ def open_video(path: Path | str):
     return capture, info
 
 
-def iter_frames(path: Path | str, frames: FrameRange | None = None) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (frame index, (H, W, 3) uint8 BGR) for the frames in ``frames``, decoding sequentially."""
+#: Consecutive unreadable frames after which a video is taken to have ended.
+MAX_CONSECUTIVE_FAILURES = 25
+
+
+def iter_frames(
+    path: Path | str, frames: FrameRange | None = None, skipped: list[int] | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (frame index, (H, W, 3) uint8 BGR) for the frames in ``frames``, decoding sequentially.
+
+    A frame that cannot be decoded is skipped (its index appended to ``skipped``) and reading goes
+    on; the video ends at its last frame, or after ``MAX_CONSECUTIVE_FAILURES`` unreadable frames
+    in a row when the container does not say how many frames it has.
+    """
     frames = frames or FrameRange()
-    capture, _ = open_video(path)
+    capture, info = open_video(path)
+    failures = 0
     try:
         index = 0
         while frames.stop is None or index < frames.stop:
+            wanted = index >= frames.start and (index - frames.start) % frames.step == 0
             ok = capture.grab()
-            if not ok:
-                break
-            if index >= frames.start and (index - frames.start) % frames.step == 0:
+            frame = None
+            if ok and wanted:
                 ok, frame = capture.retrieve()
-                if not ok:
+            if not ok:
+                if (info.num_frames and index >= info.num_frames) or failures >= MAX_CONSECUTIVE_FAILURES:
                     break
+                failures += 1
+                if wanted and skipped is not None:
+                    skipped.append(index)
+                index += 1
+                continue
+            failures = 0
+            if wanted:
                 yield index, frame
             index += 1
     finally:

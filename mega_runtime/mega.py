@@ -80,26 +80,30 @@ class Mega:
     def from_checkpoints(
         cls,
         folder: Path | str,
-        model: str = "mega_hrnet",
+        model: str | None = "mega_hrnet",
         assets_dir: Path | str | None = None,
         device: torch.device | str = "cpu",
         pretrained: bool = False,
     ) -> Mega:
         """Load from an official checkpoint folder (``CVQMAE/…``, ``MESH_VQVAE/…``, ``VQMAE/…``).
 
-        model: ``mega_resnet``, ``mega_hrnet`` or ``mega_vit``. assets_dir holds
-        ``connection_matrices/`` (default ``$MEGA_ASSETS_DIR``). pretrained: also load VQMAE.
+        model: ``mega_resnet``, ``mega_hrnet``, ``mega_vit``, or None for no image model (generation
+        only). assets_dir holds ``connection_matrices/`` (default ``$MEGA_ASSETS_DIR``).
+        pretrained: also load the unconditional VQMAE.
         """
         from mega_runtime.assets import load_connection_matrices
 
         folder = Path(folder)
-        if model not in ("mega_resnet", "mega_hrnet", "mega_vit"):
-            raise ConfigError(f"unknown model {model!r}; expected mega_resnet, mega_hrnet or mega_vit")
-        config = model_config(folder, model)
-        if not isinstance(config, CVQMAEConfig):
-            raise ConfigError(f"{folder}/config.json describes {model} as a {type(config).__name__}")
+        cvqmae = None
+        if model is not None:
+            if model not in ("mega_resnet", "mega_hrnet", "mega_vit"):
+                raise ConfigError(f"unknown model {model!r}; expected mega_resnet, mega_hrnet or mega_vit")
+            config = model_config(folder, model)
+            if not isinstance(config, CVQMAEConfig):
+                raise ConfigError(f"{folder}/config.json describes {model} as a {type(config).__name__}")
         assets = _assets_dir(assets_dir)
-        cvqmae = load_cvqmae(folder / CHECKPOINT_FILES[model], config, device)
+        if model is not None:
+            cvqmae = load_cvqmae(folder / CHECKPOINT_FILES[model], config, device)
         connections = load_connection_matrices(assets / "connection_matrices")
         mesh_vqvae = load_mesh_vqvae(folder / CHECKPOINT_FILES["mesh_vqvae_54"], connections, device)
         vqmae = None
@@ -134,6 +138,8 @@ class Mega:
         ``numpy_rng`` defaults to a RandomState seeded from ``generator``).
         The backbone runs once per image whatever H is.
         """
+        if self.cvqmae is None:
+            raise ConfigError("no image model is loaded", hint="load with Mega.from_checkpoints(..., model=...)")
         if num_hypotheses < 1:
             raise ValueError(f"num_hypotheses must be at least 1, got {num_hypotheses}")
         if sampler not in SAMPLERS:
@@ -223,3 +229,23 @@ def _assets_dir(explicit: Path | str | None) -> Path:
             hint="set MEGA_ASSETS_DIR to a folder that holds them (e.g. ../shared/assets)",
         )
     return Path(value)
+
+
+def resolve_device(name: str = "auto") -> str:
+    """``auto`` → cuda, else mps, else cpu; other names are checked to exist on this machine."""
+    from mega_runtime.errors import MegaError
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        return "mps" if mps is not None and mps.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise MegaError(f"unknown device {name!r}", hint="use auto, cpu, cuda, cuda:N or mps") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MegaError("device cuda was asked for, but this PyTorch sees no CUDA GPU", hint="use --device cpu")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise MegaError("device mps was asked for, but it is not available here", hint="use --device cpu")
+    return name

@@ -43,7 +43,7 @@ class PipelineConfig:
     sampling: SamplingConfig = field(default_factory=lambda: CVQMAE_SAMPLING)
     sampler: str = "full"
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"
     batch_size: int = 16
 
     def __post_init__(self) -> None:
@@ -95,14 +95,15 @@ class Pipeline:
         from mega_runtime.assets import read_template_ply
         from mega_runtime.detect import make_detector
         from mega_runtime.loaders import CHECKPOINT_FILES
-        from mega_runtime.mega import Mega
+        from mega_runtime.mega import Mega, resolve_device
         from mega_runtime.weights import resolve_assets_dir, resolve_checkpoint_dir
 
         assets = resolve_assets_dir(assets_dir, progress=progress)
         checkpoints = resolve_checkpoint_dir(
             [config.model, "mesh_vqvae_54"], checkpoint_dir, progress=progress, assets_dir=assets
         )
-        mega = Mega.from_checkpoints(checkpoints, config.model, assets_dir=assets, device=config.device)
+        device = resolve_device(config.device)
+        mega = Mega.from_checkpoints(checkpoints, config.model, assets_dir=assets, device=device)
         template = read_template_ply(assets / "template.ply")
         model_file = checkpoints / CHECKPOINT_FILES[config.model]
         info = {
@@ -185,7 +186,7 @@ class Pipeline:
                 **asdict(cfg.sampling),
             },
             "detector": getattr(self.detector, "name", type(self.detector).__name__),
-            "device": cfg.device,
+            "device": str(self.mega.device),
             "warnings": warnings,
             "timings_ms": {k: round(v * 1e3, 1) for k, v in timings.items()},
         }
@@ -278,7 +279,8 @@ class Pipeline:
                 per_frame[pos][tid] = (box, person)
             pending.clear()
 
-        for index, image in iter_frames(path, frames):
+        skipped: list[int] = []
+        for index, image in iter_frames(path, frames, skipped):
             if should_stop is not None and should_stop():
                 warnings.append(f"cancelled after {len(indices)} frames")
                 break
@@ -300,6 +302,9 @@ class Pipeline:
                 progress(len(indices), expected)
         if pending:
             flush()
+        if skipped:
+            shown = ", ".join(map(str, skipped[:10])) + (" …" if len(skipped) > 10 else "")
+            warnings.append(f"{len(skipped)} frame(s) could not be decoded and were skipped: {shown}")
         if not indices:
             warnings.append("no frame was decoded in the requested range")
         source = {

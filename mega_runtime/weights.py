@@ -699,7 +699,7 @@ def parse_zenodo_files(data: Any, record_url: str) -> list[RemoteFile]:
     the InvenioRDM one (``files: {entries: {...}}``) and the legacy one (``filename``, ``filesize``,
     bare-hex ``checksum``, ``links.download``).
     """
-    hint = f"download the checkpoints by hand from {ZENODO_PAGE_URL} and pass their folder with --checkpoints"
+    hint = f"download the checkpoints by hand from {ZENODO_PAGE_URL} and pass their folder with --checkpoint-dir"
     files = data.get("files") if isinstance(data, dict) else None
     if isinstance(files, dict):
         entries = files.get("entries")
@@ -737,7 +737,7 @@ def list_zenodo_record(sources: Sources | None = None) -> list[RemoteFile]:
     sources = sources or default_sources()
     hint = (
         f"check the network connection and run it again, or download the checkpoints by hand from "
-        f"{ZENODO_PAGE_URL} and pass their folder with --checkpoints (or set {ENV_CHECKPOINTS_DIR})"
+        f"{ZENODO_PAGE_URL} and pass their folder with --checkpoint-dir (or set {ENV_CHECKPOINTS_DIR})"
     )
     return parse_zenodo_files(_fetch_json(sources.zenodo_record_url, sources.timeout, hint), sources.zenodo_record_url)
 
@@ -920,7 +920,7 @@ def resolve_checkpoint_dir(
             raise WeightsError(
                 f"the checkpoint folder {local} ({origin}) lacks {paths}",
                 hint=f"copy the official file(s) from {ZENODO_PAGE_URL} into it:\n    {copies}\n  or "
-                f"{_instead(origin, '--checkpoints', ENV_CHECKPOINTS_DIR)} and run "
+                f"{_instead(origin, '--checkpoint-dir', ENV_CHECKPOINTS_DIR)} and run "
                 f"`{FETCH_COMMAND} --models {','.join(missing)}` to download them into the cache",
             )
         log.debug("using the checkpoints in %s (%s)", local, origin)
@@ -984,7 +984,7 @@ class _Fetcher:
                 f"the Zenodo record {self.sources.zenodo_record_url} did not provide "
                 f"{', '.join(CHECKPOINTS[n].path for n in order)} ({found})",
                 hint=f"download them by hand from {ZENODO_PAGE_URL}, lay them out as "
-                f"{', '.join(CHECKPOINTS[n].path for n in order)} in a folder and pass it with --checkpoints "
+                f"{', '.join(CHECKPOINTS[n].path for n in order)} in a folder and pass it with --checkpoint-dir "
                 f"(or set {ENV_CHECKPOINTS_DIR})",
             )
 
@@ -996,7 +996,7 @@ class _Fetcher:
             log.warning("the Zenodo listing gives no MD5 for %s; only its size is checked", remote.key)
         hint = (
             f"check the network connection and run `{FETCH_COMMAND}` again, or download {remote.key} by hand from "
-            f"{ZENODO_PAGE_URL} and pass the unpacked checkpoint folder with --checkpoints"
+            f"{ZENODO_PAGE_URL} and pass the unpacked checkpoint folder with --checkpoint-dir"
         )
         download(
             remote.url,
@@ -1200,7 +1200,7 @@ def _checkpoint_status(
         if local is None:
             fix = f"{FETCH_COMMAND} --models {name}"
         else:
-            instead = _instead(origin, "--checkpoints", ENV_CHECKPOINTS_DIR)
+            instead = _instead(origin, "--checkpoint-dir", ENV_CHECKPOINTS_DIR)
             fetch = f"{FETCH_COMMAND} --models {name}"
             fix = f"copy {entry.path} from {ZENODO_PAGE_URL} to {path}, or {instead} and run `{fetch}`"
         if not path.is_file():
@@ -1321,11 +1321,11 @@ def _print_rows(rows: list[FileStatus], required: set[str]) -> None:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     models = args.models or tuple(CHECKPOINTS)
-    rows = status(args.assets_dir, args.checkpoints, models=models)
+    rows = status(args.assets_dir, args.checkpoint_dir, models=models)
     required = set(args.models or DEFAULT_MODELS)
     print(f"assets: {_where(args.assets_dir, ENV_ASSETS_DIR, cache_assets_dir())}")
     _print_rows([r for r in rows if r.kind == "asset"], required)
-    print(f"checkpoints: {_where(args.checkpoints, ENV_CHECKPOINTS_DIR, cache_checkpoints_dir())}")
+    print(f"checkpoints: {_where(args.checkpoint_dir, ENV_CHECKPOINTS_DIR, cache_checkpoints_dir())}")
     _print_rows([r for r in rows if r.kind == "checkpoint"], required)
     present = sum(r.present for r in rows)
     print(f"{present} of {len(rows)} files present; inference needs the assets and {', '.join(sorted(required))}")
@@ -1337,7 +1337,9 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     bar = _ProgressBar(sys.stderr)
     try:
         assets = resolve_assets_dir(args.assets_dir, download=True, progress=bar)
-        checkpoints = resolve_checkpoint_dir(models, args.checkpoints, download=True, progress=bar, assets_dir=assets)
+        checkpoints = resolve_checkpoint_dir(
+            models, args.checkpoint_dir, download=True, progress=bar, assets_dir=assets
+        )
     finally:
         bar.close()
     print(f"assets: {assets}")
@@ -1346,12 +1348,12 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    rows = status(args.assets_dir, args.checkpoints, models=args.models or tuple(CHECKPOINTS), deep=True)
+    rows = status(args.assets_dir, args.checkpoint_dir, models=args.models or tuple(CHECKPOINTS), deep=True)
     required = set(args.models or DEFAULT_MODELS)
     failing = [r for r in rows if not r.ok and (r.present or r.kind == "asset" or r.name in required)]
     print(f"assets: {_where(args.assets_dir, ENV_ASSETS_DIR, cache_assets_dir())}")
     _print_rows([r for r in rows if r.kind == "asset"], required)
-    print(f"checkpoints: {_where(args.checkpoints, ENV_CHECKPOINTS_DIR, cache_checkpoints_dir())}")
+    print(f"checkpoints: {_where(args.checkpoint_dir, ENV_CHECKPOINTS_DIR, cache_checkpoints_dir())}")
     _print_rows([r for r in rows if r.kind == "checkpoint"], required)
     checked = sum(r.present for r in rows)
     print(f"{checked} file(s) checked, {len(failing)} problem(s)")
@@ -1386,7 +1388,7 @@ def add_weights_commands(subparsers: Any) -> argparse.ArgumentParser:
             help=f"folder with template.ply and connection_matrices/ (default: ${ENV_ASSETS_DIR}, else the cache)",
         )
         sub.add_argument(
-            "--checkpoints",
+            "--checkpoint-dir",
             type=Path,
             metavar="DIR",
             help=f"folder in the official layout (CVQMAE/, VQMAE/, MESH_VQVAE/) (default: ${ENV_CHECKPOINTS_DIR}, "

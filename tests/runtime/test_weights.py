@@ -487,7 +487,7 @@ def test_a_record_without_the_model_raises_naming_it_and_the_manual_fix(
         resolve_checkpoint_dir(["mega_hrnet"], sources=tiny_sources)
     assert "did not provide CVQMAE/mega_hrnet" in caught.value.message
     assert "other.bin is not a MEGA checkpoint" in caught.value.message
-    assert "https://zenodo.org/records/14974141" in caught.value.hint and "--checkpoints" in caught.value.hint
+    assert "https://zenodo.org/records/14974141" in caught.value.hint and "--checkpoint-dir" in caught.value.hint
 
 
 def test_a_model_file_that_does_not_load_strictly_is_not_installed(
@@ -695,7 +695,7 @@ def test_weights_list_with_a_local_folder_gives_copy_commands(capsys: pytest.Cap
             "list",
             "--assets-dir",
             str(tmp_path / "a"),
-            "--checkpoints",
+            "--checkpoint-dir",
             str(tmp_path / "c"),
             "--models",
             "mega_pretrained",
@@ -715,7 +715,7 @@ def test_weights_verify_exits_0_when_all_is_well_and_1_otherwise(
     _write_tiny_config(folder, tiny_models)
     (folder / "VQMAE").mkdir()
     (folder / "VQMAE" / "mega_pretrained").write_bytes(tiny_models["mega_pretrained"])
-    args = ("weights", "verify", "--assets-dir", str(assets_dir), "--checkpoints", str(folder))
+    args = ("weights", "verify", "--assets-dir", str(assets_dir), "--checkpoint-dir", str(folder))
     assert _cli(*args, "--models", "mega_pretrained") == 0
     assert "0 problem(s)" in capsys.readouterr().out
     (folder / "VQMAE" / "mega_pretrained").write_bytes(tiny_models["mega_pretrained"][:1000])

@@ -1,0 +1,235 @@
+"""``mega-runtime infer`` and ``mega-runtime generate`` (torch-free at import).
+
+infer: photos, videos or folders of them → one result pair per input in ``--out``
+(``<stem>.json`` + ``<stem>.npz``, docs/result-format.md), optional previews. Each input is
+handled on its own: a bad input is reported (problem and fix) and skipped, the others are still
+processed, and nothing partial is left for it. Exit codes: 0 every input done; 2 a usage or
+input error, or at least one input failed (see docs/cli.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from mega_runtime.errors import MegaError
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+MODEL_NAMES = {"resnet": "mega_resnet", "hrnet": "mega_hrnet", "vit": "mega_vit"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pgm", ".ppm", ".pnm", ".exr"}
+
+
+def parse_boxes(text: str) -> list[list[float]]:
+    """'x1,y1,x2,y2;x1,y1,x2,y2' → list of boxes in pixels."""
+    try:
+        boxes = [[float(v) for v in part.split(",")] for part in text.split(";") if part.strip()]
+    except ValueError as exc:
+        raise MegaError(f"--boxes {text!r} is not a list of numbers", hint="use x1,y1,x2,y2;x1,y1,x2,y2") from exc
+    if not boxes or any(len(b) != 4 for b in boxes):
+        raise MegaError(f"--boxes {text!r} needs 4 numbers per box", hint="use x1,y1,x2,y2;x1,y1,x2,y2")
+    return boxes
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    """Files as given; folders → their photos and videos (sorted). A missing path is a usage error."""
+    from mega_runtime.media import VIDEO_SUFFIXES
+
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            media = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+            if not media:
+                raise MegaError(f"folder {path} holds no photo or video", hint="pass image or video files")
+            found.extend(media)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise MegaError(f"input {path} does not exist", hint="check the path")
+    stems = [p.stem for p in found]
+    clashes = sorted({s for s in stems if stems.count(s) > 1})
+    if clashes:
+        raise MegaError(
+            f"several inputs share the name(s) {', '.join(clashes)}; their results would collide in --out",
+            hint="run them separately with different --out folders",
+        )
+    return found
+
+
+def _model_name(value: str) -> str:
+    return MODEL_NAMES.get(value, value)
+
+
+def _sampling(args: argparse.Namespace):
+    from mega_runtime.sampling import SamplingConfig
+
+    try:
+        return SamplingConfig(steps=args.steps, temperature=args.temperature)
+    except ValueError as exc:
+        raise MegaError(str(exc), hint="see mega-runtime infer --help") from exc
+
+
+def _cmd_infer(args: argparse.Namespace) -> int:
+    from mega_runtime.cli import ProgressBar
+    from mega_runtime.media import FrameRange, is_video, read_image
+    from mega_runtime.result import OutputExistsError, result_paths, write_result
+
+    inputs = expand_inputs(args.inputs)
+    boxes = parse_boxes(args.boxes) if args.boxes else None
+    frames = FrameRange.parse(args.frames) if args.frames else None
+    if args.hypotheses < 1:
+        raise MegaError(f"--hypotheses must be at least 1, got {args.hypotheses}")
+    out_dir = Path(args.out)
+    plans = []
+    for path in inputs:
+        json_path, npz_path = result_paths(out_dir / path.stem)
+        targets = [json_path, npz_path]
+        if args.preview:
+            targets += [out_dir / f"{path.stem}.preview.png", out_dir / f"{path.stem}.uncertainty.png"]
+        existing = [str(t) for t in targets if t.exists()]
+        if existing and not args.overwrite:
+            raise OutputExistsError(
+                f"not overwriting existing file(s): {', '.join(existing)}", hint="choose another --out, or --overwrite"
+            )
+        plans.append((path, targets))
+
+    from mega_runtime.detect import make_detector
+    from mega_runtime.mega import resolve_device
+    from mega_runtime.pipeline import Pipeline, PipelineConfig
+
+    config = PipelineConfig(
+        model=_model_name(args.model),
+        num_hypotheses=args.hypotheses,
+        sampling=_sampling(args),
+        sampler=args.sampler,
+        seed=args.seed,
+        device=resolve_device(args.device),
+        batch_size=args.batch_size,
+    )
+    options = {"weights": args.yolo_weights} if args.detector == "yolo" else {}
+    detector = make_detector(args.detector, **options)
+    pipeline = Pipeline.load(config, args.checkpoint_dir, args.assets_dir, detector, progress=ProgressBar("download"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for path, targets in plans:
+        try:
+            if is_video(path):
+                image = None
+                result = pipeline.run_video(path, frames, progress=ProgressBar(f"{path.name}: frames"))
+            else:
+                image = read_image(path)
+                result = pipeline.run_image(image, boxes, {"path": str(path)})
+            write_result(result, out_dir / path.stem, overwrite=args.overwrite)
+            line = f"{path.name}: {result.num_people} people, {result.num_frames} frame(s), "
+            print(line + f"{result.num_hypotheses} hypotheses → {targets[0]}")
+            for warning in result.meta.get("warnings", []):
+                print(f"  warning: {warning}")
+            if args.preview and image is not None:
+                from mega_runtime.preview import write_preview, write_uncertainty_preview
+
+                write_preview(result, image, targets[2])
+                write_uncertainty_preview(result, image, targets[3])
+                print(f"  preview: {targets[2]}, {targets[3]}")
+        except MegaError as exc:
+            failed += 1
+            print(f"error: {path}: {exc}", file=sys.stderr)
+    if failed:
+        print(f"{failed} of {len(plans)} input(s) failed", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from mega_runtime.generate import generate_bodies
+    from mega_runtime.result import result_paths, write_result
+
+    if args.count < 1:
+        raise MegaError(f"--count must be at least 1, got {args.count}")
+    out = Path(args.out) / args.name
+    result = generate_bodies(
+        args.count,
+        seed=args.seed,
+        checkpoint_dir=args.checkpoint_dir,
+        assets_dir=args.assets_dir,
+        device=args.device,
+        steps=args.steps,
+        temperature=args.temperature,
+    )
+    json_path, _ = result_paths(out)
+    write_result(result, out, overwrite=args.overwrite)
+    print(f"{args.count} generated bodies → {json_path}")
+    return EXIT_OK
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the result pairs")
+    p.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        metavar="DIR",
+        help="folder laid out like the official checkpoints "
+        "(an optional config.json there gives non-standard model sizes); default $MEGA_CHECKPOINTS_DIR "
+        "or the download cache",
+    )
+    p.add_argument(
+        "--assets-dir",
+        type=Path,
+        metavar="DIR",
+        help="folder with template.ply and connection_matrices/ (default $MEGA_ASSETS_DIR or the download cache)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+
+def add_infer_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``infer`` and ``generate`` on the CLI's sub-parsers."""
+    p = sub.add_parser(
+        "infer",
+        help="reconstruct the people in photos/videos into result files",
+        description="Find the people in each photo or video (or folder of them), run MEGA and write "
+        "<out>/<name>.json + <name>.npz (docs/result-format.md). Weights come from --checkpoint-dir/--assets-dir, "
+        "$MEGA_CHECKPOINTS_DIR/$MEGA_ASSETS_DIR, or the cache (downloaded on first use). Exit codes: 0 done; "
+        "2 usage error, missing weights, or an input that failed (the others are still processed).",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="photos, videos or folders")
+    _common(p)
+    p.add_argument("--model", default="hrnet", help="resnet, hrnet or vit (default hrnet)")
+    p.add_argument("--hypotheses", type=int, default=8, help="hypotheses per person, incl. the most likely (default 8)")
+    p.add_argument("--steps", type=int, default=5, help="sampling steps (official 5)")
+    p.add_argument("--temperature", type=float, default=4.5, help="initial sampling temperature (official 4.5)")
+    p.add_argument(
+        "--sampler",
+        choices=["full", "official"],
+        default="full",
+        help="official = bit-exact official generate() (numpy RNG, one token left at code 0)",
+    )
+    p.add_argument("--batch-size", type=int, default=16, help="crops per network batch")
+    p.add_argument("--detector", default="default", choices=["default", "yolo"], help="person detector")
+    p.add_argument("--yolo-weights", type=Path, help="YOLOv8 weights for --detector yolo (needs ultralytics)")
+    p.add_argument("--boxes", help="person boxes for photos instead of a detector: x1,y1,x2,y2;x1,y1,x2,y2 (pixels)")
+    p.add_argument("--frames", metavar="START:END:STEP", help="video frame range (default: all)")
+    p.add_argument(
+        "--preview",
+        action="store_true",
+        help="also write <name>.preview.png (meshes over the photo) "
+        "and <name>.uncertainty.png (per-vertex spread as a heat map)",
+    )
+    p.set_defaults(func=_cmd_infer)
+
+    p = sub.add_parser(
+        "generate",
+        help="make bodies with no image (pre-trained unconditional model)",
+        description="Sample bodies from MEGA's pre-trained model (official: 20 steps, temperature 1.3) and write "
+        "them as one result pair, standing side by side 1 m apart, 3 m in front of a nominal camera.",
+    )
+    p.add_argument("--count", type=int, default=4, help="number of bodies (default 4)")
+    p.add_argument("--name", default="generated", help="result name in --out (default 'generated')")
+    p.add_argument("--steps", type=int, default=20, help="sampling steps (official 20)")
+    p.add_argument("--temperature", type=float, default=1.3, help="sampling temperature (official 1.3)")
+    _common(p)
+    p.set_defaults(func=_cmd_generate)

@@ -1,0 +1,741 @@
+"""Person detection: which people in an image MEGA reconstructs, as whole-person boxes.
+
+Three detectors share one interface (:class:`PersonDetector`, built by :func:`make_detector`):
+
+* ``"default"`` — offline, no download at run time: MediaPipe's BlazePose models run with a TensorFlow Lite
+  interpreter (``tflite-runtime``). The model files are the ones bundled inside the ``mediapipe`` wheel
+  (``modules/pose_detection/pose_detection.tflite`` and ``modules/pose_landmark/pose_landmark_full.tflite``);
+  only those two files are read, ``mediapipe`` itself is never imported (``pip install --no-deps
+  mediapipe==0.10.14`` is enough). Two stages, several people per image:
+
+  1. the pose *detector* (224×224, SSD with 2254 anchors, box + 4 keypoints per anchor: mid-hip, a point on the
+     circle around the whole body, mid-shoulder, upper-body point) runs on the whole image letterboxed and,
+     for wide or tall images, on overlapping square tiles along the long side (a person who is small in the
+     letterboxed view is larger in a tile); candidates are merged by MediaPipe's weighted non-maximum
+     suppression within a view and by their keypoints across views;
+  2. for each person, the pose *landmark* model (256×256) runs on the rotated square region MediaPipe derives
+     from the keypoints (centre mid-hip, side 2.5 × circle radius), then twice more on the region its own
+     auxiliary landmarks give. A person whose pose-presence score stays below 0.5 is dropped. The box is the
+     extent of the 33 body landmarks, the top of the head and the fingertips extrapolated from them, and the
+     segmentation mask where it continues past them (at most 12 % upwards, 5 % on the other sides), plus a
+     2 % margin, clipped to the image.
+
+* ``"yolo"`` — what the official demo does: ultralytics YOLOv8 (``yolov8x.pt``), class 0 (person), confidence
+  0.5. Optional: the user installs ``ultralytics`` and passes ``weights=<path>``; nothing is downloaded.
+* ``"boxes"`` — boxes given by the caller (``xyxy`` pixels); see :class:`GivenBoxes` for the validation rules.
+
+Every detector returns :class:`Detection` objects sorted by score, highest first (ties keep their order), in
+pixels of the original image (continuous coordinates: pixel ``i`` spans ``[i, i + 1)``, so a box lies within
+``[0, W] × [0, H]``). Common options: ``conf`` (minimum score), ``max_people`` (keep the best N) and
+``min_size`` (minimum length in pixels of a box's longer side).
+
+At import, this module needs numpy only: OpenCV and the TFLite interpreter are imported when the default
+detector is built, ultralytics (and with it torch) when the ``"yolo"`` one is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import math
+import numbers
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from mega_runtime.errors import ConfigError, DetectionInputError, DetectorError
+
+__all__ = [
+    "BLAZEPOSE_MODEL_FILES",
+    "DETECTOR_NAMES",
+    "BlazePoseDetector",
+    "Detection",
+    "GivenBoxes",
+    "PersonDetector",
+    "YoloDetector",
+    "find_blazepose_models",
+    "make_detector",
+]
+
+DETECTOR_NAMES: tuple[str, ...] = ("default", "blazepose", "yolo", "boxes")
+"""Names :func:`make_detector` accepts; ``"default"`` is ``"blazepose"``."""
+
+ENV_MODEL_DIR = "MEGA_DETECTOR_DIR"
+"""Environment variable naming a folder with the two BlazePose ``.tflite`` files (overrides ``mediapipe``)."""
+
+BLAZEPOSE_MODEL_FILES: dict[str, tuple[str, str]] = {
+    "detector": (
+        "modules/pose_detection/pose_detection.tflite",
+        "9ba9dd3d42efaaba86b4ff0122b06f29c4122e756b329d89dca1e297fd8f866c",
+    ),
+    "landmarks": (
+        "modules/pose_landmark/pose_landmark_full.tflite",
+        "e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f",
+    ),
+}
+"""Path inside the ``mediapipe`` package and SHA-256 of each model (identical in mediapipe 0.10.9 – 0.10.21)."""
+
+_TFLITE_MODULES = ("tflite_runtime.interpreter", "ai_edge_litert.interpreter", "tensorflow")
+_INSTALL_HINT = (
+    "pip install tflite-runtime==2.14.0 && pip install --no-deps mediapipe==0.10.14 "
+    "(only the model files bundled in mediapipe are read); or pass your own boxes (detector 'boxes') "
+    "or use detector 'yolo'"
+)
+
+# BlazePose detector (MediaPipe pose_detection_cpu graph): input, anchors and decoding.
+_DET_SIZE = 224
+_DET_STRIDES = (8, 16, 32, 32, 32)
+_DET_NMS_IOU = 0.3
+# BlazePose landmark model (pose_landmark_full): input and the detector-keypoint ROI rule.
+_LMK_SIZE = 256
+_ROI_SCALE = 1.25
+_NUM_BODY_LANDMARKS = 33
+_PRESENCE_MIN = 0.5
+# Whole-person box rules (see the module docstring and docs/detection.md).
+_HEAD_TOP = 0.7  # top of the head ≈ mid-ears + 0.7 × (mid-ears − mid-shoulders)
+_FINGERTIPS = 2.0  # fingertip ≈ wrist + 2 × (mean of the index and pinky knuckles − wrist)
+_MASK_GROWTH = (0.05, 0.12, 0.05, 0.05)  # most the mask may grow the left, top, right, bottom side (× longer side)
+_BOX_MARGIN = 0.02  # final margin, fraction of the box's longer side
+_MAX_PEOPLE_TRIED = 24  # people (groups of detector candidates) given to the landmark model, best first
+_TRIES_PER_PERSON = 3  # detector candidates of one person tried until the landmark model accepts one
+_ALTERNATE_MIN = 0.3  # detector score that makes a candidate an alternate view of a person found with ≥ conf
+_REFINE_STEPS = 2  # landmark runs on the region the previous run's landmarks give
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One person: ``box_xyxy`` = (x1, y1, x2, y2) in pixels of the original image, ``score`` in [0, 1]."""
+
+    box_xyxy: tuple[float, float, float, float]
+    score: float
+
+    @property
+    def width(self) -> float:
+        return self.box_xyxy[2] - self.box_xyxy[0]
+
+    @property
+    def height(self) -> float:
+        return self.box_xyxy[3] - self.box_xyxy[1]
+
+
+@runtime_checkable
+class PersonDetector(Protocol):
+    """Finds people in a ``(H, W, 3)`` uint8 BGR image; returns detections sorted by score, highest first."""
+
+    name: str
+
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]: ...
+
+
+def make_detector(name: str = "default", **options: Any) -> PersonDetector:
+    """Build a person detector by name.
+
+    * ``"default"`` / ``"blazepose"``: :class:`BlazePoseDetector` (options ``conf=0.5``, ``max_people``,
+      ``min_size``, ``model_dir``, ``num_threads``, ``tiles``).
+    * ``"yolo"``: :class:`YoloDetector` (``weights=<path to yolov8x.pt>``, ``conf=0.5``, ``max_people``,
+      ``min_size``, ``device``).
+    * ``"boxes"``: :class:`GivenBoxes` (``boxes=[(x1, y1, x2, y2), …]``, optional ``scores``, ``conf``,
+      ``max_people``, ``min_size``).
+
+    Raises :class:`ConfigError` for an unknown name or option, :class:`DetectorError` when the detector's
+    package or model files are missing.
+    """
+    key = str(name).strip().lower()
+    factories = {"default": BlazePoseDetector, "blazepose": BlazePoseDetector, "yolo": YoloDetector}
+    if key == "boxes":
+        return GivenBoxes(**_known_options(GivenBoxes, key, options))
+    if key not in factories:
+        raise ConfigError(
+            f"unknown person detector {name!r}", hint=f"use one of: {', '.join(repr(n) for n in DETECTOR_NAMES)}"
+        )
+    cls = factories[key]
+    return cls(**_known_options(cls, key, options))
+
+
+def _known_options(cls: type, name: str, options: dict[str, Any]) -> dict[str, Any]:
+    accepted = cls.OPTIONS  # type: ignore[attr-defined]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"detector {name!r} has no option(s) {', '.join(unknown)}", hint=f"its options are: {', '.join(accepted)}"
+        )
+    return options
+
+
+# -- shared checks and filtering ---------------------------------------------------------------------------
+
+
+def _check_image(image_bgr: Any) -> tuple[int, int]:
+    if not isinstance(image_bgr, np.ndarray):
+        raise DetectionInputError(
+            f"the image must be a numpy array, not {type(image_bgr).__name__}", hint="pass a (H, W, 3) uint8 BGR array"
+        )
+    if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8 or 0 in image_bgr.shape:
+        raise DetectionInputError(
+            f"the image must be (H, W, 3) uint8 BGR, got shape {image_bgr.shape} and dtype {image_bgr.dtype}",
+            hint="convert it first, e.g. cv2.imread(path) or rgb[..., ::-1].astype(np.uint8)",
+        )
+    return int(image_bgr.shape[0]), int(image_bgr.shape[1])
+
+
+def _check_common(conf: float, max_people: int | None, min_size: float) -> tuple[float, int | None, float]:
+    if not (isinstance(conf, numbers.Real) and 0.0 <= conf <= 1.0):
+        raise ConfigError(f"conf must be a number in [0, 1], got {conf!r}", hint="e.g. conf=0.5")
+    if max_people is not None and not (isinstance(max_people, numbers.Integral) and max_people >= 1):
+        raise ConfigError(f"max_people must be a positive integer or None, got {max_people!r}", hint="e.g. 4")
+    if not (isinstance(min_size, numbers.Real) and math.isfinite(min_size) and min_size >= 0):
+        raise ConfigError(f"min_size must be a number of pixels ≥ 0, got {min_size!r}", hint="e.g. min_size=32")
+    return float(conf), None if max_people is None else int(max_people), float(min_size)
+
+
+def _finish(detections: Sequence[Detection], conf: float, max_people: int | None, min_size: float) -> list[Detection]:
+    """Keep score ≥ conf and longer side ≥ min_size, sort by score (stable), keep at most max_people."""
+    kept = [d for d in detections if d.score >= conf and max(d.width, d.height) >= min_size]
+    kept.sort(key=lambda d: -d.score)
+    return kept if max_people is None else kept[:max_people]
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one xyxy box with each row of ``boxes`` (N, 4)."""
+    x1 = np.maximum(box[0], boxes[:, 0])
+    y1 = np.maximum(box[1], boxes[:, 1])
+    x2 = np.minimum(box[2], boxes[:, 2])
+    y2 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-12)
+
+
+# -- boxes given by the caller -----------------------------------------------------------------------------
+
+
+class GivenBoxes:
+    """Boxes given by the caller, validated.
+
+    Each box is ``(x1, y1, x2, y2)`` in pixels of the image: four finite numbers with ``x2 > x1`` and
+    ``y2 > y1`` (else :class:`DetectionInputError` at construction). At :meth:`detect` time, a box that
+    reaches past the image is **clipped** to ``[0, W] × [0, H]`` (people cut by the frame are normal); a box
+    that lies entirely outside the image (nothing left after clipping) is **rejected** with
+    :class:`DetectionInputError`, since it can only be a mistake (e.g. boxes for another image size).
+    ``scores`` (default 1.0 each) order the result; equal scores keep the caller's order.
+    """
+
+    OPTIONS = ("boxes", "scores", "conf", "max_people", "min_size")
+    name = "boxes"
+
+    def __init__(
+        self,
+        boxes: Sequence[Sequence[float]] | np.ndarray | None = None,
+        scores: Sequence[float] | None = None,
+        conf: float = 0.0,
+        max_people: int | None = None,
+        min_size: float = 0.0,
+    ) -> None:
+        self.conf, self.max_people, self.min_size = _check_common(conf, max_people, min_size)
+        if boxes is None:
+            raise ConfigError("detector 'boxes' needs boxes=[(x1, y1, x2, y2), ...]", hint="pass the boxes in pixels")
+        rows = self._parse(boxes)
+        hint = "give one score in [0, 1] per box, or leave scores out (every box then scores 1.0)"
+        if scores is None:
+            values = [1.0] * len(rows)
+        else:
+            try:
+                values = [float(s) for s in scores]
+            except (TypeError, ValueError) as exc:
+                raise DetectionInputError(f"scores are not numbers: {exc}", hint=hint) from exc
+            if len(values) != len(rows) or not all(math.isfinite(s) and 0.0 <= s <= 1.0 for s in values):
+                raise DetectionInputError(
+                    f"scores must be {len(rows)} numbers in [0, 1], one per box, got {values!r}", hint=hint
+                )
+        self.boxes: tuple[tuple[float, float, float, float], ...] = tuple(rows)
+        self.scores: tuple[float, ...] = tuple(values)
+
+    @staticmethod
+    def _parse(boxes: Any) -> list[tuple[float, float, float, float]]:
+        hint = "give boxes as [(x1, y1, x2, y2), ...] in pixels with x2 > x1 and y2 > y1"
+        try:
+            array = np.asarray(boxes, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise DetectionInputError(f"boxes are not a list of 4 numbers each: {exc}", hint=hint) from exc
+        if array.size == 0:
+            return []
+        if array.ndim != 2 or array.shape[1] != 4:
+            raise DetectionInputError(f"boxes must have shape (N, 4), got {array.shape}", hint=hint)
+        rows = []
+        for i, (x1, y1, x2, y2) in enumerate(array.tolist()):
+            if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+                raise DetectionInputError(f"box {i} {(x1, y1, x2, y2)} is not finite", hint=hint)
+            if not (x2 > x1 and y2 > y1):
+                raise DetectionInputError(f"box {i} {(x1, y1, x2, y2)} is empty or reversed", hint=hint)
+            rows.append((x1, y1, x2, y2))
+        return rows
+
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        height, width = _check_image(image_bgr)
+        out = []
+        for i, ((x1, y1, x2, y2), score) in enumerate(zip(self.boxes, self.scores, strict=True)):
+            cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
+            cx2, cy2 = min(max(x2, 0.0), width), min(max(y2, 0.0), height)
+            if not (cx2 > cx1 and cy2 > cy1):
+                raise DetectionInputError(
+                    f"box {i} {(x1, y1, x2, y2)} lies outside the {width}×{height} image",
+                    hint="give boxes in pixels of this image (x in [0, width], y in [0, height])",
+                )
+            out.append(Detection((cx1, cy1, cx2, cy2), score))
+        return _finish(out, self.conf, self.max_people, self.min_size)
+
+
+# -- ultralytics YOLO (the official demo's detector) -------------------------------------------------------
+
+
+class YoloDetector:
+    """ultralytics YOLO boxes for class 0 (person), as the official demo (``yolov8x.pt``, conf 0.5).
+
+    ``weights`` must be an existing file: a bare model name would make ultralytics download it, which this
+    runtime never does. ``device`` is passed to ultralytics (``None`` lets it choose).
+    """
+
+    OPTIONS = ("weights", "conf", "max_people", "min_size", "device")
+    name = "yolo"
+    PERSON_CLASS = 0
+
+    def __init__(
+        self,
+        weights: str | os.PathLike[str] | None = None,
+        conf: float = 0.5,
+        max_people: int | None = None,
+        min_size: float = 0.0,
+        device: str | None = None,
+    ) -> None:
+        self.conf, self.max_people, self.min_size = _check_common(conf, max_people, min_size)
+        self.device = device
+        hint = "pip install ultralytics, download yolov8x.pt yourself and pass weights='path/to/yolov8x.pt'"
+        if weights is None:
+            raise DetectorError("the 'yolo' detector needs weights=<path to a YOLOv8 .pt file>", hint=hint)
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise DetectorError(f"YOLO weights not found: {path}", hint=hint)
+        try:
+            ultralytics = importlib.import_module("ultralytics")
+        except ImportError as exc:
+            raise DetectorError(f"the 'yolo' detector needs the ultralytics package ({exc})", hint=hint) from exc
+        self.weights = path
+        self._model = ultralytics.YOLO(str(path))
+
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        _check_image(image_bgr)
+        kwargs: dict[str, Any] = {"classes": [self.PERSON_CLASS], "conf": self.conf, "verbose": False}
+        if self.device is not None:
+            kwargs["device"] = self.device
+        results = self._model.predict(image_bgr, **kwargs)
+        return _finish(detections_from_ultralytics(results), self.conf, self.max_people, self.min_size)
+
+
+def _to_numpy(values: Any) -> np.ndarray:
+    if hasattr(values, "detach"):  # a torch tensor, possibly on a GPU
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=np.float64)
+
+
+def detections_from_ultralytics(results: Any, person_class: int = YoloDetector.PERSON_CLASS) -> list[Detection]:
+    """Person detections from ultralytics ``Results`` (``r.boxes.xyxy``, ``.conf``, ``.cls`` per result)."""
+    out = []
+    for result in results:
+        boxes = result.boxes
+        if boxes is None:
+            continue
+        xyxy = _to_numpy(boxes.xyxy).reshape(-1, 4)
+        conf = _to_numpy(boxes.conf).reshape(-1)
+        cls = _to_numpy(boxes.cls).reshape(-1)
+        for box, score, label in zip(xyxy, conf, cls, strict=True):
+            if int(label) == person_class and np.isfinite(box).all() and box[2] > box[0] and box[3] > box[1]:
+                out.append(Detection((float(box[0]), float(box[1]), float(box[2]), float(box[3])), float(score)))
+    return out
+
+
+# -- BlazePose (offline default) ---------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _mediapipe_dir() -> Path | None:
+    """The installed ``mediapipe`` package folder, found without importing mediapipe."""
+    try:
+        spec = importlib.util.find_spec("mediapipe")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def find_blazepose_models(model_dir: str | os.PathLike[str] | None = None) -> dict[str, Path]:
+    """Paths of the two BlazePose model files, checked against their SHA-256.
+
+    Looked up in ``model_dir`` (if given), else ``$MEGA_DETECTOR_DIR`` (if set), else the installed
+    ``mediapipe`` package. A folder may hold the files flat (``pose_detection.tflite``,
+    ``pose_landmark_full.tflite``) or in mediapipe's layout (``modules/pose_detection/…``).
+    """
+    explicit = model_dir if model_dir is not None else os.environ.get(ENV_MODEL_DIR) or None
+    if explicit is not None:
+        roots, where = [Path(explicit).expanduser()], f"{explicit}"
+    else:
+        package = _mediapipe_dir()
+        roots, where = ([package] if package else []), "the mediapipe package"
+        if package is None:
+            raise DetectorError(
+                "the default person detector needs the BlazePose model files bundled in the mediapipe wheel, "
+                "and mediapipe is not installed",
+                hint=f"{_INSTALL_HINT}; or set {ENV_MODEL_DIR} to a folder holding pose_detection.tflite and "
+                "pose_landmark_full.tflite",
+            )
+    found: dict[str, Path] = {}
+    for key, (relative, sha256) in BLAZEPOSE_MODEL_FILES.items():
+        options = [root / relative for root in roots] + [root / Path(relative).name for root in roots]
+        path = next((p for p in options if p.is_file()), None)
+        if path is None:
+            raise DetectorError(
+                f"{Path(relative).name} not found in {where}",
+                hint=f"{_INSTALL_HINT}; mediapipe 0.10.9 – 0.10.21 bundle it (1.x does not)",
+            )
+        if _sha256(path) != sha256:
+            raise DetectorError(
+                f"{path} is not the BlazePose model this detector decodes (SHA-256 differs)",
+                hint="pip install --no-deps mediapipe==0.10.14, or point model_dir at its files",
+            )
+        found[key] = path
+    return found
+
+
+def _tflite_interpreter_class() -> Any:
+    """The TFLite ``Interpreter`` class from the first installed runtime, else :class:`DetectorError`."""
+    errors = []
+    for module_name in _TFLITE_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            errors.append(f"{module_name}: {exc}")
+            continue
+        return module.lite.Interpreter if module_name == "tensorflow" else module.Interpreter
+    raise DetectorError(
+        f"the default person detector needs a TensorFlow Lite interpreter, and none is installed ({'; '.join(errors)})",
+        hint=_INSTALL_HINT,
+    )
+
+
+def _ssd_anchor_centres() -> np.ndarray:
+    """(2254, 2) anchor centres of the BlazePose detector, in input fractions (MediaPipe's SsdAnchorsCalculator
+    with fixed anchor size, aspect ratio 1 and the interpolated scale: two anchors per layer and cell; layers of
+    equal stride share one grid)."""
+    centres = []
+    layer = 0
+    while layer < len(_DET_STRIDES):
+        stride = _DET_STRIDES[layer]
+        same = 0
+        while layer + same < len(_DET_STRIDES) and _DET_STRIDES[layer + same] == stride:
+            same += 1
+        cells = math.ceil(_DET_SIZE / stride)
+        grid = (np.arange(cells, dtype=np.float32) + 0.5) / cells
+        ys, xs = np.meshgrid(grid, grid, indexing="ij")
+        cell_centres = np.stack([xs.ravel(), ys.ravel()], axis=1)
+        centres.append(np.repeat(cell_centres, 2 * same, axis=0))
+        layer += same
+    return np.concatenate(centres, axis=0)
+
+
+class _Pyramid:
+    """An image and its area-averaged reductions by powers of two (built on demand), sampled with OpenCV."""
+
+    def __init__(self, image: np.ndarray, cv2: Any) -> None:
+        self.cv2 = cv2
+        self.levels = {1: image}
+
+    def level(self, factor: int) -> np.ndarray:
+        if factor not in self.levels:
+            image = self.levels[1]
+            size = (max(1, round(image.shape[1] / factor)), max(1, round(image.shape[0] / factor)))
+            self.levels[factor] = self.cv2.resize(image, size, interpolation=self.cv2.INTER_AREA)
+        return self.levels[factor]
+
+    def sample(self, affine: np.ndarray, size: int, replicate: bool) -> np.ndarray:
+        """(size, size, 3) float32 BGR in [0, 255]: the output point (u, v) (continuous, pixel centres at
+        +0.5) shows the image at ``affine @ (u, v, 1)`` (continuous image pixels). Bilinear on the reduction
+        whose pixel is at most one output pixel; outside the image: zero, or the nearest edge (``replicate``)."""
+        scale = math.sqrt(abs(float(np.linalg.det(affine[:, :2]))))
+        factor = 1 << max(0, math.floor(math.log2(max(scale, 1.0))))
+        image = self.level(factor)
+        full = self.levels[1]
+        shrink = np.array([[image.shape[1] / full.shape[1]], [image.shape[0] / full.shape[0]]])
+        # output pixel index (j, i) -> level pixel index: centre of (j, i) is (j + 0.5, i + 0.5).
+        inverse = affine * shrink
+        inverse[:, 2] += inverse[:, :2] @ np.array([0.5, 0.5]) - 0.5
+        cv2 = self.cv2
+        border = cv2.BORDER_REPLICATE if replicate else cv2.BORDER_CONSTANT
+        out = cv2.warpAffine(
+            image, inverse, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=border
+        )
+        return out.astype(np.float32)
+
+
+@dataclass
+class _Candidate:
+    score: float
+    box: np.ndarray  # detector box (x1, y1, x2, y2) in image pixels
+    keypoints: np.ndarray  # (4, 2): mid-hip, body-circle point, mid-shoulder, upper-body point
+
+    @property
+    def radius(self) -> float:
+        return float(np.linalg.norm(self.keypoints[1] - self.keypoints[0]))
+
+    def same_person(self, other: _Candidate) -> bool:
+        reach = 0.3 * min(self.radius, other.radius)
+        face = np.linalg.norm((self.box[:2] + self.box[2:]) / 2 - (other.box[:2] + other.box[2:]) / 2)
+        shoulders = np.linalg.norm(self.keypoints[2] - other.keypoints[2])
+        return bool(face < reach and shoulders < reach)
+
+
+class BlazePoseDetector:
+    """The offline default: MediaPipe BlazePose detector + landmark model, several people per image.
+
+    Options: ``conf`` (minimum detector score, 0.5 as in MediaPipe), ``max_people``, ``min_size`` (pixels,
+    longer box side), ``model_dir`` (folder with the two ``.tflite`` files; default: ``$MEGA_DETECTOR_DIR``,
+    else the installed ``mediapipe`` package), ``num_threads`` (TFLite threads, default
+    ``min(4, cpu_count)``), ``tiles`` (also run the detector on square tiles of wide/tall images; default on,
+    it finds people that are small in a letterboxed 224×224 view).
+    """
+
+    OPTIONS = ("conf", "max_people", "min_size", "model_dir", "num_threads", "tiles")
+    name = "blazepose"
+
+    def __init__(
+        self,
+        conf: float = 0.5,
+        max_people: int | None = None,
+        min_size: float = 0.0,
+        model_dir: str | os.PathLike[str] | None = None,
+        num_threads: int | None = None,
+        tiles: bool = True,
+    ) -> None:
+        self.conf, self.max_people, self.min_size = _check_common(conf, max_people, min_size)
+        if num_threads is None:
+            num_threads = min(4, os.cpu_count() or 1)
+        if not (isinstance(num_threads, numbers.Integral) and num_threads >= 1):
+            raise ConfigError(f"num_threads must be a positive integer, got {num_threads!r}", hint="e.g. 2")
+        num_threads = int(num_threads)
+        self.tiles = bool(tiles)
+        import cv2
+
+        self._cv2 = cv2
+        interpreter_class = _tflite_interpreter_class()
+        self.model_files = find_blazepose_models(model_dir)
+        try:
+            self._detector = interpreter_class(model_path=str(self.model_files["detector"]), num_threads=num_threads)
+            self._landmarks = interpreter_class(model_path=str(self.model_files["landmarks"]), num_threads=num_threads)
+            self._detector.allocate_tensors()
+            self._landmarks.allocate_tensors()
+        except (RuntimeError, ValueError) as exc:
+            raise DetectorError(
+                f"the TFLite interpreter could not load the BlazePose models: {exc}", hint=_INSTALL_HINT
+            ) from exc
+        self._det_input = self._detector.get_input_details()[0]["index"]
+        det_outputs = {int(d["shape"][-1]): d["index"] for d in self._detector.get_output_details()}
+        self._det_coords, self._det_scores = det_outputs[12], det_outputs[1]
+        self._lmk_input = self._landmarks.get_input_details()[0]["index"]
+        lmk_outputs = {tuple(int(s) for s in d["shape"]): d["index"] for d in self._landmarks.get_output_details()}
+        self._lmk_points = lmk_outputs[(1, 195)]
+        self._lmk_presence = lmk_outputs[(1, 1)]
+        self._lmk_mask = lmk_outputs[(1, _LMK_SIZE, _LMK_SIZE, 1)]
+        self._anchors = _ssd_anchor_centres()
+
+    # stage 1: the pose detector ---------------------------------------------------------------------------
+    def _squares(self, height: int, width: int) -> list[tuple[float, float, float]]:
+        """(x0, y0, side) of the square views the detector sees: the letterboxed image, then tiles."""
+        side = float(max(height, width))
+        views = [((width - side) / 2, (height - side) / 2, side)]
+        short, long_ = min(height, width), max(height, width)
+        if self.tiles and long_ > 1.15 * short:
+            count = math.ceil((long_ - short) / (short / 3)) + 1
+            for i in range(count):
+                offset = (long_ - short) * i / (count - 1)
+                views.append((offset, 0.0, float(short)) if width > height else (0.0, offset, float(short)))
+        return views
+
+    def _detect_view(self, pyramid: _Pyramid, x0: float, y0: float, side: float, thresh: float) -> list[_Candidate]:
+        step = side / _DET_SIZE
+        affine = np.array([[step, 0.0, x0], [0.0, step, y0]])
+        bgr = pyramid.sample(affine, _DET_SIZE, replicate=False)
+        tensor = (bgr[..., ::-1] / 127.5 - 1.0).astype(np.float32)[None]
+        self._detector.set_tensor(self._det_input, np.ascontiguousarray(tensor))
+        self._detector.invoke()
+        raw = self._detector.get_tensor(self._det_coords)[0]
+        logits = np.clip(self._detector.get_tensor(self._det_scores)[0, :, 0].astype(np.float64), -100.0, 100.0)
+        scores = 1.0 / (1.0 + np.exp(-logits))
+        keep = scores >= thresh
+        if not keep.any():
+            return []
+        values = raw[keep] / _DET_SIZE
+        anchors = self._anchors[keep]
+        centre = values[:, :2] + anchors
+        half = values[:, 2:4] / 2
+        boxes = np.concatenate([centre - half, centre + half], axis=1)
+        keypoints = values[:, 4:12].reshape(-1, 4, 2) + anchors[:, None, :]
+        candidates = []
+        for score, box, kps in _weighted_nms(scores[keep], boxes, keypoints, _DET_NMS_IOU):
+            origin = np.array([x0, y0])
+            candidates.append(_Candidate(score, box * side + np.tile(origin, 2), kps * side + origin))
+        return candidates
+
+    # stage 2: the landmark model on each candidate's region -------------------------------------------------
+    def _landmarks_for(
+        self, pyramid: _Pyramid, centre: np.ndarray, circle_point: np.ndarray
+    ) -> tuple[np.ndarray, float, np.ndarray, float]:
+        """Run the landmark model on MediaPipe's region for a body centred at ``centre`` whose enclosing circle
+        passes through ``circle_point`` (square of side 2.5 × radius, rotated so that the body is upright).
+
+        Returns (39, 2) landmarks in image pixels (33 body + 6 auxiliary), the pose-presence score, (N, 2)
+        image positions of the mask pixels, and the size of one region pixel in image pixels.
+        """
+        vec = circle_point - centre
+        size = 2.0 * float(np.linalg.norm(vec)) * _ROI_SCALE
+        angle = math.pi / 2 - math.atan2(-vec[1], vec[0])
+        cos, sin = math.cos(angle), math.sin(angle)
+        step = max(size, 1.0) / _LMK_SIZE
+        linear = np.array([[cos, -sin], [sin, cos]]) * step
+        affine = np.concatenate([linear, (centre - linear @ np.array([_LMK_SIZE / 2, _LMK_SIZE / 2]))[:, None]], 1)
+        bgr = pyramid.sample(affine, _LMK_SIZE, replicate=True)
+        tensor = (bgr[..., ::-1] / 255.0).astype(np.float32)[None]
+        self._landmarks.set_tensor(self._lmk_input, np.ascontiguousarray(tensor))
+        self._landmarks.invoke()
+        raw = self._landmarks.get_tensor(self._lmk_points)[0].reshape(39, 5)
+        presence = float(self._landmarks.get_tensor(self._lmk_presence)[0, 0])
+        mask = self._landmarks.get_tensor(self._lmk_mask)[0, :, :, 0] > 0.0  # sigmoid(logit) > 0.5
+        points = raw[:, :2] @ affine[:, :2].T + affine[:, 2]
+        rows, cols = np.nonzero(mask)
+        mask_points = np.stack([cols + 0.5, rows + 0.5], axis=1) @ affine[:, :2].T + affine[:, 2]
+        return points, presence, mask_points, step
+
+    def _person_box(
+        self, landmarks: np.ndarray, mask_points: np.ndarray, step: float, height: int, width: int
+    ) -> np.ndarray:
+        """Whole-person box from the 33 body landmarks, the extrapolated top of the head and fingertips, and
+        the segmentation mask; clipped to the image (what lies outside the frame is not part of the box)."""
+        body = landmarks[:_NUM_BODY_LANDMARKS]
+        head = (body[7] + body[8]) / 2  # between the ears
+        head_top = head + _HEAD_TOP * (head - (body[11] + body[12]) / 2)
+        tips = [body[w] + _FINGERTIPS * ((body[i] + body[p]) / 2 - body[w]) for w, i, p in ((15, 19, 17), (16, 20, 18))]
+        points = np.vstack([body, head_top[None], np.stack(tips)])
+        box = np.concatenate([points.min(0), points.max(0)])
+        size = float(max(box[2] - box[0], box[3] - box[1]))
+        box = _grow_with_mask(box, mask_points, step, np.array(_MASK_GROWTH) * size)
+        margin = _BOX_MARGIN * float(max(box[2] - box[0], box[3] - box[1]))
+        box = box + np.array([-margin, -margin, margin, margin])
+        return np.clip(box, 0.0, [width, height, width, height])
+
+    def _person(self, pyramid: _Pyramid, group: list[_Candidate]) -> tuple[np.ndarray, float, np.ndarray] | None:
+        """Landmarks for the first detector candidate of one person whose region the landmark model accepts:
+        a run on the detector's region, then ``_REFINE_STEPS`` runs on the region the landmarks themselves
+        give (auxiliary landmarks 33 = centre, 34 = circle point), as MediaPipe does from frame to frame."""
+        for cand in group[:_TRIES_PER_PERSON]:
+            centre, circle_point = cand.keypoints[0], cand.keypoints[1]
+            for _ in range(1 + _REFINE_STEPS):
+                landmarks, presence, mask_points, step = self._landmarks_for(pyramid, centre, circle_point)
+                centre, circle_point = landmarks[33], landmarks[34]
+            if presence >= _PRESENCE_MIN:
+                return landmarks, step, mask_points
+        return None
+
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        height, width = _check_image(image_bgr)
+        pyramid = _Pyramid(image_bgr, self._cv2)
+        candidates: list[_Candidate] = []
+        for x0, y0, side in self._squares(height, width):
+            candidates += self._detect_view(pyramid, x0, y0, side, min(self.conf, _ALTERNATE_MIN))
+        candidates.sort(key=lambda c: -c.score)
+        groups: list[list[_Candidate]] = []  # one per person, best detector score first
+        for cand in candidates:
+            group = next((g for g in groups if cand.same_person(g[0])), None)
+            if group is not None:
+                group.append(cand)  # another view of a person: an alternate region for the landmark model
+            elif cand.score >= self.conf:
+                groups.append([cand])
+        people: list[tuple[float, np.ndarray, np.ndarray]] = []  # score, box, nose
+        for group in groups[:_MAX_PEOPLE_TRIED]:
+            if self.max_people is not None and len(people) >= self.max_people:
+                break  # groups come best first: the rest would be cut
+            found = self._person(pyramid, group)
+            if found is None:
+                continue
+            landmarks, step, mask_points = found
+            box = self._person_box(landmarks, mask_points, step, height, width)
+            if box[2] <= box[0] or box[3] <= box[1] or max(box[2] - box[0], box[3] - box[1]) < self.min_size:
+                continue
+            nose = landmarks[0]
+            duplicate = any(
+                _iou(box, other[None])[0] > 0.6 and np.linalg.norm(nose - other_nose) < 0.15 * (box[3] - box[1])
+                for _, other, other_nose in people
+            )
+            if not duplicate:
+                people.append((group[0].score, box, nose))
+        out = [Detection((float(b[0]), float(b[1]), float(b[2]), float(b[3])), float(score)) for score, b, _ in people]
+        return _finish(out, self.conf, self.max_people, self.min_size)
+
+
+def _weighted_nms(
+    scores: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray, threshold: float
+) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    """MediaPipe's WEIGHTED non-maximum suppression: each kept detection is the score-weighted mean of the
+    boxes and keypoints that overlap the best remaining one by more than ``threshold`` IoU; it keeps the best
+    score."""
+    order = np.argsort(-scores, kind="stable")
+    scores, boxes, keypoints = scores[order], boxes[order], keypoints[order]
+    alive = np.ones(len(scores), dtype=bool)
+    out = []
+    for i in range(len(scores)):
+        if not alive[i]:
+            continue
+        group = alive & (_iou(boxes[i], boxes) > threshold)
+        group[i] = True
+        weights = scores[group]
+        total = float(weights.sum())
+        box = (boxes[group] * weights[:, None]).sum(0) / total
+        kps = (keypoints[group] * weights[:, None, None]).sum(0) / total
+        out.append((float(scores[i]), box, kps))
+        alive &= ~group
+    return out
+
+
+def _grow_with_mask(box: np.ndarray, points: np.ndarray, step: float, caps: np.ndarray) -> np.ndarray:
+    """Grow each side of ``box`` (x1, y1, x2, y2) outwards while the mask points continue without a gap (bins
+    of 1.5 mask pixels), by at most ``caps`` = (left, top, right, bottom) pixels."""
+    if len(points) == 0:
+        return box
+    x1, y1, x2, y2 = (float(v) for v in box)
+    bin_size = 1.5 * step
+    xs, ys = points[:, 0], points[:, 1]
+
+    def reach(distance: np.ndarray, cap: float) -> float:
+        distance = distance[(distance > 0) & (distance <= cap)]
+        if len(distance) == 0:
+            return 0.0
+        occupied = np.zeros(int(cap // bin_size) + 2, dtype=bool)
+        occupied[(distance // bin_size).astype(np.int64)] = True
+        gaps = np.flatnonzero(~occupied)
+        return min(float(gaps[0] * bin_size), cap) if len(gaps) else cap
+
+    in_rows = (ys >= y1) & (ys <= y2)
+    in_cols = (xs >= x1) & (xs <= x2)
+    left, right = reach(x1 - xs[in_rows], caps[0]), reach(xs[in_rows] - x2, caps[2])
+    top, bottom = reach(y1 - ys[in_cols], caps[1]), reach(ys[in_cols] - y2, caps[3])
+    return np.array([x1 - left, y1 - top, x2 + right, y2 + bottom])

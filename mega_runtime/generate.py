@@ -1,0 +1,83 @@
+"""Bodies with no image, from MEGA's pre-trained unconditional model, as a result file.
+
+The bodies are canonical meshes (body frame, y up, mean-centred). To give them the same
+frame as reconstructions, each is turned to face a nominal camera (180° about x: y down,
+facing −z) and placed 3 m in front of it, 1 m apart along x.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mega_runtime import __version__
+from mega_runtime.constants import NUM_TOKENS, NUM_VERTICES
+from mega_runtime.result import Result
+
+#: Nominal camera of generated bodies: square image, this many pixels, focal 1000/224 of it.
+NOMINAL_IMAGE_PX = 1024
+DISTANCE_M = 3.0
+SPACING_M = 1.0
+
+
+def generate_bodies(
+    count: int,
+    seed: int = 0,
+    checkpoint_dir: Path | str | None = None,
+    assets_dir: Path | str | None = None,
+    device: str = "auto",
+    steps: int = 20,
+    temperature: float = 1.3,
+) -> Result:
+    """Sample ``count`` bodies (official settings: 20 steps, temperature 1.3, power-5 annealing)."""
+    import torch
+
+    from mega_runtime.assets import read_template_ply
+    from mega_runtime.mega import Mega, resolve_device
+    from mega_runtime.preprocess import focal_length_px
+    from mega_runtime.sampling import SamplingConfig
+    from mega_runtime.weights import resolve_assets_dir, resolve_checkpoint_dir
+
+    assets = resolve_assets_dir(assets_dir)
+    folder = resolve_checkpoint_dir(["mega_pretrained", "mesh_vqvae_54"], checkpoint_dir, assets_dir=assets)
+    mega = Mega.from_checkpoints(folder, None, assets_dir=assets, device=resolve_device(device), pretrained=True)
+    sampling = SamplingConfig(steps=steps, temperature=temperature, annealing="power5")
+    samples, canonical = mega.generate(count, torch.Generator().manual_seed(seed), sampling)
+    turn = np.diag([1.0, -1.0, -1.0]).astype(np.float32)
+    offsets = (np.arange(count) - (count - 1) / 2) * SPACING_M
+    cam_t = np.stack([offsets, np.zeros(count), np.full(count, DISTANCE_M)], axis=1).astype(np.float32)
+    vertices = canonical.cpu().numpy() @ turn.T + cam_t[:, None, :]
+    arrays = {
+        "faces": read_template_ply(assets / "template.ply").faces,
+        "vertices": vertices[None, :, None].astype(np.float32),
+        "cam_t": cam_t[None, :, None],
+        "tokens": samples.tokens.cpu().numpy().astype(np.int16).reshape(1, count, 1, NUM_TOKENS),
+        "log_likelihood": samples.log_likelihood.cpu().numpy().astype(np.float32).reshape(1, count, 1),
+        "vertex_std": np.zeros((1, count, NUM_VERTICES), np.float32),
+        "rotation": np.broadcast_to(turn, (1, count, 3, 3)).copy(),
+        "cam_crop": np.zeros((1, count, 3), np.float32),
+        "boxes_xyxy": np.zeros((1, count, 4), np.float32),
+        "track_ids": np.arange(count, dtype=np.int32),
+        "valid": np.ones((1, count), bool),
+        "frame_indices": np.zeros(1, np.int32),
+    }
+    size = NOMINAL_IMAGE_PX
+    meta = {
+        "runtime_version": __version__,
+        "model": {"name": "mega_pretrained"},
+        "source": {"kind": "generated", "width": size, "height": size},
+        "camera": {
+            "focal_px": float(focal_length_px(size, size)),
+            "principal_point_px": [size / 2.0, size / 2.0],
+            "convention": "opencv",
+            "axes": "x right, y down, z forward",
+            "units": "metres",
+        },
+        "sampling": {"sampler": "full", "num_hypotheses": 1, "seed": seed, "steps": steps, "temperature": temperature},
+        "detector": None,
+        "device": str(mega.device),
+        "warnings": [],
+        "timings_ms": {},
+    }
+    return Result(meta=meta, arrays=arrays)
