@@ -47,7 +47,9 @@ def generate_bodies(
     turn = np.diag([1.0, -1.0, -1.0]).astype(np.float32)
     offsets = (np.arange(count) - (count - 1) / 2) * SPACING_M
     cam_t = np.stack([offsets, np.zeros(count), np.full(count, DISTANCE_M)], axis=1).astype(np.float32)
-    vertices = canonical.cpu().numpy() @ turn.T + cam_t[:, None, :]
+    bodies = canonical.cpu().numpy()
+    bodies = bodies - bodies.mean(axis=1, keepdims=True)  # trained decoders give mean-centred meshes; make sure
+    vertices = bodies @ turn.T + cam_t[:, None, :]
     arrays = {
         "faces": read_template_ply(assets / "template.ply").faces,
         "vertices": vertices[None, :, None].astype(np.float32),
