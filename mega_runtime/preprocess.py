@@ -4,9 +4,9 @@ Per person box (x1, y1, x2, y2) in pixels of the original image:
 
 1. centre = box midpoint; ``box_size`` = the longer side (a tight square, no padding), in float32;
 2. anti-aliasing: with d = box_size / 224 / 2, if d > 1.1 the image is blurred with a Gaussian of
-   σ = (d − 1) / 2 (scipy ``gaussian_filter``, mode "nearest", truncate 4, float64) — the official code
-   blurs the whole image; here only the window the crop reads is blurred, which gives the same
-   numbers without holding a float64 copy of a large photo;
+   σ = (d − 1) / 2 (the official scipy kernel: truncate 4, mode "nearest") — the official code blurs
+   the whole image in float64; here only the window the crop reads is blurred, in float32, which
+   gives the same crops to ~1e-6 without holding a float64 copy of a large photo;
 3. a 224×224 patch by ``cv2.warpAffine`` (INTER_LINEAR, constant 0 border) with the affine that maps the
    square onto the patch;
 4. BGR → RGB, CHW float32, per channel (x − 255·mean) / (255·std) with the ImageNet mean and std.
@@ -97,21 +97,33 @@ def _source_window(affine: np.ndarray, patch: tuple[int, int], shape: tuple[int,
     return max(0, y0), min(h, y1), max(0, x0), min(w, x1)
 
 
+def gaussian_kernel(sigma: float) -> np.ndarray:
+    """The 1-D kernel scipy's ``gaussian_filter`` uses (truncate 4): normalised exp(−x²/2σ²), x = −r…r."""
+    radius = int(GAUSSIAN_TRUNCATE * sigma + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 / sigma**2 * x**2)
+    return kernel / kernel.sum()
+
+
 def blurred_window(image: np.ndarray, sigma: float, window: tuple[int, int, int, int]) -> np.ndarray:
-    """The whole-image Gaussian blur (float64, mode "nearest") restricted to ``window``.
+    """The official whole-image Gaussian blur (mode "nearest"), restricted to ``window``; float32.
 
     The window is read with a margin of the kernel radius on every side that is not an image
-    border, so the result equals the same window of ``gaussian_filter(image)``.
+    border, so the result equals the same window of the whole-image blur. The official code blurs
+    in float64 with scipy; this uses the same kernel and border rule in float32 with OpenCV's
+    separable filter, which is ~5× faster on large photos and differs by ~1e-4 grey levels
+    (1e-6 after normalisation, well inside the 1e-5 crop tolerance checked by ``verify``).
     """
-    from scipy.ndimage import gaussian_filter
+    import cv2
 
     y0, y1, x0, x1 = window
-    radius = int(GAUSSIAN_TRUNCATE * sigma + 0.5)
+    kernel = gaussian_kernel(sigma)
+    radius = len(kernel) // 2
     h, w = image.shape[:2]
     ry0, ry1, rx0, rx1 = max(0, y0 - radius), min(h, y1 + radius), max(0, x0 - radius), min(w, x1 + radius)
-    region = image[ry0:ry1, rx0:rx1].astype(np.float64)
-    sigmas = (sigma, sigma, 0.0) if region.ndim == 3 else (sigma, sigma)
-    blurred = gaussian_filter(region, sigma=sigmas, mode="nearest", truncate=GAUSSIAN_TRUNCATE)
+    region = np.ascontiguousarray(image[ry0:ry1, rx0:rx1], dtype=np.float32)
+    k32 = kernel.astype(np.float32)
+    blurred = cv2.sepFilter2D(region, -1, k32, k32, borderType=cv2.BORDER_REPLICATE)
     return blurred[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0]
 
 
