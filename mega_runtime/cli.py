@@ -48,29 +48,6 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_FAILED if counts["failed"] else EXIT_OK
 
 
-class ProgressBar:
-    """A one-line progress bar on stderr (the CLI's only progress display)."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-
-    def __call__(self, *update) -> None:
-        """(done, total) or (label, done, total); total may be None when unknown."""
-        label, done, total = update if len(update) == 3 else (self.label, *update)
-        if label != self.label:
-            self.label = label
-            sys.stderr.write("\n")
-        if total:
-            filled = int(30 * done / max(total, 1))
-            bar = "#" * filled + "-" * (30 - filled)
-            sys.stderr.write(f"\r{self.label} [{bar}] {done}/{total}")
-        else:
-            sys.stderr.write(f"\r{self.label} {done}")
-        if total and done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mega-runtime", description="MEGA human mesh recovery runtime")
     parser.add_argument("--version", action="version", version=f"mega-runtime {__version__}")

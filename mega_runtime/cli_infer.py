@@ -74,9 +74,10 @@ def _sampling(args: argparse.Namespace):
 
 
 def _cmd_infer(args: argparse.Namespace) -> int:
-    from mega_runtime.cli import ProgressBar
     from mega_runtime.media import FrameRange, is_video, read_image
+    from mega_runtime.progress import ProgressBar
     from mega_runtime.result import OutputExistsError, result_paths, write_result
+    from mega_runtime.weights import _ProgressBar as DownloadBar
 
     inputs = expand_inputs(args.inputs)
     boxes = parse_boxes(args.boxes) if args.boxes else None
@@ -112,14 +113,18 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     )
     options = {"weights": args.yolo_weights} if args.detector == "yolo" else {}
     detector = make_detector(args.detector, **options)
-    pipeline = Pipeline.load(config, args.checkpoint_dir, args.assets_dir, detector, progress=ProgressBar("download"))
+    pipeline = Pipeline.load(config, args.checkpoint_dir, args.assets_dir, detector, progress=DownloadBar(sys.stderr))
+    frames_bar = ProgressBar(sys.stderr, verb="frames of")
     out_dir.mkdir(parents=True, exist_ok=True)
     failed = 0
     for path, targets in plans:
         try:
             if is_video(path):
                 image = None
-                result = pipeline.run_video(path, frames, progress=ProgressBar(f"{path.name}: frames"))
+                result = pipeline.run_video(
+                    path, frames, progress=lambda done, total, name=path.name: frames_bar(name, done, total)
+                )
+                frames_bar.close()
             else:
                 image = read_image(path)
                 result = pipeline.run_image(image, boxes, {"path": str(path)})

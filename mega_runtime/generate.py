@@ -35,7 +35,7 @@ def generate_bodies(
 
     from mega_runtime.assets import read_template_ply
     from mega_runtime.mega import Mega, resolve_device
-    from mega_runtime.preprocess import focal_length_px
+    from mega_runtime.pipeline import camera_meta
     from mega_runtime.sampling import SamplingConfig
     from mega_runtime.weights import resolve_assets_dir, resolve_checkpoint_dir
 
@@ -69,13 +69,7 @@ def generate_bodies(
         "runtime_version": __version__,
         "model": {"name": "mega_pretrained"},
         "source": {"kind": "generated", "width": size, "height": size},
-        "camera": {
-            "focal_px": float(focal_length_px(size, size)),
-            "principal_point_px": [size / 2.0, size / 2.0],
-            "convention": "opencv",
-            "axes": "x right, y down, z forward",
-            "units": "metres",
-        },
+        "camera": camera_meta(size, size),
         "sampling": {"sampler": "full", "num_hypotheses": 1, "seed": seed, "steps": steps, "temperature": temperature},
         "detector": None,
         "device": str(mega.device),

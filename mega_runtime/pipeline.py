@@ -72,6 +72,17 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def camera_meta(width: int, height: int) -> dict[str, Any]:
+    """The result's ``camera`` block: the official demo's pinhole for a W×H image (OpenCV axes, metres)."""
+    return {
+        "focal_px": float(focal_length_px(width, height)),
+        "principal_point_px": [width / 2.0, height / 2.0],
+        "convention": "opencv",
+        "axes": "x right, y down, z forward",
+        "units": "metres",
+    }
+
+
 class Pipeline:
     """Photos and videos in, :class:`Result` out."""
 
@@ -172,13 +183,7 @@ class Pipeline:
             "runtime_version": __version__,
             "model": self.model_info,
             "source": {**source, "width": int(width), "height": int(height)},
-            "camera": {
-                "focal_px": float(focal_length_px(width, height)),
-                "principal_point_px": [width / 2.0, height / 2.0],
-                "convention": "opencv",
-                "axes": "x right, y down, z forward",
-                "units": "metres",
-            },
+            "camera": camera_meta(width, height),
             "sampling": {
                 "sampler": cfg.sampler,
                 "num_hypotheses": cfg.num_hypotheses,

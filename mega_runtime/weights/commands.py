@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import IO, Any
 
+from mega_runtime.progress import ProgressBar
 from mega_runtime.weights.downloads import _human_size
 from mega_runtime.weights.registry import (
     CHECKPOINTS,
@@ -25,45 +25,9 @@ from mega_runtime.weights.resolve import resolve_assets_dir, resolve_checkpoint_
 from mega_runtime.weights.state import FileStatus, status
 
 
-class _ProgressBar:
-    """A one-line progress bar on a terminal stream; start lines only when the stream is not a terminal."""
-
-    def __init__(self, stream: IO[str], width: int = 30) -> None:
-        self.stream = stream
-        self.width = width
-        self.tty = bool(getattr(stream, "isatty", lambda: False)())
-        self.label: str | None = None
-        self.last_draw = 0.0
-        self.open_line = False
-
-    def __call__(self, label: str, done: int, total: int | None) -> None:
-        if label != self.label:
-            self.close()
-            self.label = label
-            self.last_draw = 0.0
-            if not self.tty:
-                print(f"downloading {label} ({_human_size(total)})", file=self.stream, flush=True)
-        if not self.tty:
-            return
-        now = time.monotonic()
-        if now - self.last_draw < 0.1 and done != total:
-            return
-        self.last_draw = now
-        if total:
-            filled = int(self.width * min(done, total) / total)
-            bar = "#" * filled + "-" * (self.width - filled)
-            text = f"\r{label[:32]:<32} [{bar}] {100 * done / total:5.1f}% {_human_size(done)}/{_human_size(total)}"
-        else:
-            text = f"\r{label[:32]:<32} {_human_size(done)}"
-        self.stream.write(text)
-        self.stream.flush()
-        self.open_line = True
-
-    def close(self) -> None:
-        if self.open_line:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.open_line = False
+def _ProgressBar(stream: IO[str]) -> ProgressBar:
+    """The download progress bar: sizes in bytes, a 'downloading …' line when the stream is not a terminal."""
+    return ProgressBar(stream, fmt=_human_size, verb="downloading")
 
 
 def _parse_models(text: str) -> tuple[str, ...]:
