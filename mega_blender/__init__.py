@@ -1,0 +1,57 @@
+"""MEGA Human Mesh Recovery for Blender: people in photos as meshes with hypotheses and uncertainty.
+
+This module only registers and unregisters; the work is in the submodules (``scene_build``, ``operators``,
+``panels``, ``preferences``, ``properties``, ``batch``) and the bpy-free ``result_reader`` and ``coords``.
+Nothing is imported at module level, so ``import mega_blender.result_reader`` works in plain CPython.
+
+It is an extension (``blender_manifest.toml`` at the zip root; Blender ignores ``bl_info`` then) and, for
+development, a legacy add-on folder on the scripts path (Blender lists those by ``bl_info``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+bl_info = {
+    "name": "MEGA Human Mesh Recovery",
+    "author": "MEGA for Blender contributors",
+    "version": (0, 1, 0),
+    "blender": (4, 2, 0),
+    "location": "3D View › Sidebar › MEGA; File › Import › MEGA result (.json)",
+    "description": "People in photos as 3D meshes with hypotheses and uncertainty",
+    "doc_url": "",
+    "category": "Import-Export",
+}
+
+#: Handle of the ``blender --command mega`` registration (None while unregistered).
+_cli_handle: Any = None
+
+
+def register() -> None:
+    """Register properties, preferences, operators, panels, the File › Import entry and ``--command mega``."""
+    global _cli_handle
+    import bpy
+
+    from . import batch, operators, panels, preferences, properties
+
+    properties.register()
+    preferences.register()
+    operators.register()
+    panels.register()
+    _cli_handle = bpy.utils.register_cli_command("mega", batch.cli_command)  # type: ignore[func-returns-value]
+
+
+def unregister() -> None:
+    """Undo :func:`register`, in reverse order."""
+    global _cli_handle
+    import bpy
+
+    from . import operators, panels, preferences, properties
+
+    if _cli_handle is not None:
+        bpy.utils.unregister_cli_command(_cli_handle)
+        _cli_handle = None
+    panels.unregister()
+    operators.unregister()
+    preferences.unregister()
+    properties.unregister()

@@ -1,0 +1,310 @@
+"""Headless batch: build result files into an empty scene and export or save it.
+
+    blender -b --command mega import RESULT.json... --export OUT.(blend|fbx|glb|usd|usda|usdc|usdz|abc)
+            [--report REPORT.json] [--frame N] [--hypothesis K] [--overwrite]
+    python -m mega_blender.batch import RESULT.json... --export OUT.glb     (any Python that has ``bpy``)
+
+The first form is registered by the add-on with ``bpy.utils.register_cli_command("mega", …)``; the second is
+the same :func:`main`. Every result is read and checked first; then the scene is reset to an empty factory
+startup file (add-ons stay enabled), each result is built (:func:`mega_blender.scene_build.build_result`), the
+hypothesis ``K`` is selected on every person (default 0, the Basis) and the scene is exported. Outputs (and the
+report) are never overwritten unless ``--overwrite`` is given.
+
+Exit status 0 on success; 1 with one line ``mega import: error: <reason>`` on stderr on failure; 2 for usage
+errors. ``--report`` writes JSON: ``ok``, ``error``, ``results``, ``objects`` (names), ``files`` (written),
+``warnings`` — also when the command fails after the report's path was checked.
+
+What each format keeps (measured with Blender 4.5; see docs/blender-addon.md): ``.blend`` everything; FBX
+shape keys and colours (as byte corner colours), not the drivers; glTF (.glb) morph targets (with their names)
+and the active colour attribute (as ``Color``/``COLOR_0``), plus custom properties as extras; both bake a
+keyframed hypothesis into shape-key (morph weight) animation; USD shape keys,
+colour and float attributes; Alembic bakes the shown hypothesis into plain positions and drops the colours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import bpy
+
+from .result_reader import MegaResult, ResultFormatError, read_result
+from .scene_build import HYPOTHESIS_PROP, build_result, iter_people, num_hypotheses
+
+log = logging.getLogger(__name__)
+
+PROG_BLENDER = "blender -b --command mega"
+PROG_PYTHON = "python -m mega_blender.batch"
+
+
+class BatchError(Exception):
+    """A batch run failed; the message is the one-line reason."""
+
+
+def _filtered(operator: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` limited to what this Blender's exporter knows (option names change between releases)."""
+    known = {p.identifier for p in operator.get_rna_type().properties}
+    dropped = sorted(set(options) - known)
+    if dropped:
+        log.debug("%s: this Blender lacks the options %s", operator.idname_py(), dropped)
+    return {k: v for k, v in options.items() if k in known}
+
+
+def _export_blend(path: Path, frame: int) -> None:
+    bpy.ops.wm.save_as_mainfile(filepath=str(path), copy=True, check_existing=False)
+
+
+def _export_fbx(path: Path, frame: int) -> None:
+    operator = bpy.ops.export_scene.fbx
+    operator(
+        **_filtered(
+            operator,
+            {
+                "filepath": str(path),
+                "check_existing": False,
+                "use_selection": False,
+                "object_types": {"MESH", "CAMERA"},
+                "use_mesh_modifiers": False,  # keeps the shape keys
+                "colors_type": "SRGB",
+                "prioritize_active_color": True,
+                # off: the FBX exporter fails on 3-element integer lists (mega_source_hypothesis when H = 3)
+                "use_custom_props": False,
+                "add_leaf_bones": False,
+                "bake_anim": True,  # a keyframed hypothesis becomes baked shape-key animation
+            },
+        )
+    )
+
+
+def _hypothesis_animated() -> bool:
+    """Whether any MEGA person in the scene has an animated (keyframed) hypothesis."""
+    scene = bpy.context.scene
+    if scene is None:
+        return False
+    return any(p.animation_data is not None and p.animation_data.action is not None for p in iter_people(scene))
+
+
+def _export_gltf(path: Path, frame: int) -> None:
+    operator = bpy.ops.export_scene.gltf
+    animated = _hypothesis_animated()
+    operator(
+        **_filtered(
+            operator,
+            {
+                "filepath": str(path),
+                "check_existing": False,
+                "export_format": "GLB",
+                "use_selection": False,
+                "export_cameras": True,
+                "export_morph": True,
+                "export_morph_normal": False,
+                "export_vertex_color": "ACTIVE",  # 4.2+: the active colour attribute → COLOR_0
+                "export_all_vertex_colors": False,
+                "export_colors": True,  # older name of the same switch
+                "export_attributes": True,
+                "export_extras": True,  # custom properties (log-likelihoods, picker) as extras
+                "export_apply": False,  # modifiers would drop the morph targets
+                "export_yup": True,
+                # a keyframed hypothesis drives the keys through drivers: only baking exports that as morph
+                # weight animation (one scene-wide animation)
+                "export_animations": True,
+                "export_bake_animation": animated,
+                "export_animation_mode": "SCENE" if animated else "ACTIONS",
+            },
+        )
+    )
+
+
+def _export_usd(path: Path, frame: int) -> None:
+    operator = bpy.ops.wm.usd_export
+    operator(
+        **_filtered(
+            operator,
+            {
+                "filepath": str(path),
+                "check_existing": False,
+                "selected_objects_only": False,
+                "visible_objects_only": False,
+                "export_shapekeys": True,
+                "export_mesh_colors": True,
+                "export_custom_properties": True,
+                "export_materials": True,
+                "export_cameras": True,
+                "export_animation": False,
+            },
+        )
+    )
+
+
+def _export_alembic(path: Path, frame: int) -> None:
+    operator = bpy.ops.wm.alembic_export
+    operator(
+        **_filtered(
+            operator,
+            {
+                "filepath": str(path),
+                "check_existing": False,
+                "start": frame,
+                "end": frame,
+                "selected": False,
+                "visible_objects_only": False,
+                "export_custom_properties": True,
+                "evaluation_mode": "RENDER",  # the evaluated mesh: the shown hypothesis, baked
+                "as_background_job": False,
+            },
+        )
+    )
+
+
+EXPORTERS: dict[str, Callable[[Path, int], None]] = {
+    ".blend": _export_blend,
+    ".fbx": _export_fbx,
+    ".glb": _export_gltf,
+    ".usd": _export_usd,
+    ".usda": _export_usd,
+    ".usdc": _export_usd,
+    ".usdz": _export_usd,
+    ".abc": _export_alembic,
+}
+
+
+def build_parser(prog: str = PROG_PYTHON) -> argparse.ArgumentParser:
+    """The command line: ``import RESULT... --export OUT [--report FILE] [--frame N] [--hypothesis K]``."""
+    parser = argparse.ArgumentParser(prog=prog, description="Build MEGA results into a scene and export it.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = commands.add_parser("import", help="import result files and export or save the scene")
+    p.add_argument("results", nargs="+", type=Path, metavar="RESULT", help="result .json files (with their .npz)")
+    p.add_argument(
+        "--export",
+        required=True,
+        type=Path,
+        metavar="OUT",
+        help=f"output file; the format follows the suffix: {', '.join(EXPORTERS)}",
+    )
+    p.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report (objects, files, warnings)")
+    p.add_argument("--frame", type=int, default=0, help="result frame to build (default 0; photos have only 0)")
+    p.add_argument(
+        "--hypothesis",
+        type=int,
+        default=0,
+        metavar="K",
+        help="hypothesis to show on every person: 0 = Basis, k = key 'Hypothesis k' (default 0)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing output and report files")
+    return parser
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    suffix = args.export.suffix.lower()
+    if suffix not in EXPORTERS:
+        raise BatchError(
+            f"cannot export to '{args.export.suffix or args.export.name}': use one of {', '.join(EXPORTERS)}"
+        )
+    if args.hypothesis < 0:
+        raise BatchError(f"--hypothesis must be 0 or more, got {args.hypothesis}")
+    if not args.overwrite:
+        for path in (args.export, args.report):
+            if path is not None and path.exists():
+                raise BatchError(f"{path} already exists; choose another name or pass --overwrite")
+    if args.report is not None and args.report.resolve() == args.export.resolve():
+        raise BatchError("--report and --export name the same file")
+
+
+def _reset_scene() -> bpy.types.Context:
+    """An empty factory-startup scene; enabled add-ons stay enabled (unlike ``read_factory_settings``)."""
+    bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
+    return bpy.context
+
+
+def run_import(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    """Do the ``import`` command, filling ``report``; raises :class:`BatchError` on failure."""
+    _check_outputs(args)
+    results: list[MegaResult] = []
+    for path in args.results:
+        try:
+            results.append(read_result(path))
+        except ResultFormatError as exc:
+            raise BatchError(str(exc)) from exc
+    context = _reset_scene()
+    sizes = {r.image_size for r in results}
+    if len(sizes) > 1:
+        report["warnings"].append(
+            f"the results have different image sizes {sorted(sizes)}; the render resolution is the last one's"
+        )
+    for result in results:
+        try:
+            built = build_result(context, result, frame=args.frame)
+        except ResultFormatError as exc:
+            raise BatchError(str(exc)) from exc
+        report["results"].append(str(result.path))
+        report["objects"].extend(obj.name for obj in built.objects)
+        report["warnings"].extend(built.warnings)
+        for person in built.people:
+            count = num_hypotheses(person)
+            if args.hypothesis >= count:
+                report["warnings"].append(
+                    f"{person.name} has {count} hypotheses; showing {count - 1} instead of {args.hypothesis}"
+                )
+            person[HYPOTHESIS_PROP] = min(args.hypothesis, count - 1)
+    if context.view_layer is not None:
+        context.view_layer.update()
+    args.export.parent.mkdir(parents=True, exist_ok=True)
+    scene = context.scene
+    frame = scene.frame_current if scene is not None else 1
+    try:
+        EXPORTERS[args.export.suffix.lower()](args.export, frame)
+    except RuntimeError as exc:
+        raise BatchError(f"exporting {args.export} failed: {str(exc).strip().splitlines()[-1]}") from exc
+    if not args.export.is_file():
+        raise BatchError(f"the exporter wrote no file at {args.export}")
+    report["files"].append(str(args.export))
+
+
+def _write_report(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG_PYTHON) -> int:
+    """Run the batch command line ``argv`` (without the program name); returns the exit status."""
+    parser = build_parser(prog)
+    try:
+        args = parser.parse_args(list(argv) if argv is not None else sys.argv[1:])
+    except SystemExit as exc:  # --help (0) or a usage error (2); argparse printed the message
+        return exc.code if isinstance(exc.code, int) else 2
+    report: dict[str, Any] = {"ok": False, "error": None, "results": [], "objects": [], "files": [], "warnings": []}
+    code = 0
+    try:
+        run_import(args, report)
+        report["ok"] = True
+    except (BatchError, OSError) as exc:
+        report["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"mega {args.command}: error: {report['error']}", file=sys.stderr)
+        code = 1
+    for message in report["warnings"]:
+        print(f"mega {args.command}: warning: {message}", file=sys.stderr)
+    report_ready = args.report is not None and (args.overwrite or not args.report.exists())
+    if args.report is not None and report_ready:
+        try:
+            _write_report(args.report, report)
+        except OSError as exc:
+            print(f"mega {args.command}: error: cannot write the report {args.report}: {exc}", file=sys.stderr)
+            return 1
+        report["files"].append(str(args.report))
+    if code == 0:
+        print(f"mega {args.command}: wrote {', '.join(report['files'])} ({len(report['objects'])} objects)")
+    return code
+
+
+def cli_command(argv: list[str]) -> int:
+    """Entry point for ``blender --command mega …`` (registered by the add-on)."""
+    return main(argv, prog=PROG_BLENDER)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

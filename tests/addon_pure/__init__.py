@@ -1,0 +1,1 @@
+"""Tests of the add-on modules that run in plain CPython (no bpy)."""

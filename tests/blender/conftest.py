@@ -1,0 +1,71 @@
+"""Tests in real Blender (the PyPI ``bpy`` module, 4.5 LTS): set-up shared by this folder.
+
+* ``BLENDER_USER_RESOURCES`` points at a fresh temporary folder *before* bpy is imported, so Blender never reads
+  or writes the user's configuration; the folder is removed at the end of the session.
+* The repository root goes on ``sys.path``, so ``addon_utils.enable("mega_blender")`` registers the add-on as a
+  package on the path (the zip install is tested by ``tests/test_build_addon.py``).
+* The ``blender`` fixture resets to an empty factory scene (which disables add-ons), enables the add-on, and
+  disables it again afterwards — a class left registered makes the bpy module hang at interpreter exit.
+
+Test modules start with ``bpy = pytest.importorskip("bpy", reason=BPY_SKIP_REASON)``, so the whole folder skips
+with that reason where bpy is not installed (``test_typecheck.py`` needs only mypy and the stubs).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ADDON = "mega_blender"
+BPY_SKIP_REASON = (
+    "the Blender tests need the bpy module: pip install 'bpy==4.5.*' 'numpy<2' (Python 3.11) into this environment"
+)
+
+_USER_RESOURCES = Path(tempfile.mkdtemp(prefix="mega-blender-tests-"))
+os.environ["BLENDER_USER_RESOURCES"] = str(_USER_RESOURCES)
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+def _bpy() -> Any:
+    import bpy
+
+    return bpy
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Leave nothing registered (bpy hangs at exit otherwise) and remove the temporary user folder."""
+    if "bpy" in sys.modules:
+        import addon_utils
+
+        if addon_utils.check(ADDON)[1]:
+            addon_utils.disable(ADDON)
+    shutil.rmtree(_USER_RESOURCES, ignore_errors=True)
+
+
+@pytest.fixture
+def blender() -> Iterator[Any]:
+    """bpy with an empty factory scene and the add-on enabled; the add-on is disabled afterwards."""
+    bpy = _bpy()
+    import addon_utils
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    module = addon_utils.enable(ADDON, default_set=True, handle_error=_raise)
+    if module is None:
+        pytest.fail(f"addon_utils.enable({ADDON!r}) failed")
+    try:
+        yield bpy
+    finally:
+        addon_utils.disable(ADDON, default_set=True)
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc

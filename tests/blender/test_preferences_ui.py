@@ -1,0 +1,238 @@
+"""Preferences (how to run the runtime, the private-environment install) and the sidebar's registration."""
+
+from __future__ import annotations
+
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.blender.conftest import BPY_SKIP_REASON, REPO_ROOT
+
+bpy = pytest.importorskip("bpy", reason=BPY_SKIP_REASON)
+
+import mega_blender  # noqa: E402
+from mega_blender import panels, preferences  # noqa: E402
+
+
+def _prefs():
+    found = preferences.get_preferences(bpy.context)
+    assert found is not None
+    return found
+
+
+def test_ok_preferences_have_the_runtime_and_reconstruction_settings(blender):
+    prefs = _prefs()
+    assert preferences.MEGA_AddonPreferences.bl_idname == "mega_blender"
+    assert bpy.context.preferences.addons["mega_blender"].preferences == prefs
+    assert prefs.runtime_mode == "PRIVATE"
+    assert (prefs.device, prefs.model, prefs.num_hypotheses, prefs.num_steps, prefs.seed) == ("AUTO", "hrnet", 8, 5, 0)
+    assert prefs.weights_dir == "" and prefs.python_path == "" and prefs.custom_command == ""
+
+
+def test_ok_runtime_command_follows_the_mode(blender, tmp_path):
+    prefs = _prefs()
+    prefs.runtime_mode = "COMMAND"
+    prefs.custom_command = "ssh gpu-host 'mega-runtime' --device cuda"
+    assert preferences.runtime_command(prefs) == ["ssh", "gpu-host", "mega-runtime", "--device", "cuda"]
+    prefs.runtime_mode = "INTERPRETER"
+    prefs.python_path = sys.executable
+    assert preferences.runtime_command(prefs) == [sys.executable, "-m", "mega_runtime"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [("COMMAND", "custom runtime command is empty"), ("INTERPRETER", "does not exist"), ("PRIVATE", "not installed")],
+)
+def test_ng_runtime_command_names_what_to_set(blender, mode, message):
+    prefs = _prefs()
+    prefs.runtime_mode = mode
+    prefs.python_path = "/no/such/python"
+    with pytest.raises(ValueError, match=message):
+        preferences.runtime_command(prefs)
+
+
+def test_ng_install_refuses_when_online_access_is_off(blender):
+    assert not bpy.app.online_access  # the bpy module starts offline
+    with pytest.raises(RuntimeError, match="Online access is off") as error:
+        bpy.ops.mega.install_runtime()
+    assert "Allow Online Access" in str(error.value)
+    assert preferences._job is None
+    assert not bpy.app.timers.is_registered(preferences._poll_install)
+
+
+def test_ok_user_folder_falls_back_for_a_legacy_add_on(blender):
+    folder = preferences.private_env_dir()
+    assert folder.is_dir()
+    assert folder.is_relative_to(Path(bpy.utils.resource_path("USER")))  # inside BLENDER_USER_RESOURCES
+    assert folder.parts[-2:] == ("mega_blender", "venv")
+
+
+def test_ok_install_commands_create_an_environment_and_install_the_bundled_runtime(tmp_path):
+    source = preferences.bundled_runtime_source()
+    assert source == REPO_ROOT  # a development checkout: the repository root
+    commands = preferences.install_commands("/usr/bin/python3", tmp_path / "venv", source, "CPU")
+    assert commands[0] == ["/usr/bin/python3", "-m", "venv", str(tmp_path / "venv")]
+    assert commands[1][:4] == [str(tmp_path / "venv" / "bin" / "python"), "-m", "pip", "install"]
+    assert commands[1][-1] == str(source)
+    assert preferences.CPU_TORCH_INDEX in commands[1]
+    assert "--no-deps" in commands[2]
+    assert preferences.CPU_TORCH_INDEX not in preferences.install_commands("p", tmp_path, source, "AUTO")[1]
+
+
+def _run(job: preferences.InstallJob, timeout_s: float = 30.0) -> list[float]:
+    seen = []
+    deadline = time.monotonic() + timeout_s
+    while job.poll():
+        seen.append(job.progress)
+        assert time.monotonic() < deadline, job.status
+        time.sleep(0.01)
+    return seen
+
+
+def test_ok_install_job_runs_the_commands_in_order_with_progress(tmp_path):
+    marker = tmp_path / "order.txt"
+    step = "import sys; open(sys.argv[1], 'a').write(sys.argv[2]); print('did', sys.argv[2])"
+    job = preferences.InstallJob([[sys.executable, "-c", step, str(marker), str(n)] for n in range(3)])
+    progress = _run(job)
+    assert job.done and job.error is None and job.status == "done"
+    assert marker.read_text() == "012"
+    assert job.progress == 1.0
+    assert progress == sorted(progress)
+
+
+def test_ng_install_job_stops_at_a_failing_command(tmp_path):
+    fail = "import sys; print('no such package'); sys.exit(3)"
+    job = preferences.InstallJob([[sys.executable, "-c", fail], [sys.executable, "-c", "open('x', 'w')"]])
+    _run(job)
+    assert job.done and job.error is not None
+    assert "exited with 3" in job.error and "no such package" in job.error
+    assert job.step == 0
+
+
+def test_ng_install_job_reports_a_missing_program():
+    job = preferences.InstallJob([["/no/such/program", "--version"]])
+    _run(job)
+    assert job.error is not None and "cannot run /no/such/program" in job.error
+
+
+def test_ok_install_job_can_be_cancelled():
+    job = preferences.InstallJob([[sys.executable, "-c", "import time; time.sleep(30)"]])
+    assert job.poll()
+    job.cancel()
+    assert job.done and job.error == "cancelled" and not job.poll()
+
+
+def test_ok_sidebar_panels_are_registered_in_the_mega_tab(blender):
+    for cls in panels.CLASSES[1:]:
+        registered = getattr(bpy.types, cls.bl_idname)
+        assert registered.bl_category == "MEGA"
+        assert registered.bl_space_type == "VIEW_3D" and registered.bl_region_type == "UI"
+    assert hasattr(bpy.types, "MEGA_UL_hypotheses")
+    assert not panels.MEGA_PT_person.poll(bpy.context)  # no MEGA person is active
+
+
+def test_ok_file_import_menu_has_the_entry(blender):
+    from mega_blender import operators
+
+    draw_funcs = bpy.types.TOPBAR_MT_file_import._dyn_ui_initialize()
+    assert operators.menu_import in draw_funcs
+
+
+def test_ok_operator_ids_and_class_names_carry_the_prefix(blender):
+    from mega_blender import operators
+
+    for cls in (*operators.CLASSES, preferences.MEGA_OT_install_runtime, preferences.MEGA_OT_cancel_install):
+        assert cls.__name__.startswith("MEGA_OT_") and cls.bl_idname.startswith("mega.")
+    for cls in panels.CLASSES:
+        assert cls.__name__.startswith(("MEGA_PT_", "MEGA_UL_"))
+
+
+def test_ok_unregister_removes_everything(blender):
+    import addon_utils
+
+    addon_utils.disable("mega_blender")
+    assert not hasattr(bpy.types, "MEGA_PT_main")
+    assert not hasattr(bpy.types.Scene, "mega")
+    assert mega_blender._cli_handle is None
+    addon_utils.enable("mega_blender")  # the fixture disables it again
+    assert hasattr(bpy.types, "MEGA_PT_main")
+
+
+def test_ok_bl_info_matches_the_manifest():
+    manifest = tomllib.loads((REPO_ROOT / "blender_manifest.toml").read_text())
+    assert ".".join(map(str, mega_blender.bl_info["version"])) == manifest["version"]
+    assert ".".join(map(str, mega_blender.bl_info["blender"])) == manifest["blender_version_min"]
+    assert mega_blender.bl_info["name"] == manifest["name"]
+
+
+class _Layout:
+    """Stands in for ``UILayout`` outside a redraw: records every call, returns itself for nesting."""
+
+    def __init__(self, calls: list) -> None:
+        self.__dict__["calls"] = calls
+
+    def __getattr__(self, name: str):
+        def call(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+            return self
+
+        return call
+
+    def __setattr__(self, name: str, value) -> None:
+        self.calls.append(("set " + name, (value,), {}))
+
+
+def _texts(calls: list) -> list[str]:
+    return [str(kwargs.get("text", "")) for _, _, kwargs in calls]
+
+
+def test_ok_panels_draw_for_a_person_and_without_one(blender, tmp_path):
+    from types import SimpleNamespace
+
+    from tests.blender.make_result import make_arrays, write_result
+
+    calls: list = []
+    layout = _Layout(calls)
+    panels.MEGA_PT_main.draw(SimpleNamespace(layout=layout), bpy.context)
+    assert "Reconstruct (live link: coming next)" in _texts(calls)
+    panels.MEGA_PT_view.draw(SimpleNamespace(layout=layout), bpy.context)
+    assert "Select a MEGA person or camera" in _texts(calls)
+
+    bpy.ops.mega.import_result(filepath=str(write_result(tmp_path, "photo", make_arrays(1, 3))))
+    obj = bpy.context.active_object
+    assert panels.MEGA_PT_person.poll(bpy.context)
+    calls.clear()
+    panels.MEGA_PT_person.draw(SimpleNamespace(layout=layout), bpy.context)
+    names = [name for name, _, _ in calls]
+    assert "template_list" in names and ("prop", (obj, '["mega_hypothesis"]')) in [(n, a) for n, a, _ in calls]
+    calls.clear()
+    panels.MEGA_PT_view.draw(SimpleNamespace(layout=layout), bpy.context)
+    assert {"Show Uncertainty", "Camera View", "Photo Behind"} <= set(_texts(calls))
+    for index, key_block in enumerate(obj.data.shape_keys.key_blocks):
+        calls.clear()
+        panels.MEGA_UL_hypotheses.draw_item(None, bpy.context, layout, None, key_block, 0, None, "", index)
+        ll = obj["mega_log_likelihood"][index]
+        assert f"log L {ll:.2f}" in _texts(calls)
+        assert ("set index", (index,), {}) in calls
+
+
+@pytest.mark.parametrize("mode", ["INTERPRETER", "PRIVATE", "COMMAND"])
+def test_ok_preferences_draw_in_every_mode(blender, mode):
+    from types import SimpleNamespace
+
+    prefs = _prefs()
+    calls: list = []
+    stub = SimpleNamespace(layout=_Layout(calls), **{k: getattr(prefs, k) for k in ("runtime_mode", "device")})
+    stub.runtime_mode = mode
+    preferences.MEGA_AddonPreferences.draw(stub, bpy.context)
+    drawn = {args[1] for name, args, _ in calls if name == "prop" and len(args) > 1}
+    assert {"runtime_mode", "weights_dir", "device", "model", "num_hypotheses", "num_steps", "seed"} <= drawn
+    expected = {"INTERPRETER": "python_path", "COMMAND": "custom_command"}.get(mode)
+    if expected:
+        assert expected in drawn
+    else:
+        assert any(name == "operator" and args[0] == "mega.install_runtime" for name, args, _ in calls)
+        assert "Online access is off (Preferences › System › Network)" in _texts(calls)

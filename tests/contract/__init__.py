@@ -1,0 +1,1 @@
+"""Contract tests: what the runtime writes, the add-on reads."""
