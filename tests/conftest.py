@@ -33,3 +33,24 @@ def assets_dir() -> Path:
 @pytest.fixture(scope="session")
 def manifests_dir() -> Path:
     return _require(MANIFESTS_DIR)
+
+
+_EXIT_STATUS: list[int] = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT_STATUS.append(int(exitstatus))
+
+
+def pytest_unconfigure(config):
+    """Leave at once once Blender's module was loaded: its threads can keep the interpreter from exiting.
+
+    Everything (results, summary) has been written by now; a clean-clone CI run printed its summary and
+    then waited on a thread forever, so the process ends here with pytest's own exit status.
+    """
+    import sys
+
+    if "bpy" in sys.modules and _EXIT_STATUS:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS[-1])
