@@ -8,7 +8,6 @@ building removes whatever it made when it fails, so nothing half-built is left.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any, cast
 
 import bpy
@@ -20,8 +19,6 @@ from .result_reader import ResultFormatError, read_result
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems, OperatorTypeFlagItems
-
-log = logging.getLogger(__name__)
 
 #: ``bl_options`` of the operators that change data (one undo step each) and of those that do not.
 UNDOABLE: set[OperatorTypeFlagItems] = {"REGISTER", "UNDO"}

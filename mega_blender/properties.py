@@ -1,3 +1,4 @@
+# mypy: disable-error-code="valid-type"
 """Add-on state that is not on the imported objects: two small property groups.
 
 * ``Scene.mega`` (:class:`MEGA_PG_scene`, saved with the file): what the uncertainty toggle replaced, so hiding
@@ -17,7 +18,7 @@ from bpy.props import BoolProperty, FloatProperty, StringProperty
 class MEGA_PG_scene(bpy.types.PropertyGroup):
     """Per-scene state of the MEGA panel."""
 
-    previous_color_type: StringProperty(  # type: ignore[valid-type]
+    previous_color_type: StringProperty(
         name="Previous Colour Type",
         description="Solid-view colour type before the uncertainty colours were shown",
         default="MATERIAL",
@@ -28,15 +29,11 @@ class MEGA_PG_scene(bpy.types.PropertyGroup):
 class MEGA_PG_session(bpy.types.PropertyGroup):
     """State of this Blender session (not saved): the private-environment install."""
 
-    install_running: BoolProperty(  # type: ignore[valid-type]
-        name="Installing", description="A private environment is being set up", default=False
-    )
-    install_status: StringProperty(  # type: ignore[valid-type]
+    install_running: BoolProperty(name="Installing", description="A private environment is being set up", default=False)
+    install_status: StringProperty(
         name="Install Status", description="Last message of the private-environment install", default=""
     )
-    install_progress: FloatProperty(  # type: ignore[valid-type]
-        name="Install Progress", subtype="FACTOR", min=0.0, max=1.0, default=0.0
-    )
+    install_progress: FloatProperty(name="Install Progress", subtype="FACTOR", min=0.0, max=1.0, default=0.0)
 
 
 CLASSES = (MEGA_PG_scene, MEGA_PG_session)

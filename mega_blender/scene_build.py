@@ -199,8 +199,8 @@ def build_result(
     except BaseException:
         created.remove_all()
         raise
-    for message in warnings:
-        log.warning("%s", message)
+    for message in warnings:  # the operator reports them; the batch prints them
+        log.info("%s", message)
     return BuildReport(
         collection=collection, camera=camera, people=built, material=material, image=image, warnings=warnings
     )
@@ -227,13 +227,28 @@ def _uncertainty_range(result: MegaResult, frame: int, people: list[int], reques
     return max(MIN_UNCERTAINTY_RANGE_M, float(result.vertex_std[frame, people].max()))
 
 
+#: How many folders above the result's folder a relative source path is tried against.
+SOURCE_SEARCH_DEPTH = 3
+
+
 def _find_source_image(result: MegaResult) -> Path | None:
-    """The photo the result was made from: its recorded path, else the same name beside the result."""
+    """The photo the result was made from.
+
+    The runtime records the path as it was given to it, so a relative path is relative to the folder it ran in,
+    which the result does not name: it is tried against the result's folder, the folders above it (a result
+    written to ``out/`` under the folder the runtime ran in), and the current folder; last, a file of the same
+    name beside the result.
+    """
     source = result.source_path
     if source is None:
         return None
-    candidates = [source] if source.is_absolute() else [result.path.parent / source, Path.cwd() / source]
-    candidates.append(result.path.parent / source.name)
+    folder = result.path.parent
+    if source.is_absolute():
+        candidates = [source]
+    else:
+        bases = [folder, *list(folder.parents)[:SOURCE_SEARCH_DEPTH], Path.cwd()]
+        candidates = [base / source for base in bases]
+    candidates.append(folder / source.name)
     return next((c for c in candidates if c.is_file()), None)
 
 

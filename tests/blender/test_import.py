@@ -309,6 +309,15 @@ def test_ok_photo_beside_the_result_is_found_by_name(blender, tmp_path, arrays):
     assert bpy.context.scene.camera.data.background_images[0].image is not None
 
 
+def test_ok_relative_photo_path_is_found_from_the_folder_above_the_result(blender, tmp_path, arrays):
+    (tmp_path / "photos").mkdir()
+    write_photo(tmp_path / "photos" / "shot.png")
+    path = write_result(tmp_path / "out", "shot", arrays, make_meta(source_path="photos/shot.png"))
+    _import(path)
+    image = bpy.context.scene.camera.data.background_images[0].image
+    assert Path(bpy.path.abspath(image.filepath)) == tmp_path / "photos" / "shot.png"
+
+
 def test_ok_camera_view_toggle_looks_through_the_mega_camera(blender, result_path):
     _import(result_path)
     area = next(a for a in bpy.context.screen.areas if a.type == "VIEW_3D")

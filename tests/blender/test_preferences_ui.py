@@ -236,3 +236,21 @@ def test_ok_preferences_draw_in_every_mode(blender, mode):
     else:
         assert any(name == "operator" and args[0] == "mega.install_runtime" for name, args, _ in calls)
         assert "Online access is off (Preferences › System › Network)" in _texts(calls)
+
+
+def test_ok_folder_on_the_scripts_path_is_listed_as_a_legacy_add_on(blender, tmp_path):
+    """Development mode: Blender lists ``<script dir>/addons/mega_blender`` by its ``bl_info``."""
+    import addon_utils
+
+    (tmp_path / "addons").mkdir()
+    (tmp_path / "addons" / "mega_blender").symlink_to(REPO_ROOT / "mega_blender", target_is_directory=True)
+    script_dir = bpy.context.preferences.filepaths.script_directories.new()
+    script_dir.directory = str(tmp_path)
+    try:
+        bpy.utils.refresh_script_paths()
+        found = [m for m in addon_utils.modules(refresh=True) if m.__name__ == "mega_blender"]
+        assert found and Path(found[0].__file__).is_relative_to(tmp_path)
+        assert found[0].bl_info["name"] == "MEGA Human Mesh Recovery"
+    finally:
+        bpy.context.preferences.filepaths.script_directories.remove(script_dir)
+        bpy.utils.refresh_script_paths()
