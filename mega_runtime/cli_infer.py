@@ -127,7 +127,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
                 frames_bar.close()
             else:
                 image = read_image(path)
-                result = pipeline.run_image(image, boxes, {"path": str(path)})
+                result = pipeline.run_image(image, boxes, {"path": str(Path(path).resolve())})
             write_result(result, out_dir / path.stem, overwrite=args.overwrite)
             line = f"{path.name}: {result.num_people} people, {result.num_frames} frame(s), "
             print(line + f"{result.num_hypotheses} hypotheses → {targets[0]}")

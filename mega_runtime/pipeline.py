@@ -246,7 +246,7 @@ class Pipeline:
         return Result(meta=meta, arrays=arrays)
 
     def run_image_file(self, path: Path | str, boxes: Sequence[Sequence[float]] | None = None) -> Result:
-        return self.run_image(read_image(path), boxes, {"path": str(path)})
+        return self.run_image(read_image(path), boxes, {"path": str(Path(path).resolve())})
 
     def run_video(
         self,
@@ -314,7 +314,7 @@ class Pipeline:
             warnings.append("no frame was decoded in the requested range")
         source = {
             "kind": "video",
-            "path": str(path),
+            "path": str(Path(path).resolve()),
             "fps": info.fps,
             "frame_start": frames.start,
             "frame_stop": frames.stop,
