@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from mega_runtime import __version__
 from mega_runtime.errors import MegaError
@@ -46,6 +47,46 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if args.write_checkpoints:
         print(f"checkpoints written to {args.write_checkpoints}")
     return EXIT_FAILED if counts["failed"] else EXIT_OK
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from mega_runtime.serve import ServeConfig, serve
+
+    if args.max_message_bytes < 1024 or args.max_inline_bytes < 1:
+        raise MegaError("the message limits are too small", hint="use --max-message-bytes of at least 1024")
+    return serve(
+        ServeConfig(
+            checkpoint_dir=args.checkpoint_dir,
+            assets_dir=args.assets_dir,
+            work_dir=args.work_dir,
+            device=args.device,
+            detector=args.detector,
+            max_message_bytes=args.max_message_bytes,
+            max_inline_bytes=args.max_inline_bytes,
+        )
+    )
+
+
+def _add_serve_command(sub: Any) -> None:
+    from mega_runtime.protocol import MAX_INLINE_BYTES, MAX_MESSAGE_BYTES
+
+    p = sub.add_parser(
+        "serve",
+        help="answer JSON-Lines requests on stdin/stdout (the Blender add-on's live link)",
+        description="A persistent runtime: reads requests (hello, infer, cancel, shutdown) as JSON lines on stdin "
+        "and answers on stdout, keeping models loaded between jobs; logs go to stderr. Opens no network port. "
+        "Protocol: docs/protocol.md.",
+    )
+    p.add_argument("--checkpoint-dir", type=Path, metavar="DIR", help="checkpoints in the official layout")
+    p.add_argument("--assets-dir", type=Path, metavar="DIR", help="template.ply and connection_matrices/")
+    p.add_argument(
+        "--work-dir", type=Path, metavar="DIR", help="where jobs without out_dir write (default: a temporary folder)"
+    )
+    p.add_argument("--device", default="auto", help="default device: auto, cpu, cuda, cuda:N, mps")
+    p.add_argument("--detector", default="default", choices=("default", "yolo"), help="person detector")
+    p.add_argument("--max-message-bytes", type=int, default=MAX_MESSAGE_BYTES, help=argparse.SUPPRESS)
+    p.add_argument("--max-inline-bytes", type=int, default=MAX_INLINE_BYTES, help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mega_runtime.weights import add_weights_commands
 
     add_weights_commands(sub)
+    _add_serve_command(sub)
     return parser
 
 

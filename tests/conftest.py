@@ -35,6 +35,19 @@ def manifests_dir() -> Path:
     return _require(MANIFESTS_DIR)
 
 
+@pytest.fixture(scope="session")
+def small_checkpoints(fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The seeded ResNet model + Mesh-VQ-VAE rebuilt as official-format checkpoints (``verify --write-checkpoints``),
+    for tests that start a real runtime process."""
+    from mega_runtime.cli import main
+
+    out = tmp_path_factory.mktemp("small-checkpoints")
+    names = [str(fixtures_dir / n) for n in ("cvqmae_resnet", "mesh_vqvae")]
+    if main(["verify", *names, "--write-checkpoints", str(out)]) != 0:
+        pytest.fail("the seeded fixtures did not verify, so no small checkpoints could be written")
+    return out
+
+
 _EXIT_STATUS: list[int] = []
 
 

@@ -1,0 +1,289 @@
+"""The live-link protocol (docs/protocol.md): requests, replies, limits, framing. Imports no torch.
+
+One JSON object per line in each direction. :class:`LineReader` frames a byte stream into lines without ever
+holding more than one bounded line; :func:`parse_request` validates a line into a :class:`Request` (for
+``infer`` an :class:`InferRequest`) or raises :class:`ProtocolError` with the reply's code, message and hint;
+:class:`ReplyWriter` writes replies, one whole line at a time, from any thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from mega_runtime.errors import MegaError
+
+PROTOCOL_VERSION = 1
+#: Longest request line accepted, in bytes (an inline image travels as base64 inside it).
+MAX_MESSAGE_BYTES = 96 * 2**20
+#: Largest decoded inline ``source.data``, in bytes.
+MAX_INLINE_BYTES = 64 * 2**20
+OPS = ("hello", "infer", "cancel", "shutdown")
+MODELS = {"resnet": "mega_resnet", "hrnet": "mega_hrnet", "vit": "mega_vit"}
+VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ogv", ".wmv"}
+READ_CHUNK = 1 << 16
+
+
+class ProtocolError(MegaError):
+    """A request the server cannot act on; ``code`` is the reply's error code."""
+
+    def __init__(self, code: str, message: str, hint: str | None = None, request_id: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.code = code
+        self.request_id = request_id
+
+
+@dataclass(frozen=True)
+class Request:
+    """A parsed ``hello``, ``cancel`` (``job`` set) or ``shutdown``."""
+
+    request_id: str
+    op: str
+    job: str | None = None
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """A parsed ``infer``: the source is either ``path`` or ``data`` (decoded bytes) with ``name``."""
+
+    request_id: str
+    path: str | None
+    data: bytes | None
+    name: str
+    out_dir: str | None
+    result_name: str | None
+    inline_result: bool
+    model: str
+    hypotheses: int
+    steps: int | None
+    temperature: float | None
+    seed: int
+    sampler: str
+    device: str | None
+    boxes: tuple[tuple[float, float, float, float], ...] | None
+    frame_start: int
+    frame_stop: int | None
+    frame_step: int
+
+    @property
+    def op(self) -> str:
+        return "infer"
+
+    @property
+    def is_video(self) -> bool:
+        suffix = "." + self.name.rsplit(".", 1)[-1].lower() if "." in self.name else ""
+        return suffix in VIDEO_SUFFIXES
+
+
+# -- framing ------------------------------------------------------------------------------------------------------
+
+
+class LineReader:
+    """Complete lines from a binary stream, each at most ``limit`` bytes.
+
+    Iterating yields ``bytes`` lines (without the newline) or, for a longer line, ``None`` once that line
+    has been skipped up to its newline — never buffering more than ``limit`` plus one chunk.
+    """
+
+    def __init__(self, stream: IO[bytes], limit: int = MAX_MESSAGE_BYTES) -> None:
+        self.stream = stream
+        self.limit = limit
+
+    def __iter__(self) -> Iterator[bytes | None]:
+        buffer = bytearray()
+        skipping = False
+        read = getattr(self.stream, "read1", None) or self.stream.read
+        while True:
+            chunk = read(READ_CHUNK)
+            if not chunk:
+                if buffer and not skipping:
+                    yield bytes(buffer)
+                return
+            start = 0
+            while True:
+                newline = chunk.find(b"\n", start)
+                if newline < 0:
+                    if not skipping:
+                        buffer += chunk[start:]
+                        if len(buffer) > self.limit:
+                            buffer.clear()
+                            skipping = True
+                    break
+                if skipping:
+                    skipping = False
+                    yield None
+                else:
+                    buffer += chunk[start:newline]
+                    if len(buffer) > self.limit:
+                        yield None
+                    else:
+                        yield bytes(buffer)
+                    buffer.clear()
+                start = newline + 1
+
+
+class ReplyWriter:
+    """Writes replies as JSON lines to a binary stream; safe to call from several threads."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+
+    def send(self, kind: str, request_id: str | None, **fields: Any) -> None:
+        line = json.dumps({"v": PROTOCOL_VERSION, "type": kind, "id": request_id, **fields}, separators=(",", ":"))
+        with self._lock:
+            try:
+                self.stream.write(line.encode("utf-8") + b"\n")
+                self.stream.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                pass  # the client has gone; the server notices on its input
+
+    def error(self, request_id: str | None, code: str, message: str, hint: str | None = None) -> None:
+        self.send("error", request_id, code=code, message=message, hint=hint)
+
+
+# -- parsing ------------------------------------------------------------------------------------------------------
+
+
+def _int(fields: dict[str, Any], key: str, default: int | None, minimum: int, rid: str) -> int | None:
+    value = fields.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ProtocolError("bad_request", f"'{key}' must be an integer ≥ {minimum}, got {value!r}", request_id=rid)
+    return value
+
+
+def parse_request(line: bytes, max_inline_bytes: int = MAX_INLINE_BYTES) -> Request | InferRequest:
+    """Validate one request line. Raises :class:`ProtocolError` (with the request id when it could be read)."""
+    try:
+        message = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(
+            "bad_json", f"the request is not valid JSON: {exc}", "send one JSON object per line"
+        ) from exc
+    if not isinstance(message, dict):
+        raise ProtocolError("bad_json", "the request is not a JSON object", "send one JSON object per line")
+    rid = message.get("id")
+    rid = rid if isinstance(rid, str) and rid else None
+    version = message.get("v")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            "protocol_version",
+            f"this runtime speaks protocol {PROTOCOL_VERSION}; the request is protocol {version!r}",
+            "use a client and runtime of matching versions",
+            rid,
+        )
+    if rid is None:
+        raise ProtocolError("bad_request", "the request has no 'id' (a non-empty string)")
+    op = message.get("op")
+    if op not in OPS:
+        raise ProtocolError("unknown_op", f"unknown op {op!r}", f"use one of {', '.join(OPS)}", rid)
+    if op == "cancel":
+        job = message.get("job")
+        if not isinstance(job, str) or not job:
+            raise ProtocolError("bad_request", "'cancel' needs 'job': the id of an infer request", request_id=rid)
+        return Request(rid, op, job)
+    if op != "infer":
+        return Request(rid, op)
+    return _parse_infer(message, rid, max_inline_bytes)
+
+
+def _parse_infer(message: dict[str, Any], rid: str, max_inline_bytes: int) -> InferRequest:
+    source = message.get("source")
+    if not isinstance(source, dict) or ("path" in source) == ("data" in source):
+        raise ProtocolError("bad_request", "'source' must hold exactly one of 'path' or 'data'", request_id=rid)
+    path = source.get("path")
+    data: bytes | None = None
+    if path is not None:
+        if not isinstance(path, str) or not path:
+            raise ProtocolError("bad_request", "'source.path' must be a non-empty string", request_id=rid)
+        name = path.replace("\\", "/").rsplit("/", 1)[-1]
+    else:
+        encoded, name = source.get("data"), source.get("name")
+        if not isinstance(encoded, str) or not isinstance(name, str) or not name:
+            raise ProtocolError("bad_request", "inline 'source' needs 'data' (base64) and 'name'", request_id=rid)
+        if len(encoded) // 4 * 3 > max_inline_bytes:
+            raise ProtocolError(
+                "too_large",
+                f"the inline source is over the limit of {max_inline_bytes} bytes",
+                "send a smaller image, or the file's path to a runtime on the same machine",
+                rid,
+            )
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ProtocolError("bad_request", "'source.data' is not valid base64", request_id=rid) from exc
+        name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    out_dir = message.get("out_dir")
+    if out_dir is not None and (
+        not isinstance(out_dir, str) or (not out_dir.startswith(("/", "\\")) and ":" not in out_dir)
+    ):
+        raise ProtocolError("bad_request", "'out_dir' must be an absolute folder path", request_id=rid)
+    result_name = message.get("name")
+    if result_name is not None and (
+        not isinstance(result_name, str)
+        or not result_name
+        or any(c in result_name for c in "/\\\0")
+        or result_name in {".", ".."}
+    ):
+        raise ProtocolError("bad_request", "'name' must be a plain file name (no folders)", request_id=rid)
+    returned = message.get("return", "files")
+    if returned not in ("files", "inline"):
+        raise ProtocolError("bad_request", "'return' must be 'files' or 'inline'", request_id=rid)
+    model = message.get("model", "hrnet")
+    if not isinstance(model, str) or MODELS.get(model, model) not in MODELS.values():
+        raise ProtocolError("bad_request", f"unknown model {model!r}", "use resnet, hrnet or vit", rid)
+    temperature = message.get("temperature")
+    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, int | float)):
+        raise ProtocolError("bad_request", "'temperature' must be a number", request_id=rid)
+    sampler = message.get("sampler", "full")
+    if sampler not in ("full", "official"):
+        raise ProtocolError("bad_request", "'sampler' must be 'full' or 'official'", request_id=rid)
+    device = message.get("device")
+    if device is not None and not isinstance(device, str):
+        raise ProtocolError("bad_request", "'device' must be a string such as cpu or cuda", request_id=rid)
+    boxes = _boxes(message.get("boxes"), rid)
+    frames = message.get("frames") or {}
+    if not isinstance(frames, dict):
+        raise ProtocolError("bad_request", "'frames' must be an object with start, stop, step", request_id=rid)
+    return InferRequest(
+        request_id=rid,
+        path=path,
+        data=data,
+        name=name,
+        out_dir=out_dir,
+        result_name=result_name,
+        inline_result=returned == "inline",
+        model=MODELS.get(model, model),
+        hypotheses=_int(message, "hypotheses", 8, 1, rid) or 8,
+        steps=_int(message, "steps", None, 1, rid),
+        temperature=float(temperature) if temperature is not None else None,
+        seed=_int(message, "seed", 0, 0, rid) or 0,
+        sampler=sampler,
+        device=device,
+        boxes=boxes,
+        frame_start=_int(frames, "start", 0, 0, rid) or 0,
+        frame_stop=_int(frames, "stop", None, 1, rid),
+        frame_step=_int(frames, "step", 1, 1, rid) or 1,
+    )
+
+
+def _boxes(value: Any, rid: str) -> tuple[tuple[float, float, float, float], ...] | None:
+    if value is None:
+        return None
+    bad = ProtocolError("bad_request", "'boxes' must be a list of [x1, y1, x2, y2] numbers", request_id=rid)
+    if not isinstance(value, list):
+        raise bad
+    out = []
+    for box in value:
+        if not isinstance(box, list) or len(box) != 4 or not all(isinstance(v, int | float) for v in box):
+            raise bad
+        x1, y1, x2, y2 = (float(v) for v in box)
+        out.append((x1, y1, x2, y2))
+    return tuple(out)

@@ -1,0 +1,346 @@
+"""``mega-runtime serve``: the persistent runtime the Blender add-on talks to (docs/protocol.md).
+
+Threads: the main thread reads requests from stdin and answers ``hello``, ``cancel`` and ``shutdown`` at once;
+one worker thread runs ``infer`` jobs one at a time, in arrival order. Pipelines are loaded on first use, one
+per (model, device), and kept. Every reply goes through one :class:`~mega_runtime.protocol.ReplyWriter` on the
+original stdout; file descriptor 1 itself is pointed at stderr, so nothing else can write into the protocol.
+
+Jobs write only inside their output folder: the request's ``out_dir``, or ``<work dir>/jobs/<id>`` (removed
+after an inline reply). An inline video is stored there while it is read, then deleted.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import logging
+import os
+import queue
+import shutil
+import sys
+import tempfile
+import threading
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from mega_runtime import __version__
+from mega_runtime.errors import MegaError
+from mega_runtime.protocol import (
+    MAX_INLINE_BYTES,
+    MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    InferRequest,
+    LineReader,
+    ProtocolError,
+    ReplyWriter,
+    Request,
+    parse_request,
+)
+
+log = logging.getLogger(__name__)
+
+
+class JobCancelled(MegaError):
+    code = "cancelled"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Options of ``serve``; folders None = the runtime's usual resolution (environment, cache)."""
+
+    checkpoint_dir: Path | None = None
+    assets_dir: Path | None = None
+    work_dir: Path | None = None
+    device: str = "auto"
+    detector: str = "default"
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    max_inline_bytes: int = MAX_INLINE_BYTES
+
+
+@dataclass
+class _Job:
+    request: InferRequest
+    cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+
+def protect_stdout() -> IO[bytes]:
+    """A private binary stream on the original stdout; fd 1 and ``sys.stdout`` then lead to stderr."""
+    sys.stdout.flush()
+    protocol_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(protocol_fd, "wb", buffering=0)
+
+
+class Server:
+    """Reads requests from ``input_stream`` and answers on ``writer`` until ``shutdown`` or end of input."""
+
+    def __init__(self, config: ServeConfig, input_stream: IO[bytes], writer: ReplyWriter) -> None:
+        self.config = config
+        self.input = input_stream
+        self.writer = writer
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._waiting: dict[str, _Job] = {}
+        self._running: _Job | None = None
+        self._lock = threading.Lock()
+        self._pipelines: dict[tuple[str, str], Any] = {}
+        self._own_work_dir = config.work_dir is None
+        self.work_dir = Path(config.work_dir or tempfile.mkdtemp(prefix="mega-serve-")).resolve()
+
+    # -- main loop ----------------------------------------------------------------------------------------------
+    def run(self) -> int:
+        worker = threading.Thread(target=self._work, name="mega-serve-worker", daemon=True)
+        worker.start()
+        log.info("serving protocol %d (runtime %s); work folder %s", PROTOCOL_VERSION, __version__, self.work_dir)
+        try:
+            for line in LineReader(self.input, self.config.max_message_bytes):
+                if line is None:
+                    self.writer.error(
+                        None,
+                        "too_large",
+                        f"the request is longer than the limit of {self.config.max_message_bytes} bytes",
+                        "send large videos by path, or split the work",
+                    )
+                    continue
+                if not line.strip():
+                    continue
+                if self._handle(line) == "shutdown":
+                    break
+        finally:
+            self._stop(worker)
+        return 0
+
+    def _handle(self, line: bytes) -> str | None:
+        try:
+            request = parse_request(line, self.config.max_inline_bytes)
+        except ProtocolError as exc:
+            self.writer.error(exc.request_id, exc.code, exc.message, exc.hint)
+            return None
+        if isinstance(request, InferRequest):
+            job = _Job(request)
+            with self._lock:
+                ahead = len(self._waiting) + (self._running is not None)
+                self._waiting[request.request_id] = job
+            self.writer.send("accepted", request.request_id, queued=ahead)
+            self._queue.put(job)
+            return None
+        if request.op == "hello":
+            self._hello(request)
+        elif request.op == "cancel":
+            self._cancel(request)
+        elif request.op == "shutdown":
+            self.writer.send("ack", request.request_id)
+            return "shutdown"
+        return None
+
+    def _stop(self, worker: threading.Thread) -> None:
+        with self._lock:
+            for job in self._waiting.values():
+                job.cancel.set()
+            if self._running is not None:
+                self._running.cancel.set()
+        self._queue.put(None)
+        worker.join()
+        if self._own_work_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+        log.info("stopped")
+
+    # -- immediate requests ---------------------------------------------------------------------------------------
+    def _hello(self, request: Request) -> None:
+        import torch
+
+        from mega_runtime.weights.state import status
+
+        devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            devices.append("mps")
+        try:
+            rows = status(self.config.assets_dir, self.config.checkpoint_dir)
+        except MegaError as exc:
+            rows, missing = [], [{"what": exc.message, "fix": exc.hint}]
+        else:
+            missing = [{"what": f"{r.name}: {r.problem}", "fix": r.fix} for r in rows if not r.ok]
+        models = [r.name for r in rows if r.kind == "checkpoint" and r.ok]
+        self.writer.send(
+            "hello",
+            request.request_id,
+            protocol=PROTOCOL_VERSION,
+            runtime_version=__version__,
+            python=sys.version.split()[0],
+            torch=torch.__version__,
+            devices=devices,
+            models=models,
+            missing=missing,
+            limits={
+                "max_message_bytes": self.config.max_message_bytes,
+                "max_inline_bytes": self.config.max_inline_bytes,
+            },
+        )
+
+    def _cancel(self, request: Request) -> None:
+        with self._lock:
+            job = self._waiting.get(request.job or "")
+            if job is None and self._running is not None and self._running.request.request_id == request.job:
+                job = self._running
+        if job is not None:
+            job.cancel.set()
+        self.writer.send("ack", request.request_id, found=job is not None)
+
+    # -- the worker -------------------------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            rid = job.request.request_id
+            with self._lock:
+                self._waiting.pop(rid, None)
+                self._running = job
+            try:
+                if job.cancel.is_set():
+                    raise JobCancelled("the job was cancelled before it started")
+                self._run(job)
+            except MegaError as exc:
+                self.writer.error(rid, exc.code, exc.message, exc.hint)
+            except Exception as exc:
+                log.error("job %s failed:\n%s", rid, traceback.format_exc())
+                self.writer.error(rid, "internal", f"{type(exc).__name__}: {exc}", "see the runtime's log (stderr)")
+            finally:
+                with self._lock:
+                    self._running = None
+
+    def _progress(self, rid: str, stage: str, done: int, total: int | None, message: str = "") -> None:
+        self.writer.send("progress", rid, stage=stage, done=done, total=total, message=message)
+
+    def _pipeline(self, request: InferRequest):
+        from mega_runtime.detect import make_detector
+        from mega_runtime.mega import resolve_device
+        from mega_runtime.pipeline import Pipeline, PipelineConfig
+        from mega_runtime.sampling import CVQMAE_SAMPLING, SamplingConfig
+
+        device = resolve_device(request.device or self.config.device)
+        key = (request.model, device)
+        base = self._pipelines.get(key)
+        if base is None:
+            self._progress(request.request_id, "load", 0, 1, f"loading {request.model} on {device}")
+            config = PipelineConfig(model=request.model, device=device)
+            base = Pipeline.load(
+                config, self.config.checkpoint_dir, self.config.assets_dir, make_detector(self.config.detector)
+            )
+            self._pipelines[key] = base
+            self._progress(request.request_id, "load", 1, 1, f"loaded {request.model}")
+        try:
+            sampling = SamplingConfig(
+                steps=request.steps or CVQMAE_SAMPLING.steps,
+                temperature=request.temperature if request.temperature is not None else CVQMAE_SAMPLING.temperature,
+            )
+            config = dataclasses.replace(
+                base.config,
+                num_hypotheses=request.hypotheses,
+                sampling=sampling,
+                sampler=request.sampler,
+                seed=request.seed,
+            )
+        except ValueError as exc:
+            raise ProtocolError("bad_request", str(exc)) from exc
+        return Pipeline(base.mega, base.detector, base.faces, config, base.model_info)
+
+    def _out_dir(self, request: InferRequest) -> Path:
+        if request.out_dir is not None and not request.inline_result:
+            folder = Path(request.out_dir)
+        else:
+            folder = self.work_dir / "jobs" / request.request_id
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MegaError(
+                f"cannot create the output folder {folder}: {exc.strerror}", hint="choose another out_dir"
+            ) from exc
+        return folder
+
+    def _run(self, job: _Job) -> None:
+        from mega_runtime.media import FrameRange, decode_image, read_image
+        from mega_runtime.result import write_result
+
+        request, rid = job.request, job.request.request_id
+        if request.path is not None and not Path(request.path).is_file():
+            raise ProtocolError(
+                "not_found", f"{request.path} does not exist on the runtime's machine", "check the path"
+            )
+        out_dir = self._out_dir(request)
+        private = out_dir.is_relative_to(self.work_dir)
+        temporary: Path | None = None
+        try:
+            pipeline = self._pipeline(request)
+            if request.is_video:
+                source = Path(request.path) if request.path is not None else None
+                if source is None:
+                    temporary = out_dir / f".{rid}-{request.name}"
+                    temporary.write_bytes(request.data or b"")
+                    source = temporary
+                frames = FrameRange(request.frame_start, request.frame_stop, request.frame_step)
+                result = pipeline.run_video(
+                    source,
+                    frames,
+                    progress=lambda done, total: self._progress(rid, "frames", done, total, "frames"),
+                    should_stop=job.cancel.is_set,
+                )
+                if request.path is None:
+                    result.meta["source"]["path"] = request.name
+            else:
+                self._progress(rid, "model", 0, 1, "reconstructing")
+                if request.path is not None:
+                    image = read_image(request.path)
+                    meta_source = {"path": str(Path(request.path).resolve())}
+                else:
+                    image = decode_image(request.data or b"", request.name)
+                    meta_source = {"path": request.name}
+                result = pipeline.run_image(image, request.boxes, meta_source)
+                if job.cancel.is_set():
+                    raise JobCancelled("the job was cancelled")
+                self._progress(rid, "model", 1, 1, "reconstructed")
+            if temporary is not None:
+                temporary.unlink(missing_ok=True)
+                temporary = None
+            stem = _free_stem(out_dir, request.result_name or Path(request.name).stem or "result")
+            json_path, npz_path = write_result(result, out_dir / stem)
+            summary = {
+                "cancelled": job.cancel.is_set() and request.is_video,
+                "num_frames": result.num_frames,
+                "num_people": result.num_people,
+                "num_hypotheses": result.num_hypotheses,
+                "warnings": list(result.meta.get("warnings", [])),
+            }
+            if request.inline_result:
+                meta = json.loads(json_path.read_text(encoding="utf-8"))
+                npz = base64.b64encode(npz_path.read_bytes()).decode("ascii")
+                self.writer.send("result", rid, meta=meta, npz=npz, **summary)
+            else:
+                self.writer.send(
+                    "result", rid, json_path=str(json_path.resolve()), npz_path=str(npz_path.resolve()), **summary
+                )
+        finally:
+            if temporary is not None:
+                temporary.unlink(missing_ok=True)
+            if private and request.inline_result:
+                shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _free_stem(folder: Path, name: str) -> str:
+    """``name``, ``name-2``, … — the first whose result pair does not exist yet (never overwrite)."""
+    candidate, n = name, 1
+    while (folder / f"{candidate}.json").exists() or (folder / f"{candidate}.npz").exists():
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
+
+
+def serve(config: ServeConfig) -> int:
+    """Run the server on this process's stdin/stdout until ``shutdown`` or end of input."""
+    protocol_out = protect_stdout()
+    writer = ReplyWriter(protocol_out)
+    return Server(config, sys.stdin.buffer, writer).run()
