@@ -1,7 +1,8 @@
 """MEGA Human Mesh Recovery for Blender: people in photos as meshes with hypotheses and uncertainty.
 
 This module only registers and unregisters; the work is in the submodules (``scene_build``, ``operators``,
-``panels``, ``preferences``, ``properties``, ``batch``) and the bpy-free ``result_reader`` and ``coords``.
+``reconstruct``, ``jobs``, ``panels``, ``preferences``, ``properties``, ``batch``) and the bpy-free
+``result_reader``, ``coords``, ``sources`` and ``runtime_client``.
 Nothing is imported at module level, so ``import mega_blender.result_reader`` works in plain CPython.
 
 It is an extension (``blender_manifest.toml`` at the zip root; Blender ignores ``bl_info`` then) and, for
@@ -32,11 +33,12 @@ def register() -> None:
     global _cli_handle
     import bpy
 
-    from . import batch, operators, panels, preferences, properties
+    from . import batch, operators, panels, preferences, properties, reconstruct
 
     properties.register()
     preferences.register()
     operators.register()
+    reconstruct.register()
     panels.register()
     _cli_handle = bpy.utils.register_cli_command("mega", batch.cli_command)  # type: ignore[func-returns-value]
 
@@ -46,12 +48,13 @@ def unregister() -> None:
     global _cli_handle
     import bpy
 
-    from . import operators, panels, preferences, properties
+    from . import operators, panels, preferences, properties, reconstruct
 
     if _cli_handle is not None:
         bpy.utils.unregister_cli_command(_cli_handle)
         _cli_handle = None
     panels.unregister()
+    reconstruct.unregister()
     operators.unregister()
     preferences.unregister()
     properties.unregister()

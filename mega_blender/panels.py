@@ -1,13 +1,15 @@
 """The sidebar panels (3D View › Sidebar › tab "MEGA") and the hypothesis list.
 
-* **MEGA** — import a result file; a boxed place for *Reconstruct* (the live link to a running runtime comes
-  with the next issue).
+* **MEGA** — *Reconstruct* (source: an image, a movie clip or a file; progress and Cancel while it runs; the
+  runtime's state, with the reason and Restart when it failed) and *Import Result…*.
 * **Person** — for the active MEGA person: the hypothesis slider (``mega_hypothesis``), previous / next,
   *Most likely*, *Keyframe*, and the list of hypotheses with their log-likelihoods (click one to show it).
 * **View** — uncertainty colours on/off, look through the MEGA camera, the photo behind it on/off.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import bpy
 
@@ -24,22 +26,61 @@ class _SidebarPanel(bpy.types.Panel):
 
 
 class MEGA_PT_main(_SidebarPanel):
-    """Import results; reconstruct (coming with the live link)."""
+    """Reconstruct through the live link; import results."""
 
     bl_idname = "MEGA_PT_main"
     bl_label = "MEGA"
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
-        if layout is None:
+        scene = context.scene
+        if layout is None or scene is None:
             return
-        layout.operator("mega.import_result", text="Import Result…", icon="IMPORT")
+        settings = scene.mega  # type: ignore[attr-defined]
+        session = getattr(context.window_manager, "mega", None)
         box = layout.box()
-        box.label(text="Reconstruct (live link: coming next)", icon="TIME")
-        column = box.column()
-        column.enabled = False
-        column.label(text="Send the active image to a running MEGA runtime.")
-        column.label(text="Set up the runtime in the add-on's preferences.")
+        box.prop(settings, "source_kind", expand=True)
+        if settings.source_kind == "IMAGE":
+            box.template_ID(settings, "image", open="image.open")
+            if settings.image is None:
+                box.label(text="Empty: the Image Editor's image", icon="INFO")
+        elif settings.source_kind == "CLIP":
+            box.template_ID(settings, "clip", open="clip.open")
+            box.prop(settings, "use_scene_frames")
+            row = box.row(align=True)
+            row.enabled = not settings.use_scene_frames
+            row.prop(settings, "frame_start")
+            row.prop(settings, "frame_end")
+            box.prop(settings, "frame_step")
+        else:
+            box.prop(settings, "filepath", text="")
+        if session is not None and session.job_running:
+            row = box.row(align=True)
+            row.progress(factor=session.job_progress, text=session.job_status or "Working…")
+            row.operator("mega.cancel_reconstruct", text="", icon="CANCEL")
+        else:
+            box.operator("mega.reconstruct", icon="PLAY")
+            if session is not None and session.job_status:
+                box.label(text=session.job_status)
+        if session is not None:
+            draw_runtime_state(box, session)
+        layout.operator("mega.import_result", text="Import Result…", icon="IMPORT")
+
+
+def draw_runtime_state(layout: bpy.types.UILayout, session: Any) -> None:
+    """The live link's state: nothing when stopped; starting/ready with Stop; failed with why and Restart."""
+    state = session.link_state
+    if state == "FAILED":
+        column = layout.column(align=True)
+        column.alert = True
+        column.label(text=session.link_message, icon="ERROR")
+        for line in session.link_stderr.splitlines()[-4:]:
+            column.label(text=line)
+        layout.operator("mega.restart_runtime", icon="FILE_REFRESH")
+    elif state != "STOPPED":
+        row = layout.row(align=True)
+        row.label(text=session.link_message or state.title(), icon="CHECKMARK" if state == "READY" else "TIME")
+        row.operator("mega.stop_runtime", text="", icon="X")
 
 
 class MEGA_UL_hypotheses(bpy.types.UIList):

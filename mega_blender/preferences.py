@@ -12,7 +12,7 @@ The runtime (PyTorch) never runs inside Blender's Python. It runs as a separate 
 * ``COMMAND`` — any command line (for example one that runs the runtime on another machine over ssh).
 
 The install runs in a background process; a ``bpy.app.timers`` function polls it and shows progress in the
-preferences (the live link of the next issue uses :func:`runtime_command` to start the runtime).
+preferences. The live link (:mod:`mega_blender.jobs`) starts the runtime with :func:`runtime_command`.
 """
 
 from __future__ import annotations
@@ -203,6 +203,13 @@ class MEGA_AddonPreferences(bpy.types.AddonPreferences):
         subtype="DIR_PATH",
         default="",
     )
+    results_dir: StringProperty(
+        name="Results Folder",
+        description="Where Reconstruct keeps result files; empty = 'MEGA results' beside the saved .blend "
+        "(or the add-on's user folder for an unsaved file)",
+        subtype="DIR_PATH",
+        default="",
+    )
     device: EnumProperty(
         name="Device",
         items=(
@@ -260,6 +267,7 @@ class MEGA_AddonPreferences(bpy.types.AddonPreferences):
         box = layout.box()
         box.label(text="Reconstruction", icon="OUTLINER_OB_ARMATURE")
         box.prop(self, "weights_dir")
+        box.prop(self, "results_dir")
         row = box.row()
         row.prop(self, "device")
         row.prop(self, "model")

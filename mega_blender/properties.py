@@ -3,7 +3,9 @@
 
 * ``Scene.mega`` (:class:`MEGA_PG_scene`, saved with the file): what the uncertainty toggle replaced, so hiding
   the colours gives back the viewport colouring the user had.
-* ``WindowManager.mega`` (:class:`MEGA_PG_session`, never saved): progress of the private-environment install.
+  It also holds what the Reconstruct button sends: the source (an Image, a Movie Clip or a file) and the frames.
+* ``WindowManager.mega`` (:class:`MEGA_PG_session`, never saved): progress of the private-environment install,
+  the live link's state and the running job's progress.
 
 Per-person data (hypothesis picker, log-likelihoods, …) lives on the objects themselves as custom properties
 (see :mod:`mega_blender.scene_build`), so a file works — drivers included — even without the add-on.
@@ -12,7 +14,7 @@ Per-person data (hypothesis picker, log-likelihoods, …) lives on the objects t
 from __future__ import annotations
 
 import bpy
-from bpy.props import BoolProperty, FloatProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 
 class MEGA_PG_scene(bpy.types.PropertyGroup):
@@ -24,6 +26,27 @@ class MEGA_PG_scene(bpy.types.PropertyGroup):
         default="MATERIAL",
         options={"HIDDEN"},
     )
+    source_kind: EnumProperty(
+        name="Source",
+        description="What Reconstruct sends to the runtime",
+        items=(
+            ("IMAGE", "Image", "An image datablock (default: the one in the active Image Editor)"),
+            ("CLIP", "Movie Clip", "A movie clip (default: the scene's active clip), over a frame range"),
+            ("FILE", "File", "An image or video file"),
+        ),
+        default="IMAGE",
+    )
+    image: PointerProperty(name="Image", type=bpy.types.Image, description="Image to reconstruct")
+    clip: PointerProperty(name="Movie Clip", type=bpy.types.MovieClip, description="Clip to reconstruct")
+    filepath: StringProperty(name="File", description="Image or video file", subtype="FILE_PATH", default="")
+    use_scene_frames: BoolProperty(
+        name="Scene Frame Range",
+        description="Reconstruct the clip over the scene's frame range (else over the range below)",
+        default=True,
+    )
+    frame_start: IntProperty(name="Start", description="First scene frame to reconstruct", default=1, min=0)
+    frame_end: IntProperty(name="End", description="Last scene frame to reconstruct", default=250, min=0)
+    frame_step: IntProperty(name="Step", description="Reconstruct every n-th frame", default=1, min=1)
 
 
 class MEGA_PG_session(bpy.types.PropertyGroup):
@@ -34,6 +57,21 @@ class MEGA_PG_session(bpy.types.PropertyGroup):
         name="Install Status", description="Last message of the private-environment install", default=""
     )
     install_progress: FloatProperty(name="Install Progress", subtype="FACTOR", min=0.0, max=1.0, default=0.0)
+    link_state: EnumProperty(
+        name="Runtime",
+        items=(
+            ("STOPPED", "Stopped", "No runtime is running; Reconstruct starts one"),
+            ("STARTING", "Starting", "The runtime is starting (it loads PyTorch)"),
+            ("READY", "Ready", "The runtime is running"),
+            ("FAILED", "Failed", "The runtime could not start or stopped; see the message"),
+        ),
+        default="STOPPED",
+    )
+    link_message: StringProperty(name="Runtime Message", description="Last word from the live link", default="")
+    link_stderr: StringProperty(name="Runtime Log", description="Last lines the runtime wrote to stderr", default="")
+    job_running: BoolProperty(name="Reconstructing", description="A reconstruction is running", default=False)
+    job_progress: FloatProperty(name="Progress", subtype="FACTOR", min=0.0, max=1.0, default=0.0)
+    job_status: StringProperty(name="Job Status", description="Progress or outcome of the last job", default="")
 
 
 CLASSES = (MEGA_PG_scene, MEGA_PG_session)

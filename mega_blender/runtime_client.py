@@ -73,6 +73,7 @@ class RuntimeClient:
         self._process: subprocess.Popen[bytes] | None = None
         self._write_lock = threading.Lock()
         self._exited = threading.Event()
+        self._stderr_thread: threading.Thread | None = None
 
     # -- life cycle ------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -91,7 +92,8 @@ class RuntimeClient:
             raise LinkError(f"cannot start the runtime '{self.argv[0]}': {exc.strerror or exc}") from exc
         log.info("started the MEGA runtime (pid %d): %s", self._process.pid, " ".join(self.argv))
         threading.Thread(target=self._read_stdout, name="mega-runtime-stdout", daemon=True).start()
-        threading.Thread(target=self._read_stderr, name="mega-runtime-stderr", daemon=True).start()
+        self._stderr_thread = threading.Thread(target=self._read_stderr, name="mega-runtime-stderr", daemon=True)
+        self._stderr_thread.start()
 
     @property
     def pid(self) -> int | None:
@@ -168,6 +170,15 @@ class RuntimeClient:
             if line:
                 self.stderr_tail.append(line)
                 log.debug("runtime: %s", line)
+
+    def wait_exited(self, timeout_s: float) -> bool:
+        """Wait until the process has exited and its output is read; True when it has."""
+        if self._process is None:
+            return True
+        exited = self._exited.wait(timeout_s)
+        if exited and self._stderr_thread is not None:
+            self._stderr_thread.join(timeout_s)  # its last words, too
+        return exited
 
     def drain(self) -> list[dict[str, Any]]:
         """Every reply that has arrived (never blocks)."""
@@ -299,7 +310,10 @@ class Link:
         """
         self.client.start()
         self._started_s = time.monotonic()
-        self._hello_id = self.client.send("hello")
+        try:
+            self._hello_id = self.client.send("hello")
+        except LinkError:
+            raise LinkError(self._exit_reason()) from None
 
     def stop(self) -> None:
         self.client.stop()
@@ -341,7 +355,7 @@ class Link:
             self.client.send("infer", job_id, **fields)
         except LinkError:
             del self.jobs[job_id]
-            raise
+            raise LinkError(self._exit_reason()) from None
         return job_id
 
     def cancel(self, job_id: str | None = None) -> None:
@@ -375,6 +389,15 @@ class Link:
             self.client.stop(grace_s=0.5)
         return events
 
+    def _exit_reason(self, wait_s: float = 2.0) -> str:
+        """Why the runtime's input closed: it exited (with its code and last stderr line), once it has."""
+        self.client.wait_exited(wait_s)
+        if self.client.returncode is None:
+            return "the runtime is not accepting requests (its input is closed)"
+        when = "before its handshake" if self.hello is None else "while it was running"
+        last = self.client.last_stderr(1)
+        return f"the MEGA runtime exited with code {self.client.returncode} {when}" + (f": {last}" if last else "")
+
     def _fail(self, reason: str) -> RuntimeFailed:
         failed = RuntimeFailed(reason, self.client.last_stderr(), tuple(self.jobs))
         self.failed = failed
@@ -387,11 +410,7 @@ class Link:
         if kind == "_exit":
             if self.failed is not None:
                 return None
-            code = message.get("returncode")
-            when = "before its handshake" if self.hello is None else "while it was running"
-            last = self.client.last_stderr(1)
-            reason = f"the MEGA runtime exited with code {code} {when}" + (f": {last}" if last else "")
-            return self._fail(reason)
+            return self._fail(self._exit_reason())
         if request_id == self._hello_id and self.hello is None:
             return self._handshake(message)
         job = self.jobs.get(request_id) if isinstance(request_id, str) else None

@@ -197,7 +197,19 @@ def test_ok_panels_draw_for_a_person_and_without_one(blender, tmp_path):
     calls: list = []
     layout = _Layout(calls)
     panels.MEGA_PT_main.draw(SimpleNamespace(layout=layout), bpy.context)
-    assert "Reconstruct (live link: coming next)" in _texts(calls)
+    assert ("operator", ("mega.reconstruct",)) in [(n, a) for n, a, _ in calls]
+    assert ("operator", ("mega.import_result",)) in [(n, a) for n, a, _ in calls]
+    session = bpy.context.window_manager.mega
+    session.link_state, session.link_message, session.link_stderr = "FAILED", "the runtime exited", "a\nlast line"
+    session.job_running, session.job_progress, session.job_status = True, 0.5, "photo: frames 5/10"
+    calls.clear()
+    panels.MEGA_PT_main.draw(SimpleNamespace(layout=layout), bpy.context)
+    texts = _texts(calls)
+    assert {"the runtime exited", "last line", "photo: frames 5/10"} <= set(texts)
+    assert ("operator", ("mega.restart_runtime",)) in [(n, a) for n, a, _ in calls]
+    assert ("operator", ("mega.cancel_reconstruct",)) in [(n, a) for n, a, _ in calls]
+    session.link_state, session.job_running = "STOPPED", False
+    calls.clear()
     panels.MEGA_PT_view.draw(SimpleNamespace(layout=layout), bpy.context)
     assert "Select a MEGA person or camera" in _texts(calls)
 

@@ -1,0 +1,312 @@
+"""The live link inside Blender: one runtime per session, its jobs, and their hand-off to the main thread.
+
+:class:`~mega_blender.runtime_client.Link` reads the runtime's replies on background threads; here a
+``bpy.app.timers`` function (:func:`pump`) takes them on Blender's main thread — the only place that touches
+``bpy`` — mirrors progress into ``WindowManager.mega`` (panel, status bar) and, when a job's result has arrived,
+builds the scene with :func:`mega_blender.scene_build.build_result` (which removes what it made if it fails, so
+nothing half-built stays) and pushes one undo step.
+
+The runtime is started on the first Reconstruct with the command from the preferences, kept running between
+jobs (the model stays loaded) and stopped on unregister and when Blender quits (``atexit``; the runtime also
+exits on its own when its stdin closes).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bpy
+
+from . import scene_build
+from .preferences import get_preferences, runtime_command
+from .result_reader import ResultFormatError, read_result
+from .runtime_client import JobDone, JobFailed, Link, LinkError, Progress, Ready, RuntimeFailed
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two polls of the runtime while it starts or works.
+POLL_S = 0.1
+#: Lines of the runtime's stderr shown in the panel when it failed.
+STDERR_SHOWN = 8
+#: Seconds between two polls while the runtime waits for work (to notice it dying).
+IDLE_POLL_S = 1.0
+
+
+@dataclass
+class JobInfo:
+    """What the main thread remembers of a submitted job."""
+
+    job_id: str
+    label: str
+    cleanup: list[Path] = field(default_factory=list)
+    built: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _State:
+    link: Link | None = None
+    jobs: dict[str, JobInfo] = field(default_factory=dict)
+    #: Called with each finished job's outcome (tests and the modal operator listen here).
+    listeners: list[Callable[[str, str], None]] = field(default_factory=list)
+
+
+_state = _State()
+
+
+def _session() -> Any:
+    wm = bpy.context.window_manager
+    return getattr(wm, "mega", None) if wm is not None else None
+
+
+def _set_session(**values: Any) -> None:
+    session = _session()
+    if session is None:
+        return
+    for key, value in values.items():
+        setattr(session, key, value)
+    _redraw()
+
+
+def _redraw() -> None:
+    wm = bpy.context.window_manager
+    if wm is None:
+        return
+    for window in wm.windows:
+        for area in window.screen.areas:
+            if area.type in {"VIEW_3D", "IMAGE_EDITOR", "CLIP_EDITOR", "PREFERENCES"}:
+                area.tag_redraw()
+
+
+def _status_bar(text: str | None) -> None:
+    wm = bpy.context.window_manager
+    if wm is None:
+        return
+    for window in wm.windows:
+        workspace = window.workspace
+        if workspace is not None:
+            workspace.status_text_set(text)
+
+
+# -- the runtime ------------------------------------------------------------------------------------------------
+
+
+def link_settings(context: bpy.types.Context) -> tuple[list[str], list[str], bool]:
+    """(runtime command, ``serve`` arguments, inline?) from the preferences; ValueError names what to set."""
+    preferences = get_preferences(context)
+    if preferences is None:
+        raise ValueError("the MEGA add-on is not enabled, so it has no runtime settings")
+    command = runtime_command(preferences)
+    serve_args: list[str] = []
+    if preferences.weights_dir:
+        serve_args += ["--checkpoint-dir", bpy.path.abspath(preferences.weights_dir)]
+    return command, serve_args, preferences.runtime_mode == "COMMAND"
+
+
+def ensure_link(context: bpy.types.Context) -> Link:
+    """The running link, started now if there is none (or the last one failed). Raises LinkError/ValueError."""
+    link = _state.link
+    if link is not None and link.failed is None and link.client.running:
+        return link
+    if link is not None:
+        link.stop()
+    command, serve_args, inline = link_settings(context)
+    link = Link(command, serve_args, inline=inline)
+    _state.link = link
+    _set_session(link_state="STARTING", link_message="Starting the MEGA runtime…", link_stderr="")
+    try:
+        link.start()
+    except LinkError as exc:
+        _state.link = None
+        record_failure(str(exc), link.client.last_stderr(STDERR_SHOWN))
+        raise
+    _ensure_timer()
+    return link
+
+
+def record_failure(reason: str, stderr: str = "") -> None:
+    """Show in the panel that the runtime could not be started, and why."""
+    _set_session(link_state="FAILED", link_message=reason, link_stderr=stderr)
+
+
+def restart(context: bpy.types.Context) -> None:
+    """Stop the runtime (cancelling its jobs) and start a fresh one."""
+    stop()
+    ensure_link(context)
+
+
+def stop() -> None:
+    """Stop the runtime, if any; forget its jobs (their temporary files are removed)."""
+    link, _state.link = _state.link, None
+    if link is not None:
+        link.stop()
+    for info in _state.jobs.values():
+        _cleanup(info)
+    _state.jobs.clear()
+    if bpy.app.timers.is_registered(pump):
+        bpy.app.timers.unregister(pump)
+    _set_session(link_state="STOPPED", link_message="", job_running=False, job_progress=0.0)
+    _status_bar(None)
+
+
+def _ensure_timer() -> None:
+    if not bpy.app.timers.is_registered(pump):
+        bpy.app.timers.register(pump, first_interval=POLL_S, persistent=True)
+
+
+# -- jobs -------------------------------------------------------------------------------------------------------
+
+
+def submit(
+    context: bpy.types.Context,
+    source: Path,
+    out_dir: Path,
+    options: Mapping[str, Any],
+    *,
+    label: str,
+    cleanup: list[Path] | None = None,
+) -> str:
+    """Send one reconstruction to the runtime (starting it if needed); returns the job id."""
+    link = ensure_link(context)
+    try:
+        job_id = link.submit(source, out_dir, name=Path(source).stem, options=options)
+    except LinkError as exc:
+        record_failure(str(exc), link.client.last_stderr(STDERR_SHOWN))
+        raise
+    _state.jobs[job_id] = JobInfo(job_id, label, list(cleanup or []))
+    _set_session(job_running=True, job_progress=0.0, job_status=f"{label}: queued")
+    _status_bar(f"MEGA: {label} queued")
+    _ensure_timer()
+    return job_id
+
+
+def cancel(job_id: str | None = None) -> bool:
+    """Cancel one job or all of them; False when nothing was running."""
+    link = _state.link
+    if link is None or not link.busy:
+        return False
+    link.cancel(job_id)
+    _set_session(job_status="Cancelling…")
+    return True
+
+
+def is_running(job_id: str) -> bool:
+    return job_id in _state.jobs
+
+
+def current_link() -> Link | None:
+    return _state.link
+
+
+def add_listener(listener: Callable[[str, str], None]) -> None:
+    """Call ``listener(job_id, outcome)`` when a job ends; outcome is 'done', 'cancelled' or 'failed'."""
+    _state.listeners.append(listener)
+
+
+def remove_listener(listener: Callable[[str, str], None]) -> None:
+    if listener in _state.listeners:
+        _state.listeners.remove(listener)
+
+
+def remove_path(path: Path) -> None:
+    """Remove a temporary file or folder this add-on made for a job (never anything else)."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _cleanup(info: JobInfo) -> None:
+    for path in info.cleanup:
+        remove_path(path)
+
+
+def _finish(job_id: str, outcome: str, message: str) -> None:
+    info = _state.jobs.pop(job_id, None)
+    if info is not None:
+        _cleanup(info)
+    running = bool(_state.jobs)
+    _set_session(job_running=running, job_progress=0.0 if not running else _session_progress(), job_status=message)
+    _status_bar(None if not running else f"MEGA: {len(_state.jobs)} job(s) running")
+    log.info("job %s %s: %s", job_id, outcome, message)
+    for listener in list(_state.listeners):
+        listener(job_id, outcome)
+
+
+def _session_progress() -> float:
+    session = _session()
+    return float(session.job_progress) if session is not None else 0.0
+
+
+def _build(event: JobDone) -> str:
+    """Build the result of a finished job into the current scene; returns the message for the panel."""
+    info = _state.jobs.get(event.job)
+    label = info.label if info is not None else event.json_path.stem
+    try:
+        result = read_result(event.json_path)
+        built = scene_build.build_result(bpy.context, result)
+    except (ResultFormatError, OSError) as exc:
+        raise LinkError(f"the result of {label} could not be imported: {exc}") from exc
+    if info is not None:
+        info.built = [obj.name for obj in built.people]
+    try:
+        bpy.ops.ed.undo_push(message=f"MEGA Reconstruct {label}")
+    except RuntimeError as exc:  # no undo stack (background mode) or no window context
+        log.debug("no undo step pushed: %s", exc)
+    for warning in built.warnings:
+        log.warning("%s", warning)
+    people = f"{len(built.people)} {'person' if len(built.people) == 1 else 'people'}"
+    if event.cancelled:
+        return f"{label}: cancelled after {event.num_frames} frame(s); kept them — {people}"
+    return f"{label}: {people} into '{built.collection.name}'"
+
+
+def pump() -> float | None:
+    """``bpy.app.timers`` callback: act on every event from the runtime; returns the next interval or None."""
+    link = _state.link
+    if link is None:
+        return None
+    for event in link.pump():
+        if isinstance(event, Ready):
+            missing = event.hello.get("missing") or []
+            note = f" — missing: {missing[0].get('what')} ({missing[0].get('fix')})" if missing else ""
+            version = event.hello.get("runtime_version", "?")
+            devices = ", ".join(event.hello.get("devices") or [])
+            _set_session(link_state="READY", link_message=f"Runtime {version} ready on {devices}{note}")
+        elif isinstance(event, Progress):
+            info = _state.jobs.get(event.job)
+            label = info.label if info is not None else event.job
+            fraction = event.done / event.total if event.total else 0.0
+            count = f" {event.done}/{event.total}" if event.total else (f" {event.done}" if event.done else "")
+            text = f"{label}: {event.message or event.stage}{count}"
+            _set_session(job_progress=min(max(fraction, 0.0), 1.0), job_status=text)
+            _status_bar(f"MEGA: {text} (Esc cancels)")
+        elif isinstance(event, JobDone):
+            try:
+                message = _build(event)
+            except LinkError as exc:
+                _finish(event.job, "failed", str(exc))
+            else:
+                _finish(event.job, "cancelled" if event.cancelled else "done", message)
+        elif isinstance(event, JobFailed):
+            outcome = "cancelled" if event.code == "cancelled" else "failed"
+            _finish(event.job, outcome, event.sentence)
+        elif isinstance(event, RuntimeFailed):
+            _set_session(link_state="FAILED", link_message=event.reason, link_stderr=event.stderr)
+            for job_id in event.jobs:
+                _finish(job_id, "failed", event.reason)
+    if link.failed is not None and not _state.jobs:
+        return None
+    return POLL_S if (_state.jobs or not link.ready) else IDLE_POLL_S
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    link = _state.link
+    if link is not None:
+        link.stop()

@@ -1,0 +1,164 @@
+"""Reconstruct through the live link, end to end in real Blender: the add-on starts the real runtime
+(``python -m mega_runtime serve`` with the small seeded checkpoints), sends an Image datablock, a generated image
+or a Movie Clip, and builds the people once the timer function has handed the result to the main thread."""
+
+from __future__ import annotations
+
+import stat
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.blender.conftest import BPY_SKIP_REASON
+from tests.blender.helpers import counts
+
+bpy = pytest.importorskip("bpy", reason=BPY_SKIP_REASON)
+cv2 = pytest.importorskip("cv2", reason="the video test writes its clip with opencv (installed with the runtime)")
+
+PHOTO = "pexels-polina-tankilevitch-6739044.jpg"
+
+
+@pytest.fixture
+def live(blender, small_checkpoints, assets_dir, tmp_path, monkeypatch):
+    """The add-on set up to run this Python as its runtime (it has torch and mega_runtime installed)."""
+    monkeypatch.setenv("MEGA_ASSETS_DIR", str(assets_dir))
+    preferences = bpy.context.preferences.addons["mega_blender"].preferences
+    preferences.runtime_mode = "INTERPRETER"
+    preferences.python_path = sys.executable
+    preferences.weights_dir = str(small_checkpoints)
+    preferences.results_dir = str(tmp_path / "results")
+    preferences.model = "resnet"
+    preferences.num_hypotheses = 3
+    preferences.device = "CPU"
+    from mega_blender import jobs
+
+    yield jobs
+    jobs.stop()
+
+
+def run_jobs(jobs, timeout_s: float = 180.0, on_progress=None) -> None:
+    """Call the add-on's timer function until no job runs (what Blender's event loop does in the UI)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        jobs.pump()
+        if on_progress is not None:
+            on_progress()
+        if not bpy.context.window_manager.mega.job_running:
+            return
+        time.sleep(0.02)
+    pytest.fail(f"no result within {timeout_s} s: {bpy.context.window_manager.mega.job_status}")
+
+
+def people() -> list:
+    return sorted((o for o in bpy.data.objects if o.name.startswith("MEGA Person")), key=lambda o: o.name)
+
+
+def test_ok_reconstruct_active_image_builds_the_person_over_the_photo(live, assets_dir, tmp_path):
+    image = bpy.data.images.load(str(assets_dir / "images" / PHOTO))
+    bpy.context.scene.mega.source_kind = "IMAGE"
+    bpy.context.scene.mega.image = image
+    assert bpy.ops.mega.reconstruct() == {"FINISHED"}
+    assert bpy.context.window_manager.mega.job_running
+    run_jobs(live)
+    session = bpy.context.window_manager.mega
+    assert session.link_state == "READY", session.link_message
+    (person,) = people()
+    assert len(person.data.vertices) == 6890 and len(person.data.polygons) == 13776
+    assert len(person.data.shape_keys.key_blocks) == 3  # Basis + 2 hypotheses
+    assert person.data.color_attributes.active_color.name == "MEGA Uncertainty"
+    camera = next(o for o in bpy.data.objects if o.type == "CAMERA")
+    assert bpy.context.scene.render.resolution_x == image.size[0]
+    background = camera.data.background_images[0].image
+    assert Path(bpy.path.abspath(background.filepath)).resolve() == (assets_dir / "images" / PHOTO).resolve()
+    assert "1 person" in session.job_status
+    assert len(list((tmp_path / "results").glob("*.json"))) == 1
+
+
+def test_ok_generated_image_is_sent_as_a_temporary_png_that_is_removed(live, assets_dir, tmp_path):
+    photo = bpy.data.images.load(str(assets_dir / "images" / PHOTO))
+    width, height = photo.size
+    pixels = np.empty(width * height * 4, np.float32)
+    photo.pixels.foreach_get(pixels)
+    painted = bpy.data.images.new("Painted", width, height)
+    painted.pixels.foreach_set(pixels)
+    bpy.context.scene.mega.image = painted
+    temp_folders = set(Path(bpy.app.tempdir or "/tmp").parent.glob("mega-image-*"))
+    assert bpy.ops.mega.reconstruct() == {"FINISHED"}
+    (info,) = live._state.jobs.values()
+    (folder,) = info.cleanup
+    assert folder.is_dir() and folder not in temp_folders
+    run_jobs(live)
+    assert len(people()) == 1
+    assert not folder.exists()
+
+
+def test_ok_clip_job_reports_progress_and_cancel_keeps_the_frames_done(live, assets_dir, tmp_path):
+    photo = cv2.imread(str(assets_dir / "images" / PHOTO))
+    small = cv2.resize(photo, (photo.shape[1] // 8, photo.shape[0] // 8))
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25, (small.shape[1], small.shape[0]))
+    for i in range(80):
+        writer.write(np.roll(small, i, axis=1))
+    writer.release()
+    clip = bpy.data.movieclips.load(str(video))
+    scene = bpy.context.scene
+    scene.mega.source_kind = "CLIP"
+    scene.mega.clip = clip
+    scene.frame_start, scene.frame_end = 1, 80
+    assert bpy.ops.mega.reconstruct(hypotheses=1) == {"FINISHED"}
+    seen: list[float] = []
+
+    def cancel_after_progress() -> None:
+        session = bpy.context.window_manager.mega
+        if "frames" in session.job_status and session.job_progress > 0 and not seen:
+            seen.append(session.job_progress)
+            assert bpy.ops.mega.cancel_reconstruct() == {"FINISHED"}
+
+    run_jobs(live, on_progress=cancel_after_progress)
+    status = bpy.context.window_manager.mega.job_status
+    assert seen and 0 < seen[0] < 1
+    assert "cancelled after" in status and "kept them" in status, status
+    assert len(people()) == 1
+
+
+def test_ng_runtime_that_cannot_start_is_reported_with_its_stderr_and_builds_nothing(live, assets_dir, tmp_path):
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho \"ModuleNotFoundError: No module named 'torch'\" >&2\nexit 1\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    bpy.context.preferences.addons["mega_blender"].preferences.python_path = str(fake)
+    bpy.context.scene.mega.image = bpy.data.images.load(str(assets_dir / "images" / PHOTO))
+    before = counts(bpy)
+    try:  # the runtime dies at once: while the job is sent (reported here) or just after (reported by the timer)
+        bpy.ops.mega.reconstruct()
+    except RuntimeError as exc:
+        assert "exited with code 1 before its handshake" in str(exc)
+    run_jobs(live, timeout_s=30)
+    session = bpy.context.window_manager.mega
+    assert session.link_state == "FAILED"
+    assert "exited with code 1 before its handshake" in session.link_message
+    assert "No module named 'torch'" in session.link_stderr
+    assert counts(bpy) == before
+
+
+def test_ng_missing_interpreter_is_cancelled_with_the_fix(live):
+    bpy.context.preferences.addons["mega_blender"].preferences.python_path = "/nonexistent/python"
+    bpy.context.scene.mega.source_kind = "FILE"
+    bpy.context.scene.mega.filepath = __file__
+    with pytest.raises(RuntimeError, match="does not exist: set it in the add-on's preferences"):
+        bpy.ops.mega.reconstruct()
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [("IMAGE", "no image: open one in an Image Editor"), ("CLIP", "no movie clip"), ("FILE", "no file")],
+)
+def test_ng_missing_source_is_cancelled_saying_what_to_pick(live, kind, message):
+    bpy.context.scene.mega.source_kind = kind
+    before = counts(bpy)
+    with pytest.raises(RuntimeError, match=message):
+        bpy.ops.mega.reconstruct()
+    assert counts(bpy) == before
+    assert live.current_link() is None  # no runtime was started for nothing
