@@ -44,12 +44,11 @@ def _client_module():
 def _wait(link, client, kinds, timeout_s: float = 300.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for event in link.pump():
+        for event in link.pump(wait_s=0.5):  # blocking: a polling loop would steal CPU from the runtime
             if isinstance(event, client.RuntimeFailed | client.JobFailed):
                 raise SystemExit(f"link failed: {event}\n{link.client.last_stderr(10)}")
             if isinstance(event, kinds):
                 return event
-        time.sleep(0.0005)
     raise SystemExit("timed out")
 
 

@@ -180,9 +180,14 @@ class RuntimeClient:
             self._stderr_thread.join(timeout_s)  # its last words, too
         return exited
 
-    def drain(self) -> list[dict[str, Any]]:
-        """Every reply that has arrived (never blocks)."""
+    def drain(self, wait_s: float = 0.0) -> list[dict[str, Any]]:
+        """Every reply that has arrived; with ``wait_s`` > 0, first wait up to that long for one."""
         out = []
+        if wait_s > 0:
+            try:
+                out.append(self.replies.get(timeout=wait_s))
+            except queue.Empty:
+                return out
         while True:
             try:
                 out.append(self.replies.get_nowait())
@@ -372,10 +377,13 @@ class Link:
                 log.info("cancel of %s not sent: the runtime is gone", target)
 
     # -- events ----------------------------------------------------------------------------------------------
-    def pump(self) -> list[Event]:
-        """Turn every reply that arrived into events (call it from one thread only, e.g. Blender's main one)."""
+    def pump(self, wait_s: float = 0.0) -> list[Event]:
+        """Turn every reply that arrived into events (call it from one thread only, e.g. Blender's main one).
+
+        Never blocks by default (Blender's timers); scripts may wait up to ``wait_s`` for the next reply.
+        """
         events: list[Event] = []
-        for message in self.client.drain():
+        for message in self.client.drain(wait_s):
             event = self._handle(message)
             if event is not None:
                 events.append(event)
