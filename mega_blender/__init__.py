@@ -1,8 +1,8 @@
 """MEGA Human Mesh Recovery for Blender: people in photos as meshes with hypotheses and uncertainty.
 
 This module only registers and unregisters; the work is in the submodules (``scene_build``, ``operators``,
-``reconstruct``, ``jobs``, ``panels``, ``preferences``, ``properties``, ``batch``) and the bpy-free
-``result_reader``, ``coords``, ``sources`` and ``runtime_client``.
+``reconstruct``, ``jobs``, ``animation``, ``panels``, ``preferences``, ``properties``, ``batch``) and the bpy-free
+``result_reader``, ``coords``, ``sources``, ``pointcache`` and ``runtime_client``.
 Nothing is imported at module level, so ``import mega_blender.result_reader`` works in plain CPython.
 
 It is an extension (``blender_manifest.toml`` at the zip root; Blender ignores ``bl_info`` then) and, for
@@ -33,8 +33,9 @@ def register() -> None:
     global _cli_handle
     import bpy
 
-    from . import batch, operators, panels, preferences, properties, reconstruct
+    from . import animation, batch, operators, panels, preferences, properties, reconstruct
 
+    animation.ensure_handler()
     properties.register()
     preferences.register()
     operators.register()
@@ -48,7 +49,7 @@ def unregister() -> None:
     global _cli_handle
     import bpy
 
-    from . import operators, panels, preferences, properties, reconstruct
+    from . import animation, operators, panels, preferences, properties, reconstruct
 
     if _cli_handle is not None:
         bpy.utils.unregister_cli_command(_cli_handle)
@@ -58,3 +59,4 @@ def unregister() -> None:
     operators.unregister()
     preferences.unregister()
     properties.unregister()
+    animation.remove_handler()

@@ -10,6 +10,11 @@ startup file (add-ons stay enabled), each result is built (:func:`mega_blender.s
 hypothesis ``K`` is selected on every person (default 0, the Basis) and the scene is exported. Outputs (and the
 report) are never overwritten unless ``--overwrite`` is given.
 
+A video result (more than one frame) is animated (:mod:`mega_blender.animation`): point caches go to
+``<OUT stem> cache/`` beside the output (listed in the report); for FBX, glTF and USD, whose exporters ignore the
+Mesh Cache modifier, each person's chosen path is first baked into a shape key per frame (keyed), and Alembic
+exports the evaluated mesh over the scene's frame range. ``--frame N`` builds one frame instead.
+
 Exit status 0 on success; 1 with one line ``mega import: error: <reason>`` on stderr on failure; 2 for usage
 errors. ``--report`` writes JSON: ``ok``, ``error``, ``results``, ``objects`` (names), ``files`` (written),
 ``warnings`` — also when the command fails after the report's path was checked.
@@ -33,8 +38,9 @@ from typing import Any
 
 import bpy
 
+from . import animation
 from .result_reader import MegaResult, ResultFormatError, read_result
-from .scene_build import HYPOTHESIS_PROP, build_result, iter_people, num_hypotheses
+from .scene_build import HYPOTHESIS_PROP, iter_people, num_hypotheses
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +126,12 @@ def _export_gltf(path: Path, frame: int) -> None:
     )
 
 
+def _animated_people() -> list[bpy.types.Object]:
+    """The people animated from a video result (Mesh Cache), in the current scene."""
+    scene = bpy.context.scene
+    return [p for p in iter_people(scene) if animation.is_animated(p)] if scene is not None else []
+
+
 def _export_usd(path: Path, frame: int) -> None:
     operator = bpy.ops.wm.usd_export
     operator(
@@ -135,7 +147,7 @@ def _export_usd(path: Path, frame: int) -> None:
                 "export_custom_properties": True,
                 "export_materials": True,
                 "export_cameras": True,
-                "export_animation": False,
+                "export_animation": bool(_animated_people()),
             },
         )
     )
@@ -143,14 +155,16 @@ def _export_usd(path: Path, frame: int) -> None:
 
 def _export_alembic(path: Path, frame: int) -> None:
     operator = bpy.ops.wm.alembic_export
+    scene = bpy.context.scene
+    start, end = (scene.frame_start, scene.frame_end) if _animated_people() and scene is not None else (frame, frame)
     operator(
         **_filtered(
             operator,
             {
                 "filepath": str(path),
                 "check_existing": False,
-                "start": frame,
-                "end": frame,
+                "start": start,
+                "end": end,
                 "selected": False,
                 "visible_objects_only": False,
                 "export_custom_properties": True,
@@ -160,6 +174,9 @@ def _export_alembic(path: Path, frame: int) -> None:
         )
     )
 
+
+#: Formats whose exporters ignore modifiers: animated people are baked into a shape key per frame first.
+BAKED_FORMATS = {".fbx", ".glb", ".usd", ".usda", ".usdc", ".usdz"}
 
 EXPORTERS: dict[str, Callable[[Path, int], None]] = {
     ".blend": _export_blend,
@@ -187,7 +204,12 @@ def build_parser(prog: str = PROG_PYTHON) -> argparse.ArgumentParser:
         help=f"output file; the format follows the suffix: {', '.join(EXPORTERS)}",
     )
     p.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report (objects, files, warnings)")
-    p.add_argument("--frame", type=int, default=0, help="result frame to build (default 0; photos have only 0)")
+    p.add_argument(
+        "--frame",
+        type=int,
+        default=None,
+        help="build only this result frame (default: photos their frame, videos animated over all frames)",
+    )
     p.add_argument(
         "--hypothesis",
         type=int,
@@ -236,9 +258,10 @@ def run_import(args: argparse.Namespace, report: dict[str, Any]) -> None:
         report["warnings"].append(
             f"the results have different image sizes {sorted(sizes)}; the render resolution is the last one's"
         )
+    cache_dir = args.export.parent / f"{args.export.stem} cache"
     for result in results:
         try:
-            built = build_result(context, result, frame=args.frame)
+            built = animation.build(context, result, frame=args.frame, cache_dir=cache_dir)
         except ResultFormatError as exc:
             raise BatchError(str(exc)) from exc
         report["results"].append(str(result.path))
@@ -254,6 +277,11 @@ def run_import(args: argparse.Namespace, report: dict[str, Any]) -> None:
     if context.view_layer is not None:
         context.view_layer.update()
     args.export.parent.mkdir(parents=True, exist_ok=True)
+    if args.export.suffix.lower() in BAKED_FORMATS:
+        for person in _animated_people():  # these exporters ignore the Mesh Cache modifier
+            animation.bake_path_to_shape_keys(person)
+    if any(animation.is_animated(p) for p in _animated_people()):
+        report["files"].extend(str(p) for p in sorted(cache_dir.glob("*")) if p.is_file())
     scene = context.scene
     frame = scene.frame_current if scene is not None else 1
     try:

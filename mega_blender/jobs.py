@@ -23,7 +23,7 @@ from typing import Any
 
 import bpy
 
-from . import scene_build
+from . import animation
 from .preferences import get_preferences, runtime_command
 from .result_reader import ResultFormatError, read_result
 from .runtime_client import JobDone, JobFailed, Link, LinkError, Progress, Ready, RuntimeFailed
@@ -249,7 +249,7 @@ def _build(event: JobDone) -> str:
     label = info.label if info is not None else event.json_path.stem
     try:
         result = read_result(event.json_path)
-        built = scene_build.build_result(bpy.context, result)
+        built = animation.build(bpy.context, result)
     except (ResultFormatError, OSError) as exc:
         raise LinkError(f"the result of {label} could not be imported: {exc}") from exc
     if info is not None:

@@ -14,7 +14,7 @@ import bpy
 from bpy.props import BoolProperty, FloatProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ImportHelper
 
-from . import scene_build
+from . import animation, scene_build
 from .result_reader import ResultFormatError, read_result
 
 if TYPE_CHECKING:
@@ -39,9 +39,14 @@ class MEGA_OT_import_result(bpy.types.Operator, ImportHelper):  # type: ignore[m
     filter_glob: StringProperty(default="*.json", options={"HIDDEN"}, maxlen=255)
     frame: IntProperty(
         name="Frame",
-        description="Result frame to build (photos have only frame 0)",
+        description="Result frame to build when not animating (photos have only frame 0)",
         default=0,
         min=0,
+    )
+    animate: BoolProperty(
+        name="Animate Videos",
+        description="Build a video result as animated people over all its frames (else only the frame above)",
+        default=True,
     )
     uncertainty_range_mm: FloatProperty(
         name="Uncertainty Range (mm)",
@@ -62,8 +67,12 @@ class MEGA_OT_import_result(bpy.types.Operator, ImportHelper):  # type: ignore[m
         range_m = self.uncertainty_range_mm / 1000.0 if self.uncertainty_range_mm > 0 else None
         try:
             result = read_result(self.filepath)
-            built = scene_build.build_result(
-                context, result, frame=self.frame, uncertainty_range_m=range_m, sensor_mm=self.sensor_mm
+            built = animation.build(
+                context,
+                result,
+                frame=None if self.animate else self.frame,
+                uncertainty_range_m=range_m,
+                sensor_mm=self.sensor_mm,
             )
         except (ResultFormatError, OSError) as exc:
             self.report({"ERROR"}, f"MEGA import failed: {exc}")

@@ -137,6 +137,7 @@ class _Created:
             bpy.types.Material: bpy.data.materials,
             bpy.types.Image: bpy.data.images,
             bpy.types.Collection: bpy.data.collections,
+            bpy.types.MovieClip: bpy.data.movieclips,
         }
         # objects first (they use the others), then the rest newest first
         ordered: list[bpy.types.ID] = [i for i in reversed(self.ids) if isinstance(i, bpy.types.Object)]
@@ -177,7 +178,7 @@ def build_result(
     if result.num_frames > 1:
         warnings.append(
             f"{result.source_name}: the result has {result.num_frames} frames; only frame {frame} "
-            f"(source frame {int(result.frame_indices[frame])}) was built — video import comes later"
+            f"(source frame {int(result.frame_indices[frame])}) was built (import without a frame to animate it)"
         )
     people = [p for p in range(result.num_people) if bool(result.valid[frame, p])]
     if result.num_people == 0:

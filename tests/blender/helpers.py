@@ -52,6 +52,6 @@ def execute_import(operator_class: Any, context: Any, filepath: str, **options: 
     """Call ``operator_class.execute`` directly (bpy.ops turns an ERROR report into a RuntimeError, hiding the
     returned set); returns (the returned set, [(report type set, message), …])."""
     reports: list[tuple[set[str], str]] = []
-    values = {"frame": 0, "uncertainty_range_mm": 0.0, "sensor_mm": 36.0, **options}
+    values = {"frame": 0, "animate": True, "uncertainty_range_mm": 0.0, "sensor_mm": 36.0, **options}
     stub = SimpleNamespace(filepath=filepath, report=lambda kind, message: reports.append((kind, message)), **values)
     return operator_class.execute(stub, context), reports
