@@ -3,6 +3,8 @@
     blender -b --command mega import RESULT.json... --export OUT.(blend|fbx|glb|usd|usda|usdc|usdz|abc)
             [--report REPORT.json] [--frame N] [--hypothesis K] [--overwrite]
     python -m mega_blender.batch import RESULT.json... --export OUT.glb     (any Python that has ``bpy``)
+    blender -b --command mega reconstruct PHOTO_OR_VIDEO... --export OUT.blend [--runtime CMD]
+            [--checkpoint-dir DIR] [--model M] [--hypotheses H] [--frames START:STOP:STEP] [--results-dir DIR]
 
 The first form is registered by the add-on with ``bpy.utils.register_cli_command("mega", …)``; the second is
 the same :func:`main`. Every result is read and checked first; then the scene is reset to an empty factory
@@ -14,6 +16,10 @@ A video result (more than one frame) is animated (:mod:`mega_blender.animation`)
 ``<OUT stem> cache/`` beside the output (listed in the report); for FBX, glTF and USD, whose exporters ignore the
 Mesh Cache modifier, each person's chosen path is first baked into a shape key per frame (keyed), and Alembic
 exports the evaluated mesh over the scene's frame range. ``--frame N`` builds one frame instead.
+
+``reconstruct`` first runs each photo or video through the runtime (started as the live link starts it: the
+``--runtime`` command, else the add-on's preferences, else ``<this Python> -m mega_runtime``), writing the result
+pairs into ``--results-dir`` (default ``<OUT stem> results/``), then imports and exports them as ``import`` does.
 
 Exit status 0 on success; 1 with one line ``mega import: error: <reason>`` on stderr on failure; 2 for usage
 errors. ``--report`` writes JSON: ``ok``, ``error``, ``results``, ``objects`` (names), ``files`` (written),
@@ -218,7 +224,108 @@ def build_parser(prog: str = PROG_PYTHON) -> argparse.ArgumentParser:
         help="hypothesis to show on every person: 0 = Basis, k = key 'Hypothesis k' (default 0)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing output and report files")
+
+    r = commands.add_parser(
+        "reconstruct",
+        help="reconstruct photos or videos with the MEGA runtime, then import and export like 'import'",
+        description="Runs the MEGA runtime (as the live link does), writes one result pair per input into "
+        "--results-dir, then builds and exports them like the 'import' command (videos animated).",
+    )
+    r.add_argument("media", nargs="+", type=Path, metavar="MEDIA", help="photos or video files")
+    r.add_argument("--export", required=True, type=Path, metavar="OUT", help="output file (as for 'import')")
+    r.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report (objects, files, warnings)")
+    r.add_argument("--results-dir", type=Path, metavar="DIR", help="where result pairs go (default: '<OUT> results')")
+    r.add_argument(
+        "--runtime",
+        metavar="COMMAND",
+        help="command that starts the runtime (default: the add-on's preferences, else this Python: "
+        "'python -m mega_runtime')",
+    )
+    r.add_argument("--checkpoint-dir", type=Path, metavar="DIR", help="the runtime's checkpoint folder")
+    r.add_argument("--model", default="hrnet", help="resnet, hrnet or vit (default hrnet)")
+    r.add_argument("--hypotheses", type=int, default=8, help="hypotheses per person incl. the deterministic one")
+    r.add_argument("--steps", type=int, help="sampling steps (default 5)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    r.add_argument("--frames", metavar="START:STOP:STEP", help="video frame range (stop exclusive)")
+    r.add_argument("--hypothesis", type=int, default=0, metavar="K", help="hypothesis to show (default 0)")
+    r.add_argument("--frame", type=int, default=None, help=argparse.SUPPRESS)
+    r.add_argument("--overwrite", action="store_true", help="replace existing output and report files")
     return parser
+
+
+def _frames(text: str | None) -> dict[str, int | None] | None:
+    if not text:
+        return None
+    parts = [*text.split(":"), "", ""][:3]
+    try:
+        start, stop, step = (int(v) if v.strip() else None for v in parts)
+    except ValueError as exc:
+        raise BatchError(f"--frames {text!r} is not START:STOP:STEP (e.g. 0:300:2)") from exc
+    return {"start": start or 0, "stop": stop, "step": step or 1}
+
+
+def _runtime_command(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    import shlex
+
+    serve_args = ["--checkpoint-dir", str(args.checkpoint_dir)] if args.checkpoint_dir else []
+    if args.runtime:
+        return shlex.split(args.runtime), serve_args
+    from . import jobs
+
+    try:
+        command, preferred_args, _ = jobs.link_settings(bpy.context)
+    except ValueError:
+        return [sys.executable, "-m", "mega_runtime"], serve_args
+    return command, serve_args or preferred_args
+
+
+def run_reconstruct(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    """The ``reconstruct`` command: each input through the runtime (blocking), then :func:`run_import`."""
+    from .runtime_client import JobDone, JobFailed, Link, LinkError, Progress, RuntimeFailed
+
+    _check_outputs(args)
+    missing = [str(p) for p in args.media if not p.is_file()]
+    if missing:
+        raise BatchError(f"no such file: {', '.join(missing)}")
+    if args.hypotheses < 1:
+        raise BatchError(f"--hypotheses must be at least 1, got {args.hypotheses}")
+    results_dir = (args.results_dir or args.export.parent / f"{args.export.stem} results").resolve()
+    options: dict[str, Any] = {"model": args.model, "hypotheses": args.hypotheses, "seed": args.seed}
+    options["device"] = args.device
+    if args.steps:
+        options["steps"] = args.steps
+    frames = _frames(args.frames)
+    if frames:
+        options["frames"] = frames
+    command, serve_args = _runtime_command(args)
+    link = Link(command, serve_args)
+    results: list[Path] = []
+    try:
+        link.start()
+        for media in args.media:
+            link.submit(media, results_dir, options=options)
+            outcome: Any = None
+            while outcome is None:
+                for event in link.pump(wait_s=0.5):
+                    if isinstance(event, Progress) and event.total:
+                        log.info("%s: %s %d/%d", media.name, event.stage, event.done, event.total)
+                    elif isinstance(event, JobDone | JobFailed | RuntimeFailed):
+                        outcome = event
+            if isinstance(outcome, RuntimeFailed):
+                tail = f" (runtime stderr: {outcome.stderr.splitlines()[-1]})" if outcome.stderr else ""
+                raise BatchError(f"{outcome.reason}{tail}")
+            if isinstance(outcome, JobFailed):
+                raise BatchError(f"{media}: {outcome.sentence}")
+            results.append(outcome.json_path)
+            report["files"].extend([str(outcome.json_path), str(outcome.npz_path)])
+            report["warnings"].extend(outcome.warnings)
+    except LinkError as exc:
+        raise BatchError(str(exc)) from exc
+    finally:
+        link.stop()
+    args.results = results
+    run_import(args, report)
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
@@ -308,7 +415,10 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG_PYTHON) -> int:
     report: dict[str, Any] = {"ok": False, "error": None, "results": [], "objects": [], "files": [], "warnings": []}
     code = 0
     try:
-        run_import(args, report)
+        if args.command == "reconstruct":
+            run_reconstruct(args, report)
+        else:
+            run_import(args, report)
         report["ok"] = True
     except (BatchError, OSError) as exc:
         report["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -1,4 +1,4 @@
-"""Tests in real Blender (the PyPI ``bpy`` module, 4.5 LTS): set-up shared by this folder.
+"""Tests in real Blender (the PyPI ``bpy`` module: 4.5 LTS, and 5.0 via ``.ci/run-bpy5``): shared set-up.
 
 * ``BLENDER_USER_RESOURCES`` points at a fresh temporary folder *before* bpy is imported, so Blender never reads
   or writes the user's configuration; the folder is removed at the end of the session.

@@ -1,7 +1,9 @@
-"""Type-check the add-on with mypy against the ``fake-bpy-module-4.5`` stubs (they sit beside the real bpy).
+"""Type-check the add-on with mypy against the ``fake-bpy-module`` stubs (they sit beside the real bpy).
 
-Needs only mypy and the stubs (not bpy itself); skips, naming the install command, when either is missing. The
-flags here match the ``[tool.mypy]`` section proposed for pyproject.toml, so the test does not depend on it.
+Uses whichever stubs are installed (``fake-bpy-module-4.5`` with the main test set-up, ``fake-bpy-module-5.0`` in
+``.ci/run-bpy5``): the add-on supports both. Needs only mypy and the stubs (not bpy itself); skips, naming the
+install command, when either is missing. The flags here match the ``[tool.mypy]`` section proposed for
+pyproject.toml, so the test does not depend on it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ MYPY_FLAGS = [
 
 def test_ok_addon_type_checks_against_the_bpy_stubs():
     missing = [name for name, ok in (("mypy", _has_mypy()), ("fake-bpy-module-4.5", _has_stubs())) if not ok]
+    # any fake-bpy-module version provides ``bpy-stubs``; 4.5 is named because it matches the main test set-up
     if missing:
         pytest.skip(f"type checking needs {' and '.join(missing)}: pip install mypy fake-bpy-module-4.5")
     run = subprocess.run(
@@ -46,5 +49,5 @@ def _has_mypy() -> bool:
 
 
 def _has_stubs() -> bool:
-    """Whether the fake-bpy-module stubs are installed (a ``bpy-stubs`` folder in a site-packages)."""
+    """Whether fake-bpy-module stubs (any Blender version) are installed: a ``bpy-stubs`` folder in a site-packages."""
     return any((Path(p) / "bpy-stubs" / "__init__.pyi").is_file() for p in sys.path if p)
