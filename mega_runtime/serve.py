@@ -1,9 +1,10 @@
 """``mega-runtime serve``: the persistent runtime the Blender add-on talks to (docs/protocol.md).
 
-Threads: the main thread reads requests from stdin and answers ``hello``, ``cancel`` and ``shutdown`` at once;
-one worker thread runs ``infer`` jobs one at a time, in arrival order. Pipelines are loaded on first use, one
-per (model, device), and kept. Every reply goes through one :class:`~mega_runtime.protocol.ReplyWriter` on the
-original stdout; file descriptor 1 itself is pointed at stderr, so nothing else can write into the protocol.
+Threads: a reader thread reads requests from stdin and answers ``hello``, ``cancel`` and ``shutdown`` at once;
+the main thread runs ``infer`` jobs one at a time, in arrival order (PyTorch and OpenCV run faster there).
+Pipelines are loaded on first use, one per (model, device), and kept. Every reply goes through one
+:class:`~mega_runtime.protocol.ReplyWriter` on the original stdout; file descriptor 1 itself is pointed at
+stderr, so nothing else can write into the protocol.
 
 Jobs write only inside their output folder: the request's ``out_dir``, or ``<work dir>/jobs/<id>`` (removed
 after an inline reply). An inline video is stored there while it is read, then deleted.
@@ -92,9 +93,23 @@ class Server:
 
     # -- main loop ----------------------------------------------------------------------------------------------
     def run(self) -> int:
-        worker = threading.Thread(target=self._work, name="mega-serve-worker", daemon=True)
-        worker.start()
+        """Serve until ``shutdown`` or end of input; returns the exit status (0).
+
+        Jobs run on the calling (main) thread and requests are read on a helper thread: PyTorch's and OpenCV's
+        thread pools are measurably slower when driven from a second thread (docs/protocol.md, benchmarks).
+        """
+        reader = threading.Thread(target=self._read, name="mega-serve-reader", daemon=True)
+        reader.start()
         log.info("serving protocol %d (runtime %s); work folder %s", PROTOCOL_VERSION, __version__, self.work_dir)
+        try:
+            self._work()
+        finally:
+            if self._own_work_dir:
+                shutil.rmtree(self.work_dir, ignore_errors=True)
+            log.info("stopped")
+        return 0
+
+    def _read(self) -> None:
         try:
             for line in LineReader(self.input, self.config.max_message_bytes):
                 if line is None:
@@ -109,9 +124,10 @@ class Server:
                     continue
                 if self._handle(line) == "shutdown":
                     break
+        except Exception:  # a broken input must still stop the worker, never leave the process hanging
+            log.error("reading requests failed:\n%s", traceback.format_exc())
         finally:
-            self._stop(worker)
-        return 0
+            self._stop()
 
     def _handle(self, line: bytes) -> str | None:
         try:
@@ -136,17 +152,14 @@ class Server:
             return "shutdown"
         return None
 
-    def _stop(self, worker: threading.Thread) -> None:
+    def _stop(self) -> None:
+        """Cancel the running and queued jobs and let the worker loop end after them."""
         with self._lock:
             for job in self._waiting.values():
                 job.cancel.set()
             if self._running is not None:
                 self._running.cancel.set()
         self._queue.put(None)
-        worker.join()
-        if self._own_work_dir:
-            shutil.rmtree(self.work_dir, ignore_errors=True)
-        log.info("stopped")
 
     # -- immediate requests ---------------------------------------------------------------------------------------
     def _hello(self, request: Request) -> None:
