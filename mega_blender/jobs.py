@@ -266,6 +266,22 @@ def _build(event: JobDone) -> str:
     return f"{label}: {people} into '{built.collection.name}'"
 
 
+def _build_partial(job_id: str, json_path: Path) -> str:
+    """Build the frames a dead runtime had kept of a video job; returns what to tell the user."""
+    info = _state.jobs.get(job_id)
+    label = info.label if info is not None else json_path.stem
+    try:
+        result = read_result(json_path)
+        built = animation.build(bpy.context, result)
+    except (ResultFormatError, OSError) as exc:
+        raise LinkError(f"the frames it had kept could not be imported: {exc}") from exc
+    try:
+        bpy.ops.ed.undo_push(message=f"MEGA Reconstruct {label} (partial)")
+    except RuntimeError as exc:
+        log.debug("no undo step pushed: %s", exc)
+    return f"kept the {result.num_frames} frame(s) done before it stopped ({len(built.people)} people)"
+
+
 def pump() -> float | None:
     """``bpy.app.timers`` callback: act on every event from the runtime; returns the next interval or None."""
     link = _state.link
@@ -299,7 +315,16 @@ def pump() -> float | None:
         elif isinstance(event, RuntimeFailed):
             _set_session(link_state="FAILED", link_message=event.reason, link_stderr=event.stderr)
             for job_id in event.jobs:
-                _finish(job_id, "failed", event.reason)
+                partial = event.partials.get(job_id)
+                if partial is None:
+                    _finish(job_id, "failed", event.reason)
+                    continue
+                try:
+                    message = _build_partial(job_id, partial)
+                except LinkError as exc:
+                    _finish(job_id, "failed", f"{event.reason}; {exc}")
+                else:
+                    _finish(job_id, "failed", f"{event.reason}; {message}")
     if link.failed is not None and not _state.jobs:
         return None
     return POLL_S if (_state.jobs or not link.ready) else IDLE_POLL_S

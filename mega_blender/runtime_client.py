@@ -250,11 +250,16 @@ class JobFailed:
 
 @dataclass(frozen=True)
 class RuntimeFailed:
-    """The runtime could not start, failed the handshake or died; ``stderr`` holds its last lines."""
+    """The runtime could not start, failed the handshake or died; ``stderr`` holds its last lines.
+
+    ``partials`` maps the ids of video jobs that were running to the partial result (.json) the runtime had
+    kept of their first frames, when it had kept one.
+    """
 
     reason: str
     stderr: str = ""
     jobs: tuple[str, ...] = ()
+    partials: dict[str, Path] = field(default_factory=dict)
 
 
 Event = Ready | Progress | JobDone | JobFailed | RuntimeFailed
@@ -267,6 +272,7 @@ class _Job:
     name: str
     inline: bool
     cancel_requested: bool = False
+    partial: Path | None = None
     started_s: float = field(default_factory=time.monotonic)
 
 
@@ -407,7 +413,8 @@ class Link:
         return f"the MEGA runtime exited with code {self.client.returncode} {when}" + (f": {last}" if last else "")
 
     def _fail(self, reason: str) -> RuntimeFailed:
-        failed = RuntimeFailed(reason, self.client.last_stderr(), tuple(self.jobs))
+        partials = {job_id: job.partial for job_id, job in self.jobs.items() if job.partial is not None}
+        failed = RuntimeFailed(reason, self.client.last_stderr(), tuple(self.jobs), partials)
         self.failed = failed
         self.jobs.clear()
         return failed
@@ -428,6 +435,9 @@ class Link:
         if job is None:
             return None
         if kind == "progress":
+            partial = message.get("partial_json_path")
+            if isinstance(partial, str) and partial:
+                job.partial = Path(partial)
             total = message.get("total")
             return Progress(
                 job.job_id,

@@ -63,6 +63,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             detector=args.detector,
             max_message_bytes=args.max_message_bytes,
             max_inline_bytes=args.max_inline_bytes,
+            checkpoint_every_s=args.checkpoint_every_s,
         )
     )
 
@@ -86,6 +87,7 @@ def _add_serve_command(sub: Any) -> None:
     p.add_argument("--detector", default="default", choices=("default", "yolo"), help="person detector")
     p.add_argument("--max-message-bytes", type=int, default=MAX_MESSAGE_BYTES, help=argparse.SUPPRESS)
     p.add_argument("--max-inline-bytes", type=int, default=MAX_INLINE_BYTES, help=argparse.SUPPRESS)
+    p.add_argument("--checkpoint-every-s", type=float, default=10.0, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_serve)
 
 

@@ -255,12 +255,16 @@ class Pipeline:
         progress: Progress | None = None,
         should_stop: ShouldStop | None = None,
         tracker: BoxTracker | None = None,
+        checkpoint: Callable[[Result], None] | None = None,
+        checkpoint_every_s: float = 10.0,
     ) -> Result:
         """A video file → one result frame per processed frame, people tracked with stable IDs.
 
         Frames are decoded sequentially and their crops batched through the model. ``progress`` is
         called with (frames done, frames expected or None); ``should_stop`` is polled per frame — when
-        it returns True the frames done so far are returned with a warning.
+        it returns True the frames done so far are returned with a warning. ``checkpoint``, when given, is
+        called about every ``checkpoint_every_s`` seconds with a result of the frames finished so far (so a
+        caller can keep them should the process die before the end).
         """
         frames = frames or FrameRange()
         capture, info = open_video(path)
@@ -284,6 +288,16 @@ class Pipeline:
                 per_frame[pos][tid] = (box, person)
             pending.clear()
 
+        source = {
+            "kind": "video",
+            "path": str(Path(path).resolve()),
+            "fps": info.fps,
+            "frame_start": frames.start,
+            "frame_stop": frames.stop,
+            "frame_step": frames.step,
+            "num_frames_in_file": info.num_frames,
+        }
+        last_checkpoint = time.perf_counter()
         skipped: list[int] = []
         for index, image in iter_frames(path, frames, skipped):
             if should_stop is not None and should_stop():
@@ -303,6 +317,11 @@ class Pipeline:
             )
             if len(pending) >= self.config.batch_size:
                 flush()
+                if checkpoint is not None and time.perf_counter() - last_checkpoint >= checkpoint_every_s:
+                    partial = [f"partial: the first {len(indices)} frames"]
+                    meta = self._meta(source, info.width, info.height, timings, partial)
+                    checkpoint(Result(meta=meta, arrays=self._assemble(per_frame, indices)))
+                    last_checkpoint = time.perf_counter()
             if progress is not None:
                 progress(len(indices), expected)
         if pending:
@@ -312,14 +331,5 @@ class Pipeline:
             warnings.append(f"{len(skipped)} frame(s) could not be decoded and were skipped: {shown}")
         if not indices:
             warnings.append("no frame was decoded in the requested range")
-        source = {
-            "kind": "video",
-            "path": str(Path(path).resolve()),
-            "fps": info.fps,
-            "frame_start": frames.start,
-            "frame_stop": frames.stop,
-            "frame_step": frames.step,
-            "num_frames_in_file": info.num_frames,
-        }
         meta = self._meta(source, info.width, info.height, timings, warnings)
         return Result(meta=meta, arrays=self._assemble(per_frame, indices))

@@ -59,6 +59,8 @@ class ServeConfig:
     detector: str = "default"
     max_message_bytes: int = MAX_MESSAGE_BYTES
     max_inline_bytes: int = MAX_INLINE_BYTES
+    #: Seconds between two partial result pairs of a video job (kept should the process die).
+    checkpoint_every_s: float = 10.0
 
 
 @dataclass
@@ -277,7 +279,7 @@ class Server:
 
     def _run(self, job: _Job) -> None:
         from mega_runtime.media import FrameRange, decode_image, read_image
-        from mega_runtime.result import write_result
+        from mega_runtime.result import result_paths, write_result
 
         request, rid = job.request, job.request.request_id
         if request.path is not None and not Path(request.path).is_file():
@@ -287,6 +289,8 @@ class Server:
         out_dir = self._out_dir(request)
         private = out_dir.is_relative_to(self.work_dir)
         temporary: Path | None = None
+        stem = _free_stem(out_dir, request.result_name or Path(request.name).stem or "result")
+        partial_paths: list[Path] = []
         try:
             pipeline = self._pipeline(request)
             if request.is_video:
@@ -296,12 +300,32 @@ class Server:
                     temporary.write_bytes(request.data or b"")
                     source = temporary
                 frames = FrameRange(request.frame_start, request.frame_stop, request.frame_step)
-                result = pipeline.run_video(
-                    source,
-                    frames,
-                    progress=lambda done, total: self._progress(rid, "frames", done, total, "frames"),
-                    should_stop=job.cancel.is_set,
-                )
+                partial_stem = f"{stem}.partial"
+
+                def keep(partial_result) -> None:  # frames done so far, in case the process dies
+                    json_path, _ = write_result(partial_result, out_dir / partial_stem, overwrite=True)
+                    partial_paths.extend(result_paths(out_dir / partial_stem))
+                    self.writer.send(
+                        "progress",
+                        rid,
+                        stage="frames",
+                        done=partial_result.num_frames,
+                        total=None,
+                        message="frames kept",
+                        partial_json_path=str(json_path.resolve()),
+                    )
+
+                try:
+                    result = pipeline.run_video(
+                        source,
+                        frames,
+                        progress=lambda done, total: self._progress(rid, "frames", done, total, "frames"),
+                        should_stop=job.cancel.is_set,
+                        checkpoint=None if request.inline_result else keep,
+                        checkpoint_every_s=self.config.checkpoint_every_s,
+                    )
+                except MegaError as exc:
+                    raise _with_partial(exc, partial_paths) from exc
                 if request.path is None:
                     result.meta["source"]["path"] = request.name
             else:
@@ -319,8 +343,9 @@ class Server:
             if temporary is not None:
                 temporary.unlink(missing_ok=True)
                 temporary = None
-            stem = _free_stem(out_dir, request.result_name or Path(request.name).stem or "result")
             json_path, npz_path = write_result(result, out_dir / stem)
+            for path in set(partial_paths):
+                path.unlink(missing_ok=True)
             summary = {
                 "cancelled": job.cancel.is_set() and request.is_video,
                 "num_frames": result.num_frames,
@@ -341,6 +366,15 @@ class Server:
                 temporary.unlink(missing_ok=True)
             if private and request.inline_result:
                 shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _with_partial(exc: MegaError, partial_paths: list[Path]) -> MegaError:
+    """``exc`` naming the partial result pair that was kept, when there is one."""
+    if not partial_paths:
+        return exc
+    kept = MegaError(f"{exc.message} (the frames done before it are kept in {partial_paths[0]})", hint=exc.hint)
+    kept.code = exc.code
+    return kept
 
 
 def _free_stem(folder: Path, name: str) -> str:

@@ -162,3 +162,41 @@ def test_ng_missing_source_is_cancelled_saying_what_to_pick(live, kind, message)
         bpy.ops.mega.reconstruct()
     assert counts(bpy) == before
     assert live.current_link() is None  # no runtime was started for nothing
+
+
+def test_ng_runtime_dying_mid_clip_keeps_the_frames_done_and_says_how_many(live, assets_dir, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    settings = live.link_settings
+
+    def frequent_checkpoints(context):
+        command, serve_args, inline = settings(context)
+        return command, [*serve_args, "--checkpoint-every-s", "0"], inline
+
+    monkeypatch.setattr(live, "link_settings", frequent_checkpoints)
+    photo = cv2.imread(str(assets_dir / "images" / PHOTO))
+    small = cv2.resize(photo, (photo.shape[1] // 8, photo.shape[0] // 8))
+    video = tmp_path / "long.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25, (small.shape[1], small.shape[0]))
+    for i in range(150):
+        writer.write(np.roll(small, i, axis=1))
+    writer.release()
+    scene = bpy.context.scene
+    scene.mega.source_kind = "FILE"
+    scene.mega.filepath = str(video)
+    assert bpy.ops.mega.reconstruct(hypotheses=1) == {"FINISHED"}
+    killed: list[int] = []
+
+    def kill_once_frames_are_kept() -> None:
+        link = live.current_link()
+        job = next(iter(link.jobs.values()), None) if link is not None else None
+        if job is not None and job.partial is not None and not killed:
+            killed.append(link.client.pid)
+            os.kill(link.client.pid, signal.SIGKILL)
+
+    run_jobs(live, on_progress=kill_once_frames_are_kept)
+    session = bpy.context.window_manager.mega
+    assert killed and session.link_state == "FAILED"
+    assert "exited with code -9" in session.job_status and "kept the" in session.job_status, session.job_status
+    assert len(people()) == 1

@@ -112,3 +112,30 @@ def test_ng_runtime_killed_mid_job_fails_the_job_with_the_reason(link, assets_di
     assert isinstance(failed, client_mod.RuntimeFailed), failed
     assert failed.jobs == (job,) and "exited with code -9 while it was running" in failed.reason
     assert not link.busy and not list((tmp_path / "out").glob("*.json"))
+
+
+def test_ng_runtime_dying_mid_video_keeps_the_frames_it_had_saved(small_checkpoints, assets_dir, tmp_path):
+    link = client_mod.Link(
+        [sys.executable, "-m", "mega_runtime"],
+        ["--checkpoint-dir", str(small_checkpoints), "--assets-dir", str(assets_dir), "--checkpoint-every-s", "0"],
+    )
+    link.start()
+    try:
+        photo = cv2.imread(str(assets_dir / "images" / PHOTO))
+        small = cv2.resize(photo, (photo.shape[1] // 8, photo.shape[0] // 8))
+        video = tmp_path / "clip.avi"
+        writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25, (small.shape[1], small.shape[0]))
+        for i in range(120):
+            writer.write(np.roll(small, i, axis=1))
+        writer.release()
+        job = link.submit(video, tmp_path / "out", options={**OPTIONS, "hypotheses": 1})
+        pump_until(link, lambda ev: any(isinstance(e, client_mod.Progress) and e.message == "frames kept" for e in ev))
+        os.kill(link.client.pid, signal.SIGKILL)
+        failed = pump_until(link, finished)[-1]
+    finally:
+        link.stop()
+    assert isinstance(failed, client_mod.RuntimeFailed)
+    kept = failed.partials[job]
+    assert kept.name == "clip.partial.json"
+    result = reader.read_result(kept)
+    assert 16 <= result.num_frames < 120 and result.vertices.shape[0] == result.num_frames

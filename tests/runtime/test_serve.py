@@ -213,6 +213,7 @@ def test_ok_cancel_in_the_middle_of_a_video_returns_the_frames_done(server, phot
     assert 3 <= result["num_frames"] < 60
     assert any("cancelled after" in w for w in result["warnings"])
     assert read_result(result["json_path"]).arrays["vertices"].shape[0] == result["num_frames"]
+    assert not list((tmp_path / "out").glob("*.partial.*")), "the partial pair must go once the result is written"
 
 
 def test_ok_killed_runtime_ends_its_output_cleanly(server, photo, tmp_path):
