@@ -248,6 +248,10 @@ def build_parser(prog: str = PROG_PYTHON) -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     r.add_argument("--frames", metavar="START:STOP:STEP", help="video frame range (stop exclusive)")
+    r.add_argument("--path", choices=("zero", "coherent"), default="zero", help="videos: hypothesis path")
+    r.add_argument("--smooth", action="store_true", help="videos: One-Euro smoothing of the bodies")
+    r.add_argument("--one-euro-min-cutoff", type=float, default=1.0, help="One-Euro min cut-off, Hz")
+    r.add_argument("--one-euro-beta", type=float, default=0.5, help="One-Euro speed coefficient")
     r.add_argument("--hypothesis", type=int, default=0, metavar="K", help="hypothesis to show (default 0)")
     r.add_argument("--frame", type=int, default=None, help=argparse.SUPPRESS)
     r.add_argument("--overwrite", action="store_true", help="replace existing output and report files")
@@ -298,6 +302,13 @@ def run_reconstruct(args: argparse.Namespace, report: dict[str, Any]) -> None:
     frames = _frames(args.frames)
     if frames:
         options["frames"] = frames
+    if args.path != "zero" or args.smooth:
+        options["temporal"] = {
+            "path": args.path,
+            "smooth": args.smooth,
+            "min_cutoff": args.one_euro_min_cutoff,
+            "beta": args.one_euro_beta,
+        }
     command, serve_args = _runtime_command(args)
     link = Link(command, serve_args)
     results: list[Path] = []

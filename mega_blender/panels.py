@@ -54,6 +54,14 @@ class MEGA_PT_main(_SidebarPanel):
             box.prop(settings, "frame_step")
         else:
             box.prop(settings, "filepath", text="")
+        if settings.source_kind != "IMAGE":
+            column = box.column(align=True)
+            column.prop(settings, "temporal_path")
+            column.prop(settings, "smooth")
+            row = column.row(align=True)
+            row.enabled = settings.smooth
+            row.prop(settings, "one_euro_min_cutoff")
+            row.prop(settings, "one_euro_beta")
         if session is not None and session.job_running:
             row = box.row(align=True)
             row.progress(factor=session.job_progress, text=session.job_status or "Working…")

@@ -47,6 +47,22 @@ class MEGA_PG_scene(bpy.types.PropertyGroup):
     frame_start: IntProperty(name="Start", description="First scene frame to reconstruct", default=1, min=0)
     frame_end: IntProperty(name="End", description="Last scene frame to reconstruct", default=250, min=0)
     frame_step: IntProperty(name="Step", description="Reconstruct every n-th frame", default=1, min=1)
+    temporal_path: EnumProperty(
+        name="Path",
+        description="Videos: which hypothesis plays in each frame",
+        items=(
+            ("zero", "Deterministic", "Hypothesis 0 of every frame"),
+            ("coherent", "Coherent", "Per frame the hypothesis that keeps the motion smooth and likely"),
+        ),
+        default="coherent",
+    )
+    smooth: BoolProperty(name="Smooth", description="Videos: One-Euro smoothing of the bodies", default=True)
+    one_euro_min_cutoff: FloatProperty(
+        name="Min Cut-off", description="One-Euro: lower smooths more at rest (Hz)", default=1.0, min=0.01, max=30.0
+    )
+    one_euro_beta: FloatProperty(
+        name="Beta", description="One-Euro: higher follows fast motion with less lag", default=0.5, min=0.0, max=100.0
+    )
 
 
 class MEGA_PG_session(bpy.types.PropertyGroup):

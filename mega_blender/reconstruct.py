@@ -194,6 +194,14 @@ class MEGA_OT_reconstruct(bpy.types.Operator):
         options = self._options(context)
         if source.frames is not None:
             options["frames"] = source.frames
+        if source.is_video and context.scene is not None:
+            settings = context.scene.mega  # type: ignore[attr-defined]
+            options["temporal"] = {
+                "path": settings.temporal_path,
+                "smooth": bool(settings.smooth),
+                "min_cutoff": float(settings.one_euro_min_cutoff),
+                "beta": float(settings.one_euro_beta),
+            }
         try:
             self._job_id = jobs.submit(
                 context, source.path, results_dir(context), options, label=source.label, cleanup=source.cleanup

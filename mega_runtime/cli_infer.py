@@ -73,6 +73,23 @@ def _sampling(args: argparse.Namespace):
         raise MegaError(str(exc), hint="see mega-runtime infer --help") from exc
 
 
+def _temporal(args: argparse.Namespace):
+    """The video post-processing asked for on the command line, or None."""
+    if args.path == "zero" and not args.smooth:
+        return None
+    from mega_runtime.temporal import OneEuroConfig, TemporalConfig
+
+    try:
+        return TemporalConfig(
+            path=args.path,
+            smooth=args.smooth,
+            one_euro=OneEuroConfig(min_cutoff=args.one_euro_min_cutoff, beta=args.one_euro_beta),
+            smoothness_weight=args.path_smoothness,
+        )
+    except ValueError as exc:
+        raise MegaError(str(exc), hint="see mega-runtime infer --help") from exc
+
+
 def _cmd_infer(args: argparse.Namespace) -> int:
     from mega_runtime.media import FrameRange, is_video, read_image
     from mega_runtime.progress import ProgressBar
@@ -82,6 +99,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     inputs = expand_inputs(args.inputs)
     boxes = parse_boxes(args.boxes) if args.boxes else None
     frames = FrameRange.parse(args.frames) if args.frames else None
+    temporal = _temporal(args)  # checked before anything is loaded
     if args.hypotheses < 1:
         raise MegaError(f"--hypotheses must be at least 1, got {args.hypotheses}")
     out_dir = Path(args.out)
@@ -125,6 +143,10 @@ def _cmd_infer(args: argparse.Namespace) -> int:
                     path, frames, progress=lambda done, total, name=path.name: frames_bar(name, done, total)
                 )
                 frames_bar.close()
+                if temporal is not None:
+                    from mega_runtime.temporal import apply_temporal
+
+                    result = apply_temporal(result, temporal)
             else:
                 image = read_image(path)
                 result = pipeline.run_image(image, boxes, {"path": str(Path(path).resolve())})
@@ -218,6 +240,17 @@ def add_infer_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--yolo-weights", type=Path, help="YOLOv8 weights for --detector yolo (needs ultralytics)")
     p.add_argument("--boxes", help="person boxes for photos instead of a detector: x1,y1,x2,y2;x1,y1,x2,y2 (pixels)")
     p.add_argument("--frames", metavar="START:END:STEP", help="video frame range (default: all)")
+    p.add_argument(
+        "--path",
+        choices=("zero", "coherent"),
+        default="zero",
+        help="videos: per-frame hypothesis to animate — zero (the deterministic decode) or coherent (dynamic "
+        "programming over frames × hypotheses for smooth, likely motion); stored as the result's 'path'",
+    )
+    p.add_argument("--path-smoothness", type=float, default=10.0, help="weight of smoothness vs likelihood (10)")
+    p.add_argument("--smooth", action="store_true", help="videos: One-Euro smoothing of the chosen bodies")
+    p.add_argument("--one-euro-min-cutoff", type=float, default=1.0, help="One-Euro min cut-off, Hz (1.0)")
+    p.add_argument("--one-euro-beta", type=float, default=0.5, help="One-Euro speed coefficient (0.5)")
     p.add_argument(
         "--preview",
         action="store_true",

@@ -69,6 +69,7 @@ class InferRequest:
     frame_start: int
     frame_stop: int | None
     frame_step: int
+    temporal: dict[str, Any] | None = None
 
     @property
     def op(self) -> str:
@@ -249,6 +250,11 @@ def _parse_infer(message: dict[str, Any], rid: str, max_inline_bytes: int) -> In
     if device is not None and not isinstance(device, str):
         raise ProtocolError("bad_request", "'device' must be a string such as cpu or cuda", request_id=rid)
     boxes = _boxes(message.get("boxes"), rid)
+    temporal = message.get("temporal")
+    if temporal is not None and not isinstance(temporal, dict):
+        raise ProtocolError(
+            "bad_request", "'temporal' must be an object (path, smooth, min_cutoff, beta)", request_id=rid
+        )
     frames = message.get("frames") or {}
     if not isinstance(frames, dict):
         raise ProtocolError("bad_request", "'frames' must be an object with start, stop, step", request_id=rid)
@@ -271,6 +277,7 @@ def _parse_infer(message: dict[str, Any], rid: str, max_inline_bytes: int) -> In
         frame_start=_int(frames, "start", 0, 0, rid) or 0,
         frame_stop=_int(frames, "stop", None, 1, rid),
         frame_step=_int(frames, "step", 1, 1, rid) or 1,
+        temporal=temporal,
     )
 
 

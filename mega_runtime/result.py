@@ -43,6 +43,13 @@ ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
     "frame_indices": ("int32", ("F",)),
 }
 
+#: Optional arrays (checked when present): added by mega_runtime.temporal for videos.
+OPTIONAL_ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
+    "path": ("int16", ("F", "P")),
+    "smoothed_vertices": ("float32", ("F", "P", NUM_VERTICES, 3)),
+    "smoothed_cam_t": ("float32", ("F", "P", 3)),
+}
+
 
 class ResultFormatError(MegaError):
     """A result file is missing, malformed or of an unsupported version."""
@@ -81,7 +88,8 @@ def _check_arrays(arrays: dict[str, np.ndarray], source: str) -> None:
     if missing:
         raise ResultFormatError(f"{source}: missing arrays {missing}")
     sizes: dict[str, int] = {}
-    for name, (dtype, shape) in ARRAYS.items():
+    present = {**ARRAYS, **{k: v for k, v in OPTIONAL_ARRAYS.items() if k in arrays}}
+    for name, (dtype, shape) in present.items():
         arr = arrays[name]
         if arr.dtype != np.dtype(dtype) or arr.ndim != len(shape):
             raise ResultFormatError(f"{source}: array {name} is {arr.dtype} {arr.shape}, expected {dtype} {shape}")

@@ -328,6 +328,8 @@ class Server:
                     raise _with_partial(exc, partial_paths) from exc
                 if request.path is None:
                     result.meta["source"]["path"] = request.name
+                if request.temporal and result.num_frames > 0:
+                    result = _apply_temporal(result, request.temporal)
             else:
                 self._progress(rid, "model", 0, 1, "reconstructing")
                 if request.path is not None:
@@ -366,6 +368,25 @@ class Server:
                 temporary.unlink(missing_ok=True)
             if private and request.inline_result:
                 shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _apply_temporal(result, settings: dict[str, Any]):
+    from mega_runtime.temporal import OneEuroConfig, TemporalConfig, apply_temporal
+
+    try:
+        config = TemporalConfig(
+            path=str(settings.get("path", "zero")),
+            smooth=bool(settings.get("smooth", False)),
+            one_euro=OneEuroConfig(
+                min_cutoff=float(settings.get("min_cutoff", 1.0)), beta=float(settings.get("beta", 0.5))
+            ),
+            smoothness_weight=float(settings.get("smoothness", 10.0)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError("bad_request", f"'temporal': {exc}") from exc
+    if config.path == "zero" and not config.smooth:
+        return result
+    return apply_temporal(result, config)
 
 
 def _with_partial(exc: MegaError, partial_paths: list[Path]) -> MegaError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,6 +52,7 @@ def test_ok_clip_to_animated_blend_in_one_command(blender, small_checkpoints, as
     out = tmp_path / "walk.blend"
     report_path = tmp_path / "report.json"
     argv = ["reconstruct", str(video), "--export", str(out), "--report", str(report_path), "--hypotheses", "2"]
+    argv += ["--path", "coherent", "--smooth"]
     assert batch.main([*argv, *_args(small_checkpoints)]) == 0
     report = json.loads(report_path.read_text())
     assert report["ok"] and str(out) in report["files"]
@@ -59,6 +61,11 @@ def test_ok_clip_to_animated_blend_in_one_command(blender, small_checkpoints, as
     people = [o for o in bpy.data.objects if scene_build.is_person(o)]
     assert len(people) == 1 and animation.is_animated(people[0])
     assert (bpy.context.scene.frame_start, bpy.context.scene.frame_end, bpy.context.scene.render.fps) == (1, 8, 24)
+    result_json = next(f for f in report["files"] if f.endswith(".json"))
+    temporal = json.loads(Path(result_json).read_text())["temporal"]
+    assert temporal["path"] == "coherent" and temporal["smooth"]
+    person = temporal["people"][0]
+    assert person["jitter_smoothed_m_s2"] <= person["jitter_path_m_s2"]
 
 
 def test_ng_runtime_that_cannot_run_fails_with_one_line(blender, small_checkpoints, assets_dir, tmp_path, capsys):
