@@ -1,7 +1,8 @@
 """Stable person IDs across video frames by box association (torch-free).
 
-Each frame's boxes are matched to the live tracks by IoU with the Hungarian algorithm;
-a track's box is predicted forward with its last velocity while it is unseen. A person
+Each frame's boxes are matched to the live tracks with the Hungarian algorithm on the larger of IoU and a
+centre-distance closeness (:func:`box_proximity`, for fast motion); a track's box is predicted forward with its
+last velocity (for at most :data:`MAX_EXTRAPOLATION` frames while it is unseen). A person
 lost for up to ``max_gap`` processed frames keeps their ID; after that the track ends and a
 person who reappears gets a new ID.
 """
@@ -11,6 +12,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+#: Frames a lost track's box is moved on by its velocity before it stays put.
+MAX_EXTRAPOLATION = 5
+
+
+def box_proximity(a: np.ndarray, b: np.ndarray, gate: float = 1.0) -> np.ndarray:
+    """Pairwise closeness of (N, 4) and (M, 4) xyxy boxes → (N, M) in [0, 0.5]: half of
+    ``(1 − centre distance / (gate · diagonal of a)) · size similarity`` (0 beyond the gate). Lets a fast-moving
+    person, whose boxes barely overlap from one frame to the next, keep their track."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    centre_a, centre_b = (a[:, :2] + a[:, 2:]) / 2, (b[:, :2] + b[:, 2:]) / 2
+    size_a, size_b = (a[:, 2:] - a[:, :2]).clip(1e-6), (b[:, 2:] - b[:, :2]).clip(1e-6)
+    diagonal = np.linalg.norm(size_a, axis=1)[:, None]
+    distance = np.linalg.norm(centre_a[:, None] - centre_b[None], axis=-1)
+    ratio = size_a[:, None] / size_b[None]
+    similarity = np.minimum(ratio, 1 / ratio).prod(-1)  # 1 for equal sizes
+    return 0.5 * np.clip(1 - distance / (gate * diagonal), 0, None) * similarity
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -34,7 +53,9 @@ class _Track:
     missed: int = 0
 
     def predicted(self) -> np.ndarray:
-        return self.box + self.velocity * (self.missed + 1)
+        """The box expected in the next frame: constant velocity, extrapolated at most ``MAX_EXTRAPOLATION``
+        frames (an unseen person is not assumed to keep walking forever)."""
+        return self.box + self.velocity * min(self.missed + 1, MAX_EXTRAPOLATION)
 
 
 class BoxTracker:
@@ -53,7 +74,8 @@ class BoxTracker:
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         ids = np.full(len(boxes), -1, dtype=np.int64)
         if self.tracks and len(boxes):
-            iou = box_iou(np.stack([t.predicted() for t in self.tracks]), boxes)
+            predicted = np.stack([t.predicted() for t in self.tracks])
+            iou = np.maximum(box_iou(predicted, boxes), box_proximity(predicted, boxes))
             rows, cols = linear_sum_assignment(-iou)
             for r, c in zip(rows, cols, strict=True):
                 if iou[r, c] >= self.iou_threshold:
