@@ -384,17 +384,23 @@ def build(
 ) -> scene_build.BuildReport:
     """Import ``result``: a video (more than one frame) is animated unless ``frame`` picks one frame to build;
     a photo builds its only frame."""
+    from . import armature
+
     if result.num_frames > 1 and frame is None:
-        return build_animation(
+        report = build_animation(
             context,
             result,
             cache_dir or default_cache_dir(result),
             uncertainty_range_m=uncertainty_range_m,
             sensor_mm=sensor_mm,
         )
-    return scene_build.build_result(
-        context, result, frame or 0, uncertainty_range_m=uncertainty_range_m, sensor_mm=sensor_mm
-    )
+    else:
+        report = scene_build.build_result(
+            context, result, frame or 0, uncertainty_range_m=uncertainty_range_m, sensor_mm=sensor_mm
+        )
+    if armature.has_smpl(result):  # an SMPL fit (mega-runtime fit-smpl): armatures beside the meshes
+        report.armatures = armature.build_armatures(context, result)
+    return report
 
 
 def bake_path_to_shape_keys(obj: bpy.types.Object) -> int:

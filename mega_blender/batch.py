@@ -80,7 +80,7 @@ def _export_fbx(path: Path, frame: int) -> None:
                 "filepath": str(path),
                 "check_existing": False,
                 "use_selection": False,
-                "object_types": {"MESH", "CAMERA"},
+                "object_types": {"MESH", "CAMERA", "ARMATURE"},
                 "use_mesh_modifiers": False,  # keeps the shape keys
                 "colors_type": "SRGB",
                 "prioritize_active_color": True,
@@ -181,6 +181,35 @@ def _export_alembic(path: Path, frame: int) -> None:
     )
 
 
+def _export_bvh(path: Path, frame: int) -> None:
+    scene = bpy.context.scene
+    rigs = [o for o in scene.objects if o.type == "ARMATURE"] if scene is not None else []
+    if not rigs:
+        raise BatchError("BVH holds an armature, and the scene has none: fit SMPL first (mega-runtime fit-smpl)")
+    if len(rigs) > 1:
+        log.warning("BVH holds one armature: exporting %s of %d", rigs[0].name, len(rigs))
+    view_layer = bpy.context.view_layer
+    if view_layer is not None:
+        for obj in view_layer.objects:
+            obj.select_set(obj == rigs[0])
+        view_layer.objects.active = rigs[0]
+    operator = bpy.ops.export_anim.bvh
+    start, end = (scene.frame_start, scene.frame_end) if scene is not None else (frame, frame)
+    operator(
+        **_filtered(
+            operator,
+            {
+                "filepath": str(path),
+                "check_existing": False,
+                "frame_start": start,
+                "frame_end": end,
+                "rotate_mode": "NATIVE",
+                "root_transform_only": False,
+            },
+        )
+    )
+
+
 #: Formats whose exporters ignore modifiers: animated people are baked into a shape key per frame first.
 BAKED_FORMATS = {".fbx", ".glb", ".usd", ".usda", ".usdc", ".usdz"}
 
@@ -193,6 +222,7 @@ EXPORTERS: dict[str, Callable[[Path, int], None]] = {
     ".usdc": _export_usd,
     ".usdz": _export_usd,
     ".abc": _export_alembic,
+    ".bvh": _export_bvh,
 }
 
 

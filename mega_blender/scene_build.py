@@ -112,11 +112,12 @@ class BuildReport:
     material: bpy.types.Material | None
     image: bpy.types.Image | None
     warnings: list[str] = field(default_factory=list)
+    armatures: list[bpy.types.Object] = field(default_factory=list)
 
     @property
     def objects(self) -> list[bpy.types.Object]:
-        """Every object created: the camera, then the people in person order."""
-        return [self.camera, *self.people]
+        """Every object created: the camera, the people in person order, then SMPL armatures (if fitted)."""
+        return [self.camera, *self.people, *self.armatures]
 
 
 class _Created:
