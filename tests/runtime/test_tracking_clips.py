@@ -106,3 +106,33 @@ def test_ok_a_pan_over_the_shared_group_photo_keeps_every_identity(assets_dir):
                 view[name] = [max(x1, 0), y1, min(x2, width - 1000), y2]
         frames.append(view)
     assert identity_switches(_run(BoxTracker(), frames)) == 0
+
+
+def test_ok_detector_and_tracker_on_a_pan_over_the_group_photo(assets_dir):
+    """A real clip made from the shared photo: a window panning right over the group (people leave on the
+    left, a passer-by enters on the right), the default detector, the tracker; identities from the geometry."""
+    cv2 = pytest.importorskip("cv2")
+    from mega_runtime.detect import make_detector
+
+    detector = make_detector("default")
+    photo = cv2.imread(str(assets_dir / "images" / "pexels-labonheure-13020855.jpg"))
+    small = cv2.resize(photo, (1000, 668))
+    tracker = BoxTracker()
+    people: list[float] = []  # photo x of each person met so far (they stand still in the photo)
+    assignments = []
+    for f in range(0, 24):
+        pan = 12 * f
+        frame = np.ascontiguousarray(small[:, pan : pan + 700])
+        boxes = np.array([d.box_xyxy for d in detector.detect(frame)], float).reshape(-1, 4)
+        ids = tracker.update(boxes)
+        names = []
+        for centre in (boxes[:, 0] + boxes[:, 2]) / 2 + pan:
+            near = [i for i, x in enumerate(people) if abs(x - centre) < 80]  # people stand > 120 px apart
+            if not near:
+                people.append(centre)
+                near = [len(people) - 1]
+            names.append(f"person {near[0]}")
+        assignments.append(dict(zip(names, ids.tolist(), strict=True)))
+    assert identity_switches(assignments) == 0
+    seen = {name for frame in assignments for name in frame}
+    assert len(seen) >= 4  # the group (and whoever the pan reveals)
