@@ -200,3 +200,32 @@ def test_ng_runtime_dying_mid_clip_keeps_the_frames_done_and_says_how_many(live,
     assert killed and session.link_state == "FAILED"
     assert "exited with code -9" in session.job_status and "kept the" in session.job_status, session.job_status
     assert len(people()) == 1
+
+
+def test_ok_clip_becomes_an_animated_tracked_smoothed_person(live, assets_dir, tmp_path):
+    from mega_blender import animation
+    from mega_blender.result_reader import read_result
+
+    photo = cv2.imread(str(assets_dir / "images" / PHOTO))
+    small = cv2.resize(photo, (photo.shape[1] // 8, photo.shape[0] // 8))
+    video = tmp_path / "walk.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 24, (small.shape[1], small.shape[0]))
+    for i in range(8):
+        writer.write(np.roll(small, 2 * i, axis=1))
+    writer.release()
+    scene = bpy.context.scene
+    scene.mega.source_kind = "CLIP"
+    scene.mega.clip = bpy.data.movieclips.load(str(video))
+    scene.frame_start, scene.frame_end = 1, 8
+    scene.mega.temporal_path, scene.mega.smooth = "coherent", True
+    assert bpy.ops.mega.reconstruct(hypotheses=2) == {"FINISHED"}
+    run_jobs(live)
+    (person,) = people()
+    assert animation.is_animated(person) and (scene.frame_start, scene.frame_end) == (1, 8)
+    result = read_result(person["mega_result_path"])
+    assert result.meta["temporal"]["path"] == "coherent" and "smoothed_vertices" in result.extra_arrays
+    scene.frame_set(5)  # what plays is the smoothed path
+    from tests.blender.helpers import world_vertices
+
+    expected = animation.opencv_to_blender_world(result.extra_arrays["smoothed_vertices"][4, 0])
+    np.testing.assert_allclose(world_vertices(person), expected, atol=1e-4)
