@@ -282,6 +282,9 @@ def build_parser(prog: str = PROG_PYTHON) -> argparse.ArgumentParser:
     r.add_argument("--smooth", action="store_true", help="videos: One-Euro smoothing of the bodies")
     r.add_argument("--one-euro-min-cutoff", type=float, default=1.0, help="One-Euro min cut-off, Hz")
     r.add_argument("--one-euro-beta", type=float, default=0.5, help="One-Euro speed coefficient")
+    r.add_argument(
+        "--smpl-model", type=Path, metavar="PATH", help="your SMPL model file: also fit SMPL and build armatures"
+    )
     r.add_argument("--hypothesis", type=int, default=0, metavar="K", help="hypothesis to show (default 0)")
     r.add_argument("--frame", type=int, default=None, help=argparse.SUPPRESS)
     r.add_argument("--overwrite", action="store_true", help="replace existing output and report files")
@@ -332,6 +335,8 @@ def run_reconstruct(args: argparse.Namespace, report: dict[str, Any]) -> None:
     frames = _frames(args.frames)
     if frames:
         options["frames"] = frames
+    if args.smpl_model:
+        options["smpl_model"] = str(args.smpl_model.resolve())
     if args.path != "zero" or args.smooth:
         options["temporal"] = {
             "path": args.path,

@@ -210,6 +210,13 @@ class MEGA_AddonPreferences(bpy.types.AddonPreferences):
         subtype="DIR_PATH",
         default="",
     )
+    smpl_model_path: StringProperty(
+        name="SMPL Model",
+        description="Your SMPL model file (.pkl or .npz, from smpl.is.tue.mpg.de; never bundled): when set, "
+        "Reconstruct also fits SMPL and builds an armature per person",
+        subtype="FILE_PATH",
+        default="",
+    )
     device: EnumProperty(
         name="Device",
         items=(
@@ -268,6 +275,7 @@ class MEGA_AddonPreferences(bpy.types.AddonPreferences):
         box.label(text="Reconstruction", icon="OUTLINER_OB_ARMATURE")
         box.prop(self, "weights_dir")
         box.prop(self, "results_dir")
+        box.prop(self, "smpl_model_path")
         row = box.row()
         row.prop(self, "device")
         row.prop(self, "model")

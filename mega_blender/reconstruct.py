@@ -194,6 +194,9 @@ class MEGA_OT_reconstruct(bpy.types.Operator):
         options = self._options(context)
         if source.frames is not None:
             options["frames"] = source.frames
+        preferences = get_preferences(context)
+        if preferences is not None and preferences.smpl_model_path:
+            options["smpl_model"] = bpy.path.abspath(preferences.smpl_model_path)
         if source.is_video and context.scene is not None:
             settings = context.scene.mega  # type: ignore[attr-defined]
             options["temporal"] = {

@@ -70,6 +70,7 @@ class InferRequest:
     frame_stop: int | None
     frame_step: int
     temporal: dict[str, Any] | None = None
+    smpl_model: str | None = None
 
     @property
     def op(self) -> str:
@@ -255,6 +256,9 @@ def _parse_infer(message: dict[str, Any], rid: str, max_inline_bytes: int) -> In
         raise ProtocolError(
             "bad_request", "'temporal' must be an object (path, smooth, min_cutoff, beta)", request_id=rid
         )
+    smpl_model = message.get("smpl_model")
+    if smpl_model is not None and (not isinstance(smpl_model, str) or not smpl_model):
+        raise ProtocolError("bad_request", "'smpl_model' must be the path of an SMPL model file", request_id=rid)
     frames = message.get("frames") or {}
     if not isinstance(frames, dict):
         raise ProtocolError("bad_request", "'frames' must be an object with start, stop, step", request_id=rid)
@@ -278,6 +282,7 @@ def _parse_infer(message: dict[str, Any], rid: str, max_inline_bytes: int) -> In
         frame_stop=_int(frames, "stop", None, 1, rid),
         frame_step=_int(frames, "step", 1, 1, rid) or 1,
         temporal=temporal,
+        smpl_model=smpl_model,
     )
 
 

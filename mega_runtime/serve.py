@@ -90,6 +90,7 @@ class Server:
         self._running: _Job | None = None
         self._lock = threading.Lock()
         self._pipelines: dict[tuple[str, str], Any] = {}
+        self._smpl_models: dict[str, Any] = {}
         self._own_work_dir = config.work_dir is None
         self.work_dir = Path(config.work_dir or tempfile.mkdtemp(prefix="mega-serve-")).resolve()
 
@@ -264,6 +265,15 @@ class Server:
             raise ProtocolError("bad_request", str(exc)) from exc
         return Pipeline(base.mega, base.detector, base.faces, config, base.model_info)
 
+    def _fit_smpl(self, result, model_path: str):
+        """The result with an SMPL fit per person (the user's model file, loaded once and kept)."""
+        from mega_runtime.smpl_fit import fit_result, load_smpl_model
+
+        model = self._smpl_models.get(model_path)
+        if model is None:
+            model = self._smpl_models[model_path] = load_smpl_model(model_path)
+        return fit_result(result, model)
+
     def _out_dir(self, request: InferRequest) -> Path:
         if request.out_dir is not None and not request.inline_result:
             folder = Path(request.out_dir)
@@ -330,6 +340,10 @@ class Server:
                     result.meta["source"]["path"] = request.name
                 if request.temporal and result.num_frames > 0:
                     result = _apply_temporal(result, request.temporal)
+            if request.smpl_model:
+                self._progress(rid, "smpl", 0, 1, "fitting SMPL")
+                result = self._fit_smpl(result, request.smpl_model)
+                self._progress(rid, "smpl", 1, 1, "fitted SMPL")
             else:
                 self._progress(rid, "model", 0, 1, "reconstructing")
                 if request.path is not None:
