@@ -340,10 +340,6 @@ class Server:
                     result.meta["source"]["path"] = request.name
                 if request.temporal and result.num_frames > 0:
                     result = _apply_temporal(result, request.temporal)
-            if request.smpl_model:
-                self._progress(rid, "smpl", 0, 1, "fitting SMPL")
-                result = self._fit_smpl(result, request.smpl_model)
-                self._progress(rid, "smpl", 1, 1, "fitted SMPL")
             else:
                 self._progress(rid, "model", 0, 1, "reconstructing")
                 if request.path is not None:
@@ -356,6 +352,10 @@ class Server:
                 if job.cancel.is_set():
                     raise JobCancelled("the job was cancelled")
                 self._progress(rid, "model", 1, 1, "reconstructed")
+            if request.smpl_model:
+                self._progress(rid, "smpl", 0, 1, "fitting SMPL")
+                result = self._fit_smpl(result, request.smpl_model)
+                self._progress(rid, "smpl", 1, 1, "fitted SMPL")
             if temporary is not None:
                 temporary.unlink(missing_ok=True)
                 temporary = None
