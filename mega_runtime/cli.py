@@ -91,6 +91,44 @@ def _add_serve_command(sub: Any) -> None:
     p.set_defaults(func=_cmd_serve)
 
 
+def _cmd_fit_smpl(args: argparse.Namespace) -> int:
+    from mega_runtime.result import OutputExistsError, read_result, result_paths, write_result
+    from mega_runtime.smpl_fit import fit_result, load_smpl_model
+
+    source_json, _ = result_paths(args.result)
+    out = args.out or source_json.with_name(source_json.name[: -len(".json")] + ".smpl")
+    existing = [str(p) for p in result_paths(out) if p.exists()]
+    if existing:  # checked before the work; write_result checks again
+        raise OutputExistsError(f"not overwriting existing file(s): {', '.join(existing)}", hint="choose another --out")
+    result = read_result(args.result)
+    model = load_smpl_model(args.smpl_model)
+    json_path, npz_path = write_result(fit_result(result, model, args.source), out)
+    print(json_path)
+    print(npz_path)
+    return EXIT_OK
+
+
+def _add_fit_smpl_command(sub: Any) -> None:
+    p = sub.add_parser(
+        "fit-smpl",
+        help="fit SMPL shape and pose to a result's meshes (needs your own SMPL model file)",
+        description="Fit one SMPL body shape per person and its joint rotations per frame to the meshes of a "
+        "result, and write a new result pair with the smpl_* arrays (docs/smpl.md). Never overwrites.",
+    )
+    p.add_argument("result", type=Path, help="a result (.json of the pair)")
+    p.add_argument(
+        "--smpl-model", type=Path, required=True, metavar="PATH", help="SMPL model file (.pkl or .npz), not bundled"
+    )
+    p.add_argument("--out", type=Path, metavar="NAME", help="output result name (default: <result>.smpl)")
+    p.add_argument(
+        "--source",
+        default="auto",
+        choices=("auto", "smoothed", "path", "hypothesis0"),
+        help="meshes to fit (default auto: smoothed_vertices, else the path's hypotheses, else hypothesis 0)",
+    )
+    p.set_defaults(func=_cmd_fit_smpl)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mega-runtime", description="MEGA human mesh recovery runtime")
     parser.add_argument("--version", action="version", version=f"mega-runtime {__version__}")
@@ -127,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_weights_commands(sub)
     _add_serve_command(sub)
+    _add_fit_smpl_command(sub)
     return parser
 
 

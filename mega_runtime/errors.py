@@ -64,3 +64,9 @@ class DetectionInputError(MegaError):
     """An image or caller-given boxes handed to a person detector are malformed."""
 
     code = "detection_input_invalid"
+
+
+class SmplError(MegaError):
+    """An SMPL body model cannot be used: ``smplx`` is missing, or the user's model file is missing or malformed."""
+
+    code = "smpl_invalid"

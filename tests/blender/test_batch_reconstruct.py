@@ -81,3 +81,23 @@ def test_ng_runtime_that_cannot_run_fails_with_one_line(blender, small_checkpoin
 def test_ng_missing_media_is_refused_before_starting_anything(blender, tmp_path, capsys):
     code = batch.main(["reconstruct", str(tmp_path / "nope.mp4"), "--export", str(tmp_path / "o.blend")])
     assert code == 1 and "no such file" in capsys.readouterr().err
+
+
+def test_ok_clip_with_an_smpl_model_gets_an_armature_per_person(
+    blender, small_checkpoints, assets_dir, tmp_path, monkeypatch
+):
+    pytest.importorskip("smplx", reason="SMPL fitting needs smplx (pip install -e '.[smpl]')")
+    from mega_blender import armature
+    from tests.runtime.smpl_synthetic import synthetic_smpl_arrays, write_synthetic_smpl
+
+    monkeypatch.setenv("MEGA_ASSETS_DIR", str(assets_dir))
+    model = write_synthetic_smpl(tmp_path / "SMPL_SYNTHETIC.npz", synthetic_smpl_arrays())
+    video = _clip(assets_dir, tmp_path, frames=6)
+    out = tmp_path / "rig.blend"
+    argv = ["reconstruct", str(video), "--export", str(out), "--hypotheses", "1", "--smpl-model", str(model)]
+    assert batch.main([*argv, *_args(small_checkpoints)]) == 0
+    bpy.ops.wm.open_mainfile(filepath=str(out))
+    rigs = [o for o in bpy.data.objects if o.type == "ARMATURE"]
+    assert len(rigs) == 1 and {b.name for b in rigs[0].data.bones} == set(armature.JOINT_NAMES)
+    body = next(o for o in bpy.data.objects if o.name.startswith("MEGA SMPL Body"))
+    assert len(body.vertex_groups) == 24 and body.modifiers["SMPL"].object == rigs[0]
