@@ -202,7 +202,7 @@ def test_ng_runtime_dying_mid_clip_keeps_the_frames_done_and_says_how_many(live,
     assert len(people()) == 1
 
 
-def test_ok_clip_becomes_an_animated_tracked_smoothed_person(live, assets_dir, tmp_path):
+def test_ok_clip_becomes_an_animated_tracked_smoothed_person_with_an_armature(live, assets_dir, tmp_path):
     from mega_blender import animation
     from mega_blender.result_reader import read_result
 
@@ -218,8 +218,17 @@ def test_ok_clip_becomes_an_animated_tracked_smoothed_person(live, assets_dir, t
     scene.mega.clip = bpy.data.movieclips.load(str(video))
     scene.frame_start, scene.frame_end = 1, 8
     scene.mega.temporal_path, scene.mega.smooth = "coherent", True
+    smplx = __import__("importlib").util.find_spec("smplx")
+    if smplx is not None:  # with the user's SMPL model (here a synthetic one) the person also gets an armature
+        from tests.runtime.smpl_synthetic import synthetic_smpl_arrays, write_synthetic_smpl
+
+        model = write_synthetic_smpl(tmp_path / "SMPL_SYNTHETIC.npz", synthetic_smpl_arrays())
+        bpy.context.preferences.addons["mega_blender"].preferences.smpl_model_path = str(model)
     assert bpy.ops.mega.reconstruct(hypotheses=2) == {"FINISHED"}
     run_jobs(live)
+    if smplx is not None:
+        (rig,) = [o for o in bpy.data.objects if o.type == "ARMATURE"]
+        assert len(rig.data.bones) == 24 and rig.animation_data.action is not None
     (person,) = people()
     assert animation.is_animated(person) and (scene.frame_start, scene.frame_end) == (1, 8)
     result = read_result(person["mega_result_path"])
