@@ -83,7 +83,12 @@ def _temporal(args: argparse.Namespace):
         return TemporalConfig(
             path=args.path,
             smooth=args.smooth,
-            one_euro=OneEuroConfig(min_cutoff=args.one_euro_min_cutoff, beta=args.one_euro_beta),
+            one_euro=OneEuroConfig(
+                min_cutoff=args.one_euro_min_cutoff,
+                beta=args.one_euro_beta,
+                d_cutoff=args.one_euro_d_cutoff,
+                two_sided=not args.one_euro_causal,
+            ),
             smoothness_weight=args.path_smoothness,
         )
     except ValueError as exc:
@@ -247,10 +252,29 @@ def add_infer_commands(sub: argparse._SubParsersAction) -> None:
         help="videos: per-frame hypothesis to animate — zero (the deterministic decode) or coherent (dynamic "
         "programming over frames × hypotheses for smooth, likely motion); stored as the result's 'path'",
     )
-    p.add_argument("--path-smoothness", type=float, default=10.0, help="weight of smoothness vs likelihood (10)")
+    p.add_argument(
+        "--path-smoothness",
+        type=float,
+        default=10.0,
+        metavar="W",
+        help="weight of smoothness vs likelihood in --path coherent, nats per (m/s)² of vertex speed (10)",
+    )
     p.add_argument("--smooth", action="store_true", help="videos: One-Euro smoothing of the chosen bodies")
-    p.add_argument("--one-euro-min-cutoff", type=float, default=1.0, help="One-Euro min cut-off, Hz (1.0)")
-    p.add_argument("--one-euro-beta", type=float, default=0.5, help="One-Euro speed coefficient (0.5)")
+    p.add_argument(
+        "--one-euro-min-cutoff", type=float, default=1.0, metavar="HZ", help="One-Euro cut-off at rest, Hz (1.0)"
+    )
+    p.add_argument(
+        "--one-euro-beta", type=float, default=0.5, metavar="B", help="One-Euro speed coefficient, Hz per m/s (0.5)"
+    )
+    p.add_argument(
+        "--one-euro-d-cutoff", type=float, default=1.0, metavar="HZ", help="One-Euro cut-off of the speed, Hz (1.0)"
+    )
+    p.add_argument(
+        "--one-euro-causal",
+        action="store_true",
+        help="forward-only One-Euro, as a live view would filter (lags moving bodies); default: forwards and "
+        "backwards averaged, no lag",
+    )
     p.add_argument(
         "--preview",
         action="store_true",

@@ -306,7 +306,7 @@ class Pipeline:
             t = time.perf_counter()
             boxes = self._people_boxes(image, None)
             timings["detect"] += time.perf_counter() - t
-            ids = tracker.update(boxes)
+            ids = tracker.update(boxes, image_size=(image.shape[1], image.shape[0]))
             t = time.perf_counter()
             crops = self._crops(image, boxes)
             timings["preprocess"] += time.perf_counter() - t

@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -222,11 +224,13 @@ def _parse_infer(message: dict[str, Any], rid: str, max_inline_bytes: int) -> In
         except (binascii.Error, ValueError) as exc:
             raise ProtocolError("bad_request", "'source.data' is not valid base64", request_id=rid) from exc
         name = name.replace("\\", "/").rsplit("/", 1)[-1]
+        if name in {"", ".", ".."} or "\0" in name:
+            raise ProtocolError("bad_request", "'source.name' must be a file name such as photo.jpg", request_id=rid)
     out_dir = message.get("out_dir")
-    if out_dir is not None and (
-        not isinstance(out_dir, str) or (not out_dir.startswith(("/", "\\")) and ":" not in out_dir)
-    ):
-        raise ProtocolError("bad_request", "'out_dir' must be an absolute folder path", request_id=rid)
+    if out_dir is not None and (not isinstance(out_dir, str) or "\0" in out_dir or not os.path.isabs(out_dir)):
+        raise ProtocolError(
+            "bad_request", "'out_dir' must be an absolute folder path on the runtime's machine", request_id=rid
+        )
     result_name = message.get("name")
     if result_name is not None and (
         not isinstance(result_name, str)
@@ -242,8 +246,13 @@ def _parse_infer(message: dict[str, Any], rid: str, max_inline_bytes: int) -> In
     if not isinstance(model, str) or MODELS.get(model, model) not in MODELS.values():
         raise ProtocolError("bad_request", f"unknown model {model!r}", "use resnet, hrnet or vit", rid)
     temperature = message.get("temperature")
-    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, int | float)):
-        raise ProtocolError("bad_request", "'temperature' must be a number", request_id=rid)
+    if temperature is not None and (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, int | float)
+        or not math.isfinite(temperature)
+        or temperature < 0
+    ):
+        raise ProtocolError("bad_request", f"'temperature' must be a number ≥ 0, got {temperature!r}", request_id=rid)
     sampler = message.get("sampler", "full")
     if sampler not in ("full", "official"):
         raise ProtocolError("bad_request", "'sampler' must be 'full' or 'official'", request_id=rid)

@@ -6,18 +6,21 @@ Pipelines are loaded on first use, one per (model, device), and kept. Every repl
 :class:`~mega_runtime.protocol.ReplyWriter` on the original stdout; file descriptor 1 itself is pointed at
 stderr, so nothing else can write into the protocol.
 
-Jobs write only inside their output folder: the request's ``out_dir``, or ``<work dir>/jobs/<id>`` (removed
-after an inline reply). An inline video is stored there while it is read, then deleted.
+Jobs write only inside their output folder: the request's ``out_dir``, or ``<work dir>/jobs/<n>-<id>`` (removed
+after an inline reply; the client's id names it only after every character but letters, digits, ``.``, ``-``
+and ``_`` was replaced). An inline video is stored there while it is read, then deleted.
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import itertools
 import json
 import logging
 import os
 import queue
+import re
 import shutil
 import sys
 import tempfile
@@ -43,6 +46,9 @@ from mega_runtime.protocol import (
 
 log = logging.getLogger(__name__)
 
+#: Characters of a client's text that may appear in a file name the server makes.
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
 
 class JobCancelled(MegaError):
     code = "cancelled"
@@ -65,7 +71,10 @@ class ServeConfig:
 
 @dataclass
 class _Job:
+    """A queued or running ``infer``; ``number`` counts jobs from 1 (it names the job's private folder)."""
+
     request: InferRequest
+    number: int
     cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
 
 
@@ -89,6 +98,7 @@ class Server:
         self._waiting: dict[str, _Job] = {}
         self._running: _Job | None = None
         self._lock = threading.Lock()
+        self._numbers = itertools.count(1)
         self._pipelines: dict[tuple[str, str], Any] = {}
         self._smpl_models: dict[str, Any] = {}
         self._own_work_dir = config.work_dir is None
@@ -125,8 +135,14 @@ class Server:
                     continue
                 if not line.strip():
                     continue
-                if self._handle(line) == "shutdown":
-                    break
+                try:
+                    if self._handle(line) == "shutdown":
+                        break
+                except Exception as exc:  # e.g. hello's torch import: answer it, keep serving
+                    log.error("request failed:\n%s", traceback.format_exc())
+                    self.writer.error(
+                        None, "internal", f"{type(exc).__name__}: {exc}", "see the runtime's log (stderr)"
+                    )
         except Exception:  # a broken input must still stop the worker, never leave the process hanging
             log.error("reading requests failed:\n%s", traceback.format_exc())
         finally:
@@ -139,11 +155,19 @@ class Server:
             self.writer.error(exc.request_id, exc.code, exc.message, exc.hint)
             return None
         if isinstance(request, InferRequest):
-            job = _Job(request)
+            rid = request.request_id
             with self._lock:
-                ahead = len(self._waiting) + (self._running is not None)
-                self._waiting[request.request_id] = job
-            self.writer.send("accepted", request.request_id, queued=ahead)
+                busy = rid in self._waiting or (self._running is not None and self._running.request.request_id == rid)
+                if not busy:
+                    ahead = len(self._waiting) + (self._running is not None)
+                    job = _Job(request, next(self._numbers))
+                    self._waiting[rid] = job
+            if busy:
+                self.writer.error(
+                    rid, "bad_request", f"the id {rid!r} is already used by a queued or running job", "use a new id"
+                )
+                return None
+            self.writer.send("accepted", rid, queued=ahead)
             self._queue.put(job)
             return None
         if request.op == "hello":
@@ -156,12 +180,14 @@ class Server:
         return None
 
     def _stop(self) -> None:
-        """Cancel the running and queued jobs and let the worker loop end after them."""
+        """Answer the queued jobs with ``cancelled``, cancel the running one and let the worker loop end."""
         with self._lock:
-            for job in self._waiting.values():
-                job.cancel.set()
+            dropped = list(self._waiting.values())
+            self._waiting.clear()
             if self._running is not None:
                 self._running.cancel.set()
+        for job in dropped:
+            self.writer.error(job.request.request_id, "cancelled", "the runtime is shutting down", None)
         self._queue.put(None)
 
     # -- immediate requests ---------------------------------------------------------------------------------------
@@ -198,13 +224,15 @@ class Server:
         )
 
     def _cancel(self, request: Request) -> None:
+        """``ack`` first, then the job's end: a queued job's ``error`` at once, the running job's when it stops."""
         with self._lock:
-            job = self._waiting.get(request.job or "")
-            if job is None and self._running is not None and self._running.request.request_id == request.job:
-                job = self._running
-        if job is not None:
-            job.cancel.set()
-        self.writer.send("ack", request.request_id, found=job is not None)
+            queued = self._waiting.pop(request.job or "", None)
+            running = self._running if self._running and self._running.request.request_id == request.job else None
+        self.writer.send("ack", request.request_id, found=queued is not None or running is not None)
+        if queued is not None:  # the worker skips it: it is no longer waiting
+            self.writer.error(queued.request.request_id, "cancelled", "the job was cancelled before it started")
+        if running is not None:
+            running.cancel.set()
 
     # -- the worker -------------------------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -214,11 +242,11 @@ class Server:
                 return
             rid = job.request.request_id
             with self._lock:
-                self._waiting.pop(rid, None)
+                if self._waiting.get(rid) is not job:
+                    continue  # cancelled while queued, and already answered
+                del self._waiting[rid]
                 self._running = job
             try:
-                if job.cancel.is_set():
-                    raise JobCancelled("the job was cancelled before it started")
                 self._run(job)
             except MegaError as exc:
                 self.writer.error(rid, exc.code, exc.message, exc.hint)
@@ -274,18 +302,21 @@ class Server:
             model = self._smpl_models[model_path] = load_smpl_model(model_path)
         return fit_result(result, model)
 
-    def _out_dir(self, request: InferRequest) -> Path:
-        if request.out_dir is not None and not request.inline_result:
-            folder = Path(request.out_dir)
+    def _out_dir(self, job: _Job) -> tuple[Path, bool]:
+        """The job's output folder (created) and whether it is the job's private folder under the work dir."""
+        request = job.request
+        private = request.out_dir is None or request.inline_result
+        if private:
+            folder = self.work_dir / "jobs" / f"{job.number}-{_SAFE.sub('_', request.request_id)[:48]}"
         else:
-            folder = self.work_dir / "jobs" / request.request_id
+            folder = Path(request.out_dir or "")
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise MegaError(
                 f"cannot create the output folder {folder}: {exc.strerror}", hint="choose another out_dir"
             ) from exc
-        return folder
+        return folder, private
 
     def _run(self, job: _Job) -> None:
         from mega_runtime.media import FrameRange, decode_image, read_image
@@ -296,17 +327,18 @@ class Server:
             raise ProtocolError(
                 "not_found", f"{request.path} does not exist on the runtime's machine", "check the path"
             )
-        out_dir = self._out_dir(request)
-        private = out_dir.is_relative_to(self.work_dir)
+        out_dir, private = self._out_dir(job)
         temporary: Path | None = None
         stem = _free_stem(out_dir, request.result_name or Path(request.name).stem or "result")
         partial_paths: list[Path] = []
         try:
             pipeline = self._pipeline(request)
+            if job.cancel.is_set():
+                raise JobCancelled("the job was cancelled before it started")
             if request.is_video:
                 source = Path(request.path) if request.path is not None else None
                 if source is None:
-                    temporary = out_dir / f".{rid}-{request.name}"
+                    temporary = out_dir / f".inline-{job.number}{_SAFE.sub('_', Path(request.name).suffix)}"
                     temporary.write_bytes(request.data or b"")
                     source = temporary
                 frames = FrameRange(request.frame_start, request.frame_stop, request.frame_step)
@@ -336,6 +368,8 @@ class Server:
                     )
                 except MegaError as exc:
                     raise _with_partial(exc, partial_paths) from exc
+                if job.cancel.is_set() and result.num_frames == 0:
+                    raise JobCancelled("the job was cancelled before its first frame")
                 if request.path is None:
                     result.meta["source"]["path"] = request.name
                 if request.temporal and result.num_frames > 0:
@@ -413,9 +447,9 @@ def _with_partial(exc: MegaError, partial_paths: list[Path]) -> MegaError:
 
 
 def _free_stem(folder: Path, name: str) -> str:
-    """``name``, ``name-2``, … — the first whose result pair does not exist yet (never overwrite)."""
+    """``name``, ``name-2``, … — the first with none of its result pair and partial pair present (never overwrite)."""
     candidate, n = name, 1
-    while (folder / f"{candidate}.json").exists() or (folder / f"{candidate}.npz").exists():
+    while any((folder / f"{candidate}{end}").exists() for end in (".json", ".npz", ".partial.json", ".partial.npz")):
         n += 1
         candidate = f"{name}-{n}"
     return candidate

@@ -13,16 +13,38 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+#: Python code that runs ``mega_runtime serve`` after making every photo job print to ``sys.stdout`` and write
+#: straight to file descriptor 1, as a careless library would (arguments: the serve options).
+NOISY_SERVE = """
+import os, sys
+from mega_runtime import pipeline
+from mega_runtime.cli import main
+original = pipeline.Pipeline.run_image
+def noisy(self, *args, **kwargs):
+    print("stray print from a library")
+    sys.stdout.flush()
+    os.write(1, b"stray bytes on file descriptor 1\\n")
+    return original(self, *args, **kwargs)
+pipeline.Pipeline.run_image = noisy
+sys.exit(main(["serve", *sys.argv[1:]]))
+"""
+
 
 class ServeProcess:
-    """``python -m mega_runtime serve ARGS`` with its replies parsed by a thread into a queue."""
+    """``python -m mega_runtime serve ARGS`` with its replies parsed by a thread into a queue.
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    ``launcher`` replaces ``python -m mega_runtime serve`` (e.g. ``[python, -c, NOISY_SERVE]``).
+    """
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None, launcher: Sequence[str] | None = None) -> None:
+        command = list(launcher) if launcher else [sys.executable, "-m", "mega_runtime", "serve"]
+        self._sync_count = 0
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mega_runtime", "serve", *args],
+            [*command, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -79,6 +101,13 @@ class ServeProcess:
             seen.append(message)
             if message.get("id") == request_id and message.get("type") in types:
                 return seen
+
+    def sync(self) -> None:
+        """Consume every reply to earlier requests (a ``cancel`` of no job is answered after them, in order)."""
+        self._sync_count += 1
+        request_id = f"sync-{self._sync_count}"
+        self.send("cancel", request_id, job=f"no-such-job-{self._sync_count}")
+        self.until(request_id, ("ack",))
 
     def rss_mib(self) -> float:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
