@@ -43,12 +43,12 @@ def run_case(case: str, batch: int, device: str, precision: str, repeats: int, t
     import numpy as np
     import torch
 
-    from mega_runtime.assets import load_connection_matrices
-    from mega_runtime.config import PRESETS
+    from mega_runtime.decoding.sampling import sample_tokens_official
     from mega_runtime.mega import Mega
+    from mega_runtime.models.assets import load_connection_matrices
+    from mega_runtime.models.config import PRESETS
     from mega_runtime.models.masked_transformer import CVQMAE
     from mega_runtime.models.mesh_vqvae import MeshVQVAE, MeshVQVAEConfig
-    from mega_runtime.sampling import sample_tokens_official
 
     torch.set_num_threads(threads)
     if device == "cuda":

@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detector", default="default", help="detector name for make_detector (default 'default')")
     args = parser.parse_args(argv)
 
-    from mega_runtime.detect import make_detector
-    from mega_runtime.media import read_image
+    from mega_runtime.pipeline.detect import make_detector
+    from mega_runtime.pipeline.media import read_image
 
     paths = args.images or [DEFAULT_IMAGES / name for name in PHOTOS]
     start = time.perf_counter()

@@ -104,9 +104,9 @@ def main() -> None:
         inline.stop()
 
         # -- in-process ---------------------------------------------------------------------------------------
-        from mega_runtime.cli_infer import MODEL_NAMES
-        from mega_runtime.pipeline import Pipeline, PipelineConfig
-        from mega_runtime.result import write_result
+        from mega_runtime.commands.infer import MODEL_NAMES
+        from mega_runtime.io.result import write_result
+        from mega_runtime.pipeline.chain import Pipeline, PipelineConfig
 
         config = PipelineConfig(
             model=MODEL_NAMES.get(args.model, args.model), num_hypotheses=args.hypotheses, device="cpu"

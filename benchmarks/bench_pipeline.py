@@ -48,14 +48,14 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from mega_runtime.assets import load_connection_matrices, read_template_ply
-    from mega_runtime.config import PRESETS
-    from mega_runtime.detect import make_detector
-    from mega_runtime.media import read_image
     from mega_runtime.mega import Mega
+    from mega_runtime.models.assets import load_connection_matrices, read_template_ply
+    from mega_runtime.models.config import PRESETS
     from mega_runtime.models.masked_transformer import CVQMAE
     from mega_runtime.models.mesh_vqvae import MeshVQVAE, MeshVQVAEConfig
-    from mega_runtime.pipeline import Pipeline, PipelineConfig
+    from mega_runtime.pipeline.chain import Pipeline, PipelineConfig
+    from mega_runtime.pipeline.detect import make_detector
+    from mega_runtime.pipeline.media import read_image
 
     torch.set_num_threads(args.threads)
     name = f"mega_{args.model}"

@@ -1,4 +1,4 @@
-"""Speed and accuracy of the SMPL fit (mega_runtime.smpl_fit) on a synthetic SMPL-format model.
+"""Speed and accuracy of the SMPL fit (mega_runtime.smpl.fit) on a synthetic SMPL-format model.
 
 Poses a synthetic model (tests/runtime/smpl_synthetic.py — the real SMPL files are licensed) over a smooth clip
 of ``--frames`` frames, then fits shape and poses back and prints, per case, the median wall time per frame over
@@ -32,7 +32,7 @@ log = logging.getLogger("bench_smpl_fit")
 
 
 def _clip(num_frames: int, seed: int = 1) -> dict[str, np.ndarray]:
-    from mega_runtime.smpl_skeleton import axis_angle_to_matrix, matrix_to_axis_angle
+    from mega_runtime.smpl.skeleton import axis_angle_to_matrix, matrix_to_axis_angle
 
     rng = np.random.default_rng(seed)
     t = np.arange(num_frames) / 30.0  # seconds at 30 fps
@@ -73,7 +73,7 @@ def main() -> None:
 
     import torch
 
-    from mega_runtime.smpl_fit import SmplFitOptions, fit_smpl, load_smpl_model
+    from mega_runtime.smpl.fit import SmplFitOptions, fit_smpl, load_smpl_model
     from tests.runtime.smpl_synthetic import synthetic_smpl_arrays, write_synthetic_smpl
 
     torch.set_num_threads(args.threads)

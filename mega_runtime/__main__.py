@@ -2,6 +2,6 @@
 
 import sys
 
-from mega_runtime.cli import main
+from mega_runtime.commands.cli import main
 
 sys.exit(main())

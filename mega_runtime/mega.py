@@ -15,11 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mega_runtime.config import CVQMAEConfig, VQMAEConfig
-from mega_runtime.errors import ConfigError
-from mega_runtime.geometry import rotate_vertices, rotation_6d_to_matrix
-from mega_runtime.loaders import CHECKPOINT_FILES, load_cvqmae, load_mesh_vqvae, load_vqmae, model_config
-from mega_runtime.sampling import (
+from mega_runtime.decoding.sampling import (
     CVQMAE_SAMPLING,
     VQMAE_SAMPLING,
     SamplingConfig,
@@ -29,6 +25,10 @@ from mega_runtime.sampling import (
     sample_tokens,
     sample_tokens_official,
 )
+from mega_runtime.errors import ConfigError
+from mega_runtime.models.config import CVQMAEConfig, VQMAEConfig
+from mega_runtime.models.geometry import rotate_vertices, rotation_6d_to_matrix
+from mega_runtime.weights.loaders import CHECKPOINT_FILES, load_cvqmae, load_mesh_vqvae, load_vqmae, model_config
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class MeshHypotheses:
     """Meshes for B images with H hypotheses each (hypothesis 0 = the deterministic decode).
 
     tokens: (B, H, 54) int64 Mesh-VQ-VAE codes.
-    log_likelihood: (B, H) float32, natural log (see :mod:`mega_runtime.sampling`).
+    log_likelihood: (B, H) float32, natural log (see :mod:`mega_runtime.decoding.sampling`).
     canonical: (B, H, 6890, 3) float32 metres, body frame (y up), mean-centred.
     vertices: (B, H, 6890, 3) float32 metres, v' = R·v in the camera-aligned frame (x right, y down, z forward).
     rotation: (B, 3, 3) float32 global rotation R (rows b1, b2, b3 of the 6D representation).
@@ -91,7 +91,7 @@ class Mega:
         only). assets_dir holds ``connection_matrices/`` (default ``$MEGA_ASSETS_DIR``).
         pretrained: also load the unconditional VQMAE.
         """
-        from mega_runtime.assets import load_connection_matrices
+        from mega_runtime.models.assets import load_connection_matrices
 
         folder = Path(folder)
         cvqmae = None

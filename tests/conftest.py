@@ -39,7 +39,7 @@ def manifests_dir() -> Path:
 def small_checkpoints(fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The seeded ResNet model + Mesh-VQ-VAE rebuilt as official-format checkpoints (``verify --write-checkpoints``),
     for tests that start a real runtime process."""
-    from mega_runtime.cli import main
+    from mega_runtime.commands.cli import main
 
     out = tmp_path_factory.mktemp("small-checkpoints")
     names = [str(fixtures_dir / n) for n in ("cvqmae_resnet", "mesh_vqvae")]

@@ -14,9 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Modules the CLI start-up and error handling import: they must not pull torch at import time.
 TORCH_FREE = [
     "mega_runtime/__init__.py",
-    "mega_runtime/cli.py",
+    "mega_runtime/commands/cli.py",
     "mega_runtime/errors.py",
-    "mega_runtime/config.py",
+    "mega_runtime/models/config.py",
     "mega_runtime/weights/__init__.py",
     "mega_runtime/weights/registry.py",
     "mega_runtime/weights/downloads.py",
@@ -24,15 +24,15 @@ TORCH_FREE = [
     "mega_runtime/weights/zenodo.py",
     "mega_runtime/weights/resolve.py",
     "mega_runtime/weights/state.py",
-    "mega_runtime/weights/commands.py",
-    "mega_runtime/result.py",
-    "mega_runtime/media.py",
-    "mega_runtime/preprocess.py",
-    "mega_runtime/detect/__init__.py",
-    "mega_runtime/detect/base.py",
-    "mega_runtime/detect/boxes.py",
-    "mega_runtime/detect/yolo.py",
-    "mega_runtime/detect/blazepose.py",
+    "mega_runtime/commands/weights.py",
+    "mega_runtime/io/result.py",
+    "mega_runtime/pipeline/media.py",
+    "mega_runtime/pipeline/preprocess.py",
+    "mega_runtime/pipeline/detect/__init__.py",
+    "mega_runtime/pipeline/detect/base.py",
+    "mega_runtime/pipeline/detect/boxes.py",
+    "mega_runtime/pipeline/detect/yolo.py",
+    "mega_runtime/pipeline/detect/blazepose.py",
 ]
 
 
@@ -59,7 +59,7 @@ def test_cli_start_up_modules_import_no_torch_at_module_level(module):
 
 
 def test_cli_help_runs_without_importing_torch():
-    code = "import sys, mega_runtime.cli as c; c.build_parser(); sys.exit('torch' in sys.modules)"
+    code = "import sys, mega_runtime.commands.cli as c; c.build_parser(); sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
 
 

@@ -109,7 +109,7 @@ def test_ok_build_leaves_out_caches_tests_and_hidden_files(fake_root, tmp_path):
         (fake_root / package / ".DS_Store").write_bytes(b"\0")
     names = zip_names(build_addon.build_zip(tmp_path / "dist", root=fake_root))
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or "tests/" in n or "/." in n]
-    assert "runtime/mega_runtime/result.py" in names
+    assert "runtime/mega_runtime/io/result.py" in names
 
 
 def test_ng_build_refuses_symbolic_links(fake_root, tmp_path):
@@ -312,4 +312,4 @@ def test_ok_bundled_runtime_builds_into_a_wheel_of_the_same_version(built_zip, t
     (wheel,) = (tmp_path / "wheels").glob("*.whl")
     assert wheel.name.endswith(f"-{VERSION}-py3-none-any.whl")
     with zipfile.ZipFile(wheel) as zf:
-        assert "mega_runtime/result.py" in zf.namelist()
+        assert "mega_runtime/io/result.py" in zf.namelist()

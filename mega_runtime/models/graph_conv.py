@@ -112,7 +112,7 @@ class FullyConvAE(nn.Module):
         channels: output channels of each layer.
         weight_nums: number of basis matrices K of each layer (0 for pure pooling layers).
         residual_rates: mixing rate of each layer, in [0, 1].
-        connections: ``{name: int matrix (out_points, 1 + 2 * max_neighbours)}`` (see ``mega_runtime.assets``).
+        connections: ``{name: int matrix (out_points, 1 + 2 * max_neighbours)}`` (see ``mega_runtime.models.assets``).
         in_points: points of the input mesh (6890).
         in_channels: channels of the input mesh (3: xyz).
     """
@@ -138,7 +138,7 @@ class FullyConvAE(nn.Module):
             if name not in connections:
                 raise AssetError(
                     f"no connection matrix for layer {index} ({name!r})",
-                    hint="load all connection files with mega_runtime.assets.load_connection_matrices",
+                    hint="load all connection files with mega_runtime.models.assets.load_connection_matrices",
                 )
             matrix = np.asarray(connections[name])
             if matrix.ndim != 2 or matrix.shape[1] < 3 or matrix.shape[1] % 2 == 0 or matrix.dtype.kind not in "iu":

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mega_runtime.config import BackboneConfig, CVQMAEConfig, TransformerConfig, VQMAEConfig
+from mega_runtime.models.config import BackboneConfig, CVQMAEConfig, TransformerConfig, VQMAEConfig
 from mega_runtime.models.transformer import Block
 
 

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from mega_runtime.assets import CONNECTION_LAYERS, load_connection_matrices
 from mega_runtime.constants import CODEBOOK_SIZE, NUM_VERTICES, TOKEN_DIM
 from mega_runtime.errors import ConfigError
+from mega_runtime.models.assets import CONNECTION_LAYERS, load_connection_matrices
 from mega_runtime.models.graph_conv import FullyConvAE
 
 __all__ = ["CONFIG_MEDIUM", "GraphStage", "MeshVQVAE", "MeshVQVAEConfig", "VectorQuantizerEMA"]
@@ -145,7 +145,7 @@ class MeshVQVAE(nn.Module):
     Args:
         config: layer lists and codebook size (``CONFIG_MEDIUM`` for the released checkpoint).
         connections: ``{layer name: connection matrix}`` for every name in ``config.connection_layer_lst``
-            (see :func:`mega_runtime.assets.load_connection_matrices`).
+            (see :func:`mega_runtime.models.assets.load_connection_matrices`).
 
     The weights start at zero; load the official state dict with ``load_state_dict(sd, strict=True)``.
     """

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mega_runtime.config import ViTConfig
+from mega_runtime.models.config import ViTConfig
 from mega_runtime.models.transformer import Block
 
 PATCH_SIZE = 16

@@ -8,7 +8,6 @@ This package is the only part of the runtime that touches the network or the dow
 * :mod:`~mega_runtime.weights.zenodo` — the Zenodo record's listing and safe archive extraction;
 * :mod:`~mega_runtime.weights.resolve` — :func:`resolve_assets_dir`, :func:`resolve_checkpoint_dir`;
 * :mod:`~mega_runtime.weights.state` — :func:`status` (what is present and intact);
-* :mod:`~mega_runtime.weights.commands` — ``mega-runtime weights list|fetch|verify``.
 
 Files and their official public sources:
 
@@ -41,8 +40,6 @@ leaves a file that counts as cached. torch is imported only by the functions tha
 
 from __future__ import annotations
 
-from mega_runtime.weights.commands import _ProgressBar as _ProgressBar
-from mega_runtime.weights.commands import add_weights_commands
 from mega_runtime.weights.downloads import download
 from mega_runtime.weights.downloads import file_digests as file_digests
 from mega_runtime.weights.identify import identify_checkpoint, identify_checkpoint_file, verify_checkpoint
@@ -93,7 +90,6 @@ __all__ = [
     "ProgressCallback",
     "RemoteFile",
     "Sources",
-    "add_weights_commands",
     "cache_dir",
     "default_sources",
     "download",

@@ -59,7 +59,7 @@ def identify_checkpoint_file(path: Path | str) -> str | None:
     path = Path(path)
     if not path.is_file() or not _could_be_torch_file(path):
         return None
-    from mega_runtime.checkpoint import read_state_dict
+    from mega_runtime.weights.checkpoint import read_state_dict
 
     try:
         state = read_state_dict(path)
@@ -79,7 +79,7 @@ def verify_checkpoint(
     config_folder: the folder whose ``config.json`` (if any) gives the model's sizes; the official
     presets otherwise. assets_dir: needed for ``mesh_vqvae_54`` (its connection matrices).
     """
-    from mega_runtime import loaders
+    from mega_runtime.weights import loaders
 
     kind = CHECKPOINTS[name].kind
     if kind == "cvqmae":
@@ -87,7 +87,7 @@ def verify_checkpoint(
     elif kind == "vqmae":
         loaders.load_vqmae(path, loaders.model_config(config_folder, name))
     else:
-        from mega_runtime.assets import load_connection_matrices
+        from mega_runtime.models.assets import load_connection_matrices
 
         if assets_dir is None:
             raise WeightsError(f"cannot check {path}: the Mesh-VQ-VAE needs the connection matrices")

@@ -294,7 +294,7 @@ class _Fetcher:
         return placed
 
     def _merge_config(self, config: Path) -> None:
-        from mega_runtime.loaders import read_folder_config, write_folder_config
+        from mega_runtime.weights.loaders import read_folder_config, write_folder_config
 
         try:
             described = read_folder_config(config.parent)

@@ -89,7 +89,7 @@ def test_the_import_scanner_sees_nested_and_dynamic_imports(tmp_path):
         "import os\n"
         "def f():\n"
         "    import torch.nn\n"
-        "    from mega_runtime.result import read_result\n"
+        "    from mega_runtime.io.result import read_result\n"
         "    import importlib; importlib.import_module('bpy')\n"
         "from . import coords\n"
         "from .scene_build import build\n"

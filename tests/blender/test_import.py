@@ -342,7 +342,7 @@ def test_ok_camera_view_toggle_looks_through_the_mega_camera(blender, result_pat
 
 
 def test_ok_runtime_written_result_imports(blender, tmp_path, arrays):
-    result_module = pytest.importorskip("mega_runtime.result")
+    result_module = pytest.importorskip("mega_runtime.io.result")
     meta = make_meta()
     for key in ("schema", "version"):
         meta.pop(key)

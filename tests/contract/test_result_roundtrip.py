@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from mega_runtime import result as runtime_result
-from mega_runtime.preprocess import focal_length_px
+from mega_runtime.io import result as runtime_result
+from mega_runtime.pipeline.preprocess import focal_length_px
 from tests.addon_pure.helpers import load_pure_module
 
 rr = load_pure_module("result_reader")

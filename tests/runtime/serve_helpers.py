@@ -21,8 +21,8 @@ from typing import Any
 #: straight to file descriptor 1, as a careless library would (arguments: the serve options).
 NOISY_SERVE = """
 import os, sys
-from mega_runtime import pipeline
-from mega_runtime.cli import main
+from mega_runtime.pipeline import chain as pipeline
+from mega_runtime.commands.cli import main
 original = pipeline.Pipeline.run_image
 def noisy(self, *args, **kwargs):
     print("stray print from a library")

@@ -1,4 +1,4 @@
-"""Template mesh and connection matrix readers (mega_runtime.assets)."""
+"""Template mesh and connection matrix readers (mega_runtime.models.assets)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mega_runtime.assets import (
+from mega_runtime.errors import AssetError
+from mega_runtime.models.assets import (
     CONNECTION_LAYERS,
     NUM_FACES,
     NUM_VERTICES,
@@ -15,7 +16,6 @@ from mega_runtime.assets import (
     load_connection_matrices,
     read_template_ply,
 )
-from mega_runtime.errors import AssetError
 
 # Output points of each connection matrix of config_medium (mega-spec §1.4).
 EXPECTED_ROWS = {

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from mega_runtime.checkpoint import load_into, official_to_runtime_keys, read_state_dict
-from mega_runtime.config import VQMAEConfig
 from mega_runtime.errors import CheckpointError
-from mega_runtime.loaders import load_vqmae, model_config, write_folder_config
+from mega_runtime.models.config import VQMAEConfig
 from mega_runtime.models.masked_transformer import VQMAE
+from mega_runtime.weights.checkpoint import load_into, official_to_runtime_keys, read_state_dict
+from mega_runtime.weights.loaders import load_vqmae, model_config, write_folder_config
 from tests.runtime.tiny_models import TINY, tiny_vqmae
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mega_runtime import detect
-from mega_runtime.detect import (
+from mega_runtime.errors import ConfigError, DetectionInputError, DetectorError
+from mega_runtime.pipeline import detect
+from mega_runtime.pipeline.detect import (
     Detection,
     GivenBoxes,
     PersonDetector,
@@ -20,7 +21,6 @@ from mega_runtime.detect import (
     detections_from_ultralytics,
     make_detector,
 )
-from mega_runtime.errors import ConfigError, DetectionInputError, DetectorError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,7 +76,7 @@ def blazepose() -> detect.BlazePoseDetector:
 
 
 def _read(assets_dir: Path, name: str) -> np.ndarray:
-    from mega_runtime.media import read_image
+    from mega_runtime.pipeline.media import read_image
 
     return read_image(assets_dir / "images" / name)
 
@@ -378,7 +378,8 @@ def test_detect_module_imports_nothing_heavy():
         "mega_runtime",
     }
     code = (
-        "import sys, mega_runtime.detect; heavy = {'torch', 'cv2', 'tflite_runtime', 'ultralytics', 'mediapipe'}; "
+        "import sys, mega_runtime.pipeline.detect; "
+        "heavy = {'torch', 'cv2', 'tflite_runtime', 'ultralytics', 'mediapipe'}; "
         "sys.exit(sorted(heavy & set(sys.modules)) or 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from mega_runtime.cli import main
-from mega_runtime.verify import verify_folder
+from mega_runtime.commands.cli import main
+from mega_runtime.verify.inference import verify_folder
 
 FIXTURES = ["cvqmae_resnet", "cvqmae_hrnet", "cvqmae_vit", "vqmae", "mesh_vqvae", "pipeline_demo", "manifests"]
 

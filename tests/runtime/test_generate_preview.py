@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mega_runtime.cli import main
+from mega_runtime.commands.cli import main
 from mega_runtime.errors import MegaError
+from mega_runtime.io.result import Result, read_result
 from mega_runtime.mega import resolve_device
-from mega_runtime.result import Result, read_result
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_generate_without_the_pretrained_checkpoint_names_the_fix(assets_dir, tm
 
 
 def _template_result(assets_dir) -> tuple[Result, np.ndarray]:
-    from mega_runtime.assets import read_template_ply
+    from mega_runtime.models.assets import read_template_ply
     from tests.runtime.test_result_tracking import make_result
 
     template = read_template_ply(assets_dir / "template.ply")
@@ -80,7 +80,7 @@ def _template_result(assets_dir) -> tuple[Result, np.ndarray]:
 def test_uncertainty_preview_colours_the_mesh_by_spread(assets_dir, tmp_path):
     import cv2
 
-    from mega_runtime.preview import write_preview, write_uncertainty_preview
+    from mega_runtime.io.preview import write_preview, write_uncertainty_preview
 
     result, image = _template_result(assets_dir)
     heat = cv2.imread(str(write_uncertainty_preview(result, image, tmp_path / "u.png")))

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from mega_runtime.models.hrnet import OUT_CHANNELS, HRNetW48
-from mega_runtime.recipe import build_state_dict
+from mega_runtime.verify.recipe import build_state_dict
 
 PREFIX = "backbone."
 

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from mega_runtime.media import FrameRange, MediaError, decode_image, iter_frames, open_video, read_image
-from mega_runtime.preprocess import antialias_sigma, crop_person, focal_length_px, square_box
+from mega_runtime.pipeline.media import FrameRange, MediaError, decode_image, iter_frames, open_video, read_image
+from mega_runtime.pipeline.preprocess import antialias_sigma, crop_person, focal_length_px, square_box
 
 
 def _photo(h: int = 120, w: int = 90) -> np.ndarray:
@@ -80,13 +80,13 @@ def test_windowed_blur_crop_equals_the_whole_image_blur():
     assert crop.antialias_sigma > 0
     whole = gaussian_filter(image.astype(np.float64), (crop.antialias_sigma,) * 2 + (0,), mode="nearest", truncate=4.0)
     patch = cv2.warpAffine(whole, crop.affine, (224, 224), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    from mega_runtime.preprocess import normalise_patch
+    from mega_runtime.pipeline.preprocess import normalise_patch
 
     np.testing.assert_allclose(crop.image, normalise_patch(patch), atol=1e-5)
 
 
 def test_crop_of_a_huge_image_reads_only_its_window(monkeypatch):
-    import mega_runtime.preprocess as pre
+    import mega_runtime.pipeline.preprocess as pre
 
     seen = []
     original = pre.blurred_window

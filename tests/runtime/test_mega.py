@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from mega_runtime.cli import main
+from mega_runtime.commands.cli import main
 from mega_runtime.errors import ConfigError
-from mega_runtime.geometry import rotation_6d_to_matrix
 from mega_runtime.mega import Mega, vertex_spread
+from mega_runtime.models.geometry import rotation_6d_to_matrix
 from mega_runtime.models.mesh_vqvae import MeshVQVAE
 from tests.runtime.tiny_models import randomize, tiny_cvqmae, tiny_vqmae
 

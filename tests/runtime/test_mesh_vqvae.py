@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from mega_runtime.assets import load_connection_matrices
 from mega_runtime.constants import CODEBOOK_SIZE, NUM_TOKENS, NUM_VERTICES, TOKEN_DIM
 from mega_runtime.errors import AssetError, ConfigError
+from mega_runtime.models.assets import load_connection_matrices
 from mega_runtime.models.mesh_vqvae import CONFIG_MEDIUM, MeshVQVAE, MeshVQVAEConfig, VectorQuantizerEMA
-from mega_runtime.recipe import build_state_dict
+from mega_runtime.verify.recipe import build_state_dict
 
 VERTEX_ATOL = 1e-6  # fixture.json tolerances
 LATENT_ATOL = 1e-5

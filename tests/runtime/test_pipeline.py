@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from mega_runtime.cli import main
-from mega_runtime.detect import Detection
-from mega_runtime.media import FrameRange
-from mega_runtime.pipeline import Pipeline, PipelineConfig
-from mega_runtime.result import read_result
+from mega_runtime.commands.cli import main
+from mega_runtime.io.result import read_result
+from mega_runtime.pipeline.chain import Pipeline, PipelineConfig
+from mega_runtime.pipeline.detect import Detection
+from mega_runtime.pipeline.media import FrameRange
 
 PHOTO = "pexels-polina-tankilevitch-6739044.jpg"
 
@@ -85,7 +85,7 @@ def _clip(path, photo, frames=6):
 
 
 def test_video_gives_tracked_people_per_frame_with_progress(pipeline, assets_dir, tmp_path):
-    from mega_runtime.media import read_image
+    from mega_runtime.pipeline.media import read_image
 
     clip = tmp_path / "clip.avi"
     _clip(clip, read_image(assets_dir / "images" / PHOTO))
@@ -100,7 +100,7 @@ def test_video_gives_tracked_people_per_frame_with_progress(pipeline, assets_dir
 
 
 def test_cancelled_video_keeps_the_frames_done(pipeline, assets_dir, tmp_path):
-    from mega_runtime.media import read_image
+    from mega_runtime.pipeline.media import read_image
 
     clip = tmp_path / "clip.avi"
     _clip(clip, read_image(assets_dir / "images" / PHOTO))
@@ -184,7 +184,7 @@ def test_infer_names_missing_weights_and_the_fetch_command(assets_dir, tmp_path,
 
 
 def test_video_with_undecodable_frames_keeps_the_rest(pipeline, assets_dir, tmp_path):
-    from mega_runtime.media import read_image
+    from mega_runtime.pipeline.media import read_image
 
     clip = tmp_path / "clip.avi"
     _clip(clip, read_image(assets_dir / "images" / PHOTO), frames=6)

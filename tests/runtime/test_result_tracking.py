@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from mega_runtime.result import ARRAYS, OutputExistsError, Result, ResultFormatError, read_result, write_result
-from mega_runtime.tracking import BoxTracker, box_iou
+from mega_runtime.io.result import ARRAYS, OutputExistsError, Result, ResultFormatError, read_result, write_result
+from mega_runtime.pipeline.tracking import BoxTracker, box_iou
 
 
 def make_result(frames: int = 2, people: int = 1, hypotheses: int = 3) -> Result:
@@ -90,8 +90,8 @@ def test_tracker_gives_a_new_id_after_a_long_absence_and_to_newcomers():
 
 
 def test_preview_draws_a_mesh_where_it_projects(assets_dir):
-    from mega_runtime.assets import read_template_ply
-    from mega_runtime.preview import draw_meshes
+    from mega_runtime.io.preview import draw_meshes
+    from mega_runtime.models.assets import read_template_ply
 
     template = read_template_ply(assets_dir / "template.ply")
     body = template.vertices * np.array([1, -1, -1], np.float32) + np.array([0, 0, 4], np.float32)  # y down, 4 m away

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mega_runtime.sampling import (
+from mega_runtime.decoding.sampling import (
     VQMAE_SAMPLING,
     SamplingConfig,
     argmax_decode,

@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 import pytest
 
-from mega_runtime.protocol import LineReader
-from mega_runtime.result import read_result
+from mega_runtime.io.protocol import LineReader
+from mega_runtime.io.result import read_result
 from tests.runtime.serve_helpers import NOISY_SERVE, ServeProcess
 
 PHOTO = "pexels-polina-tankilevitch-6739044.jpg"

@@ -19,7 +19,7 @@ from scipy.sparse import coo_matrix, csc_matrix, csr_matrix
 from scipy.spatial.transform import Rotation
 
 from mega_runtime.errors import SmplError
-from mega_runtime.smpl_skeleton import (
+from mega_runtime.smpl.skeleton import (
     JOINT_NAMES,
     PARENTS,
     axis_angle_to_matrix,
@@ -47,7 +47,7 @@ def smpl_pkl(smpl_arrays, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def model(smpl_pkl):
     pytest.importorskip("smplx", reason="SMPL fitting needs smplx (pip install -e '.[test]')")
-    from mega_runtime.smpl_fit import load_smpl_model
+    from mega_runtime.smpl.fit import load_smpl_model
 
     return load_smpl_model(smpl_pkl)
 
@@ -109,7 +109,7 @@ def test_continuous_quaternions_remove_sign_flips():
 
 
 def test_smpl_skeleton_and_result_import_no_torch():
-    code = "import sys, mega_runtime.smpl_skeleton, mega_runtime.result; sys.exit('torch' in sys.modules)"
+    code = "import sys, mega_runtime.smpl.skeleton, mega_runtime.io.result; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
 
 
@@ -204,7 +204,7 @@ def test_reader_explains_missing_and_foreign_files(tmp_path):
 
 
 def test_missing_smplx_is_explained(smpl_pkl, monkeypatch):
-    from mega_runtime.smpl_fit import load_smpl_model
+    from mega_runtime.smpl.fit import load_smpl_model
 
     monkeypatch.setitem(sys.modules, "smplx", None)
     with pytest.raises(SmplError, match="smplx") as info:
@@ -218,7 +218,7 @@ def test_missing_smplx_is_explained(smpl_pkl, monkeypatch):
 def test_solver_skinning_and_skeleton_match_smplx(model):
     import torch
 
-    from mega_runtime import smpl_fit
+    from mega_runtime.smpl import fit as smpl_fit
 
     motion = _motion(6)
     verts, joints = model.forward(**motion)
@@ -233,7 +233,7 @@ def test_solver_skinning_and_skeleton_match_smplx(model):
 
 
 def test_fit_recovers_known_shape_and_poses(model):
-    from mega_runtime.smpl_fit import fit_smpl
+    from mega_runtime.smpl.fit import fit_smpl
 
     motion = _motion(30)
     verts, joints = model.forward(**motion)
@@ -251,7 +251,7 @@ def test_fit_recovers_known_shape_and_poses(model):
 
 
 def test_fit_is_deterministic_and_skips_unseen_frames(model):
-    from mega_runtime.smpl_fit import fit_smpl
+    from mega_runtime.smpl.fit import fit_smpl
 
     motion = _motion(12, seed=2)
     verts, joints = model.forward(**motion)
@@ -270,8 +270,8 @@ def test_warm_start_from_a_neighbour_repairs_a_frame_stuck_in_a_wrong_minimum(mo
     """A frame whose start twists an arm the wrong way is refitted from the previous / next frame's solution."""
     import torch
 
-    from mega_runtime import smpl_fit
-    from mega_runtime.smpl_fit import SmplFitOptions, fit_smpl
+    from mega_runtime.smpl import fit as smpl_fit
+    from mega_runtime.smpl.fit import SmplFitOptions, fit_smpl
 
     motion = _motion(24, seed=3)
     verts, joints = model.forward(**motion)
@@ -295,7 +295,7 @@ def test_warm_start_from_a_neighbour_repairs_a_frame_stuck_in_a_wrong_minimum(mo
 
 
 def test_fit_refuses_malformed_vertices(model):
-    from mega_runtime.smpl_fit import fit_smpl
+    from mega_runtime.smpl.fit import fit_smpl
 
     with pytest.raises(SmplError, match=r"\(F, 6890, 3\)"):
         fit_smpl(model, np.zeros((4, 6890, 2), np.float32))
@@ -309,7 +309,7 @@ def test_fit_refuses_malformed_vertices(model):
 def _result_with_meshes(path: Path, meshes: np.ndarray, hypotheses: int = 2):
     """A result pair whose person 0 is ``meshes`` (F, 6890, 3) at hypothesis 1 (named by ``path``), and whose
     person 1 is never seen."""
-    from mega_runtime.result import Result, write_result
+    from mega_runtime.io.result import Result, write_result
 
     num_frames = meshes.shape[0]
     vertices = np.zeros((num_frames, 2, hypotheses, 6890, 3), np.float32)
@@ -336,8 +336,8 @@ def _result_with_meshes(path: Path, meshes: np.ndarray, hypotheses: int = 2):
 
 
 def test_cli_fit_smpl_writes_a_new_result_with_the_smpl_arrays(model, smpl_pkl, tmp_path, capsys):
-    from mega_runtime.cli import main
-    from mega_runtime.result import read_result
+    from mega_runtime.commands.cli import main
+    from mega_runtime.io.result import read_result
 
     motion = _motion(8, seed=4)
     verts, joints = model.forward(**motion)
@@ -368,7 +368,7 @@ def test_cli_fit_smpl_writes_a_new_result_with_the_smpl_arrays(model, smpl_pkl, 
 
 
 def test_result_validation_checks_the_smpl_arrays(tmp_path):
-    from mega_runtime.result import ResultFormatError, read_result, write_result
+    from mega_runtime.io.result import ResultFormatError, read_result, write_result
 
     json_path, _ = _result_with_meshes(tmp_path / "clip", np.zeros((3, 6890, 3), np.float32))
     result = read_result(json_path)

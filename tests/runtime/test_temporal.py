@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from mega_runtime.result import Result, read_result, write_result
-from mega_runtime.temporal import (
+from mega_runtime.io.result import Result, read_result, write_result
+from mega_runtime.pipeline.temporal import (
     OneEuroConfig,
     TemporalConfig,
     apply_temporal,
@@ -270,7 +270,7 @@ def test_ng_bad_settings_and_missing_frame_rate_are_refused():
 def test_ok_infer_smooths_a_clip_and_records_the_path_and_jitter(small_checkpoints, assets_dir, tmp_path, monkeypatch):
     import cv2
 
-    from mega_runtime.cli import main
+    from mega_runtime.commands.cli import main
 
     monkeypatch.setenv("MEGA_ASSETS_DIR", str(assets_dir))
     photo = cv2.imread(str(assets_dir / "images" / "pexels-polina-tankilevitch-6739044.jpg"))
@@ -288,7 +288,7 @@ def test_ok_infer_smooths_a_clip_and_records_the_path_and_jitter(small_checkpoin
 
 
 def test_ng_infer_rejects_bad_smoothing_parameters(small_checkpoints, tmp_path, capsys):
-    from mega_runtime.cli import main
+    from mega_runtime.commands.cli import main
 
     argv = ["infer", str(tmp_path), "--checkpoint-dir", str(small_checkpoints), "--out", str(tmp_path / "o")]
     (tmp_path / "a.avi").write_bytes(b"")

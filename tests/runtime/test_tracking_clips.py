@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mega_runtime.tracking import BoxTracker, box_iou
+from mega_runtime.pipeline.tracking import BoxTracker, box_iou
 
 
 def _box(cx, cy, w=80.0, h=200.0):
@@ -259,7 +259,7 @@ def test_ok_a_pan_over_the_shared_group_photo_keeps_every_identity(assets_dir):
 def detector():
     """The default (offline BlazePose) detector, built once for this module's clips."""
     pytest.importorskip("cv2")
-    from mega_runtime.detect import make_detector
+    from mega_runtime.pipeline.detect import make_detector
 
     return make_detector("default")
 

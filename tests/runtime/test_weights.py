@@ -26,13 +26,13 @@ from pathlib import Path
 import pytest
 
 from mega_runtime import weights
+from mega_runtime.commands.weights import add_weights_commands, download_progress_bar
 from mega_runtime.errors import ConfigError, WeightsError
 from mega_runtime.weights import (
     ASSET_FILES,
     CHECKPOINTS,
     AssetFile,
     Sources,
-    add_weights_commands,
     cache_dir,
     extract_archive,
     identify_checkpoint,
@@ -205,7 +205,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     """Official-format files of two tiny models, and the config.json that sizes them."""
     import torch
 
-    from mega_runtime.config import VQMAEConfig
+    from mega_runtime.models.config import VQMAEConfig
     from tests.runtime.tiny_models import TINY, TINY_VIT, tiny_cvqmae, tiny_vqmae
 
     folder = tmp_path_factory.mktemp("tiny-models")
@@ -421,7 +421,7 @@ def test_unknown_model_names_are_refused():
 def test_an_archive_in_the_record_is_unpacked_and_its_models_identified_by_structure(
     server: _Server, tiny_sources: Sources, tiny_models: dict[str, bytes], archive_name, layout, packer, isolated
 ):
-    from mega_runtime.loaders import load_cvqmae, load_vqmae, model_config
+    from mega_runtime.weights.loaders import load_cvqmae, load_vqmae, model_config
 
     members = {layout[k]: tiny_models[k] for k in layout}
     members[layout["mega_vit"].rsplit("/", 1)[0] + "/README.txt"] = b"not a model"
@@ -505,7 +505,7 @@ def test_mesh_vqvae_is_identified_and_strictly_loaded_with_the_connection_matric
 ):
     import torch
 
-    from mega_runtime.assets import load_connection_matrices
+    from mega_runtime.models.assets import load_connection_matrices
     from mega_runtime.models.mesh_vqvae import MeshVQVAE, MeshVQVAEConfig
 
     model = MeshVQVAE(MeshVQVAEConfig(), load_connection_matrices(assets_dir / "connection_matrices"))
@@ -520,7 +520,7 @@ def test_mesh_vqvae_is_identified_and_strictly_loaded_with_the_connection_matric
 def test_identify_checkpoint_reads_the_model_from_its_keys():
     import torch
 
-    from mega_runtime.config import BackboneConfig, CVQMAEConfig
+    from mega_runtime.models.config import BackboneConfig, CVQMAEConfig
     from mega_runtime.models.masked_transformer import CVQMAE
     from tests.runtime.tiny_models import TINY, TINY_VIT
 
@@ -644,8 +644,8 @@ def test_mega_home_overrides_the_platform_cache(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_registry_matches_the_loaders_and_asset_readers():
-    from mega_runtime.assets import CONNECTION_LAYERS, connection_file_name
-    from mega_runtime.loaders import CHECKPOINT_FILES
+    from mega_runtime.models.assets import CONNECTION_LAYERS, connection_file_name
+    from mega_runtime.weights.loaders import CHECKPOINT_FILES
 
     assert {n: c.path for n, c in CHECKPOINTS.items()} == CHECKPOINT_FILES
     expected = {"template.ply", *(f"connection_matrices/{connection_file_name(x)}" for x in CONNECTION_LAYERS)}
@@ -774,7 +774,7 @@ def test_the_progress_bar_draws_one_line_per_file_on_a_terminal():
             return True
 
     stream = Terminal()
-    bar = weights._ProgressBar(stream)
+    bar = download_progress_bar(stream)
     bar("CVQMAE/mega_hrnet", 0, 2_000_000)
     bar("CVQMAE/mega_hrnet", 2_000_000, 2_000_000)
     bar("other", 10, None)

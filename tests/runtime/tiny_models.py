@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mega_runtime.config import BackboneConfig, CVQMAEConfig, TransformerConfig, ViTConfig, VQMAEConfig
+from mega_runtime.models.config import BackboneConfig, CVQMAEConfig, TransformerConfig, ViTConfig, VQMAEConfig
 from mega_runtime.models.masked_transformer import CVQMAE, VQMAE
 
 TINY = TransformerConfig(emb_dim=32, encoder_layer=1, encoder_head=2, decoder_layer=1, decoder_head=2)

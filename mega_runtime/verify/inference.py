@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from mega_runtime.config import CVQMAEConfig, VQMAEConfig
+from mega_runtime.decoding.sampling import official_decoder_mask, official_encoder_order
 from mega_runtime.errors import FixtureError
-from mega_runtime.loaders import CHECKPOINT_FILES, write_folder_config
-from mega_runtime.recipe import FixtureSpec, build_state_dict, save_official_checkpoint
-from mega_runtime.sampling import official_decoder_mask, official_encoder_order
+from mega_runtime.models.config import CVQMAEConfig, VQMAEConfig
+from mega_runtime.verify.recipe import FixtureSpec, build_state_dict, save_official_checkpoint
+from mega_runtime.weights.loaders import CHECKPOINT_FILES, write_folder_config
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def _token_model_checks(
     cond: condition of the reference batch (None for VQMAE); sample_cond: condition of the
     single image the sampler fixture repeats (None for VQMAE).
     """
-    from mega_runtime.sampling import SamplingConfig, sample_tokens_official
+    from mega_runtime.decoding.sampling import SamplingConfig, sample_tokens_official
 
     tokens = torch.from_numpy(ref["tokens"])
     visible = ref["partial_visible_mask"]
@@ -174,7 +174,7 @@ def _token_model_checks(
 
 
 def _cvqmae_config(spec: FixtureSpec) -> CVQMAEConfig:
-    from mega_runtime.config import BackboneConfig, ViTConfig, transformer_from_official
+    from mega_runtime.models.config import BackboneConfig, ViTConfig, transformer_from_official
 
     backbone_type = spec.meta["config"]["backbone"]["type"]
     vit = ViTConfig()
@@ -190,9 +190,9 @@ def _cvqmae_config(spec: FixtureSpec) -> CVQMAEConfig:
 
 
 def _verify_cvqmae(spec: FixtureSpec, workdir: Path, ref: dict[str, np.ndarray], compare: Comparator) -> dict:
-    from mega_runtime.geometry import rotation_6d_to_matrix
-    from mega_runtime.loaders import load_cvqmae
-    from mega_runtime.sampling import argmax_decode_official
+    from mega_runtime.decoding.sampling import argmax_decode_official
+    from mega_runtime.models.geometry import rotation_6d_to_matrix
+    from mega_runtime.weights.loaders import load_cvqmae
 
     config = _cvqmae_config(spec)
     name = f"mega_{config.backbone.type}"
@@ -217,9 +217,9 @@ def _verify_cvqmae(spec: FixtureSpec, workdir: Path, ref: dict[str, np.ndarray],
 
 
 def _verify_vqmae(spec: FixtureSpec, workdir: Path, ref: dict[str, np.ndarray], compare: Comparator) -> dict:
-    from mega_runtime.config import transformer_from_official
-    from mega_runtime.loaders import load_vqmae
-    from mega_runtime.sampling import argmax_decode_official
+    from mega_runtime.decoding.sampling import argmax_decode_official
+    from mega_runtime.models.config import transformer_from_official
+    from mega_runtime.weights.loaders import load_vqmae
 
     config = VQMAEConfig(transformer_from_official(spec.meta["config"]["model"]))
     path = save_official_checkpoint(build_state_dict(spec.path), workdir / CHECKPOINT_FILES["mega_pretrained"])
@@ -239,8 +239,8 @@ def _verify_vqmae(spec: FixtureSpec, workdir: Path, ref: dict[str, np.ndarray], 
 def _verify_mesh_vqvae(
     spec: FixtureSpec, workdir: Path, ref: dict[str, np.ndarray], compare: Comparator, assets_dir: Path
 ) -> dict:
-    from mega_runtime.assets import load_connection_matrices, read_template_ply
-    from mega_runtime.loaders import load_mesh_vqvae
+    from mega_runtime.models.assets import load_connection_matrices, read_template_ply
+    from mega_runtime.weights.loaders import load_mesh_vqvae
 
     connections = load_connection_matrices(assets_dir / "connection_matrices")
     path = save_official_checkpoint(build_state_dict(spec.path), workdir / CHECKPOINT_FILES["mesh_vqvae_54"])
@@ -287,7 +287,7 @@ def _verify_manifests(folder: Path, report: FixtureReport, assets_dir: Path | No
 
 
 def _meta_state_dict(name: str, manifest: dict[str, Any], assets_dir: Path | None) -> dict[str, torch.Tensor]:
-    from mega_runtime.config import BackboneConfig, transformer_from_official
+    from mega_runtime.models.config import BackboneConfig, transformer_from_official
     from mega_runtime.models.masked_transformer import CVQMAE, VQMAE
 
     if name.startswith("cvqmae"):
@@ -298,7 +298,7 @@ def _meta_state_dict(name: str, manifest: dict[str, Any], assets_dir: Path | Non
         with torch.device("meta"):
             return VQMAE(VQMAEConfig(transformer_from_official(manifest["config"]))).state_dict()
     if name.startswith("mesh_vqvae"):
-        from mega_runtime.assets import load_connection_matrices
+        from mega_runtime.models.assets import load_connection_matrices
         from mega_runtime.models.mesh_vqvae import MeshVQVAE, MeshVQVAEConfig
 
         if assets_dir is None:
@@ -374,12 +374,12 @@ def _verify_pipeline_demo(
     spec: FixtureSpec, workdir: Path, ref: dict[str, np.ndarray], compare: Comparator, assets_dir: Path
 ) -> dict:
     """The official demo chain on real photos: crops, camera, tokens, canonical and posed vertices."""
-    from mega_runtime.assets import load_connection_matrices
-    from mega_runtime.geometry import cam_crop_to_full, rotate_vertices, rotation_6d_to_matrix
-    from mega_runtime.loaders import load_cvqmae, load_mesh_vqvae
-    from mega_runtime.media import read_image
-    from mega_runtime.preprocess import crop_person, focal_length_px
-    from mega_runtime.sampling import argmax_decode_official
+    from mega_runtime.decoding.sampling import argmax_decode_official
+    from mega_runtime.models.assets import load_connection_matrices
+    from mega_runtime.models.geometry import cam_crop_to_full, rotate_vertices, rotation_6d_to_matrix
+    from mega_runtime.pipeline.media import read_image
+    from mega_runtime.pipeline.preprocess import crop_person, focal_length_px
+    from mega_runtime.weights.loaders import load_cvqmae, load_mesh_vqvae
 
     siblings = spec.path.parent
     cvqmae_spec = FixtureSpec.read(siblings / "cvqmae_resnet")

@@ -29,9 +29,11 @@ pixels of the original image (continuous coordinates: pixel ``i`` spans ``[i, i 
 ``[0, W] × [0, H]``). Common options: ``conf`` (minimum score), ``max_people`` (keep the best N) and
 ``min_size`` (minimum length in pixels of a box's longer side).
 
-Modules: :mod:`~mega_runtime.detect.base` (:class:`Detection`, :class:`PersonDetector`, the shared checks),
-:mod:`~mega_runtime.detect.boxes` (:class:`GivenBoxes`), :mod:`~mega_runtime.detect.yolo` (:class:`YoloDetector`),
-:mod:`~mega_runtime.detect.blazepose` (:class:`BlazePoseDetector` and its model files); :func:`make_detector` is here.
+Modules: :mod:`~mega_runtime.pipeline.detect.base` (:class:`Detection`, :class:`PersonDetector`, the shared checks),
+:mod:`~mega_runtime.pipeline.detect.boxes` (:class:`GivenBoxes`),
+:mod:`~mega_runtime.pipeline.detect.yolo` (:class:`YoloDetector`),
+:mod:`~mega_runtime.pipeline.detect.blazepose` (:class:`BlazePoseDetector` and its model files);
+:func:`make_detector` is here.
 
 At import, this package needs numpy only: OpenCV and the TFLite interpreter are imported when the default
 detector is built, ultralytics (and with it torch) when the ``"yolo"`` one is.
@@ -41,16 +43,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from mega_runtime.detect.base import Detection, PersonDetector
-from mega_runtime.detect.blazepose import BLAZEPOSE_MODEL_FILES, BlazePoseDetector, find_blazepose_models
-from mega_runtime.detect.blazepose import ENV_MODEL_DIR as ENV_MODEL_DIR
-from mega_runtime.detect.blazepose import _grow_with_mask as _grow_with_mask
-from mega_runtime.detect.blazepose import _ssd_anchor_centres as _ssd_anchor_centres
-from mega_runtime.detect.blazepose import _weighted_nms as _weighted_nms
-from mega_runtime.detect.boxes import GivenBoxes
-from mega_runtime.detect.yolo import YoloDetector
-from mega_runtime.detect.yolo import detections_from_ultralytics as detections_from_ultralytics
 from mega_runtime.errors import ConfigError
+from mega_runtime.pipeline.detect.base import Detection, PersonDetector
+from mega_runtime.pipeline.detect.blazepose import BLAZEPOSE_MODEL_FILES, BlazePoseDetector, find_blazepose_models
+from mega_runtime.pipeline.detect.blazepose import ENV_MODEL_DIR as ENV_MODEL_DIR
+from mega_runtime.pipeline.detect.blazepose import _grow_with_mask as _grow_with_mask
+from mega_runtime.pipeline.detect.blazepose import _ssd_anchor_centres as _ssd_anchor_centres
+from mega_runtime.pipeline.detect.blazepose import _weighted_nms as _weighted_nms
+from mega_runtime.pipeline.detect.boxes import GivenBoxes
+from mega_runtime.pipeline.detect.yolo import YoloDetector
+from mega_runtime.pipeline.detect.yolo import detections_from_ultralytics as detections_from_ultralytics
 
 __all__ = [
     "BLAZEPOSE_MODEL_FILES",

@@ -3,7 +3,7 @@
 Threads: a reader thread reads requests from stdin and answers ``hello``, ``cancel`` and ``shutdown`` at once;
 the main thread runs ``infer`` jobs one at a time, in arrival order (PyTorch and OpenCV run faster there).
 Pipelines are loaded on first use, one per (model, device), and kept. Every reply goes through one
-:class:`~mega_runtime.protocol.ReplyWriter` on the original stdout; file descriptor 1 itself is pointed at
+:class:`~mega_runtime.io.protocol.ReplyWriter` on the original stdout; file descriptor 1 itself is pointed at
 stderr, so nothing else can write into the protocol.
 
 Jobs write only inside their output folder: the request's ``out_dir``, or ``<work dir>/jobs/<n>-<id>`` (removed
@@ -32,7 +32,7 @@ from typing import IO, Any
 
 from mega_runtime import __version__
 from mega_runtime.errors import MegaError
-from mega_runtime.protocol import (
+from mega_runtime.io.protocol import (
     MAX_INLINE_BYTES,
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
@@ -261,10 +261,10 @@ class Server:
         self.writer.send("progress", rid, stage=stage, done=done, total=total, message=message)
 
     def _pipeline(self, request: InferRequest):
-        from mega_runtime.detect import make_detector
+        from mega_runtime.decoding.sampling import CVQMAE_SAMPLING, SamplingConfig
         from mega_runtime.mega import resolve_device
-        from mega_runtime.pipeline import Pipeline, PipelineConfig
-        from mega_runtime.sampling import CVQMAE_SAMPLING, SamplingConfig
+        from mega_runtime.pipeline.chain import Pipeline, PipelineConfig
+        from mega_runtime.pipeline.detect import make_detector
 
         device = resolve_device(request.device or self.config.device)
         key = (request.model, device)
@@ -295,7 +295,7 @@ class Server:
 
     def _fit_smpl(self, result, model_path: str):
         """The result with an SMPL fit per person (the user's model file, loaded once and kept)."""
-        from mega_runtime.smpl_fit import fit_result, load_smpl_model
+        from mega_runtime.smpl.fit import fit_result, load_smpl_model
 
         model = self._smpl_models.get(model_path)
         if model is None:
@@ -319,8 +319,8 @@ class Server:
         return folder, private
 
     def _run(self, job: _Job) -> None:
-        from mega_runtime.media import FrameRange, decode_image, read_image
-        from mega_runtime.result import result_paths, write_result
+        from mega_runtime.io.result import result_paths, write_result
+        from mega_runtime.pipeline.media import FrameRange, decode_image, read_image
 
         request, rid = job.request, job.request.request_id
         if request.path is not None and not Path(request.path).is_file():
@@ -419,7 +419,7 @@ class Server:
 
 
 def _apply_temporal(result, settings: dict[str, Any]):
-    from mega_runtime.temporal import OneEuroConfig, TemporalConfig, apply_temporal
+    from mega_runtime.pipeline.temporal import OneEuroConfig, TemporalConfig, apply_temporal
 
     try:
         config = TemporalConfig(

@@ -2,7 +2,7 @@
 
 The model files (:data:`BLAZEPOSE_MODEL_FILES`) are found by :func:`find_blazepose_models`; OpenCV and the
 interpreter are imported when a :class:`BlazePoseDetector` is built. How the two stages work is described in
-the package docstring (:mod:`mega_runtime.detect`) and in docs/detection.md.
+the package docstring (:mod:`mega_runtime.pipeline.detect`) and in docs/detection.md.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from mega_runtime.detect.base import Detection, _check_common, _check_image, _finish, _iou
 from mega_runtime.errors import ConfigError, DetectorError
+from mega_runtime.pipeline.detect.base import Detection, _check_common, _check_image, _finish, _iou
 
 ENV_MODEL_DIR = "MEGA_DETECTOR_DIR"
 """Environment variable naming a folder with the two BlazePose ``.tflite`` files (overrides ``mediapipe``)."""

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
-from mega_runtime.progress import ProgressBar
+from mega_runtime.commands.progress import ProgressBar
 from mega_runtime.weights.downloads import _human_size
 from mega_runtime.weights.registry import (
     CHECKPOINTS,
@@ -25,7 +25,7 @@ from mega_runtime.weights.resolve import resolve_assets_dir, resolve_checkpoint_
 from mega_runtime.weights.state import FileStatus, status
 
 
-def _ProgressBar(stream: IO[str]) -> ProgressBar:
+def download_progress_bar(stream: IO[str]) -> ProgressBar:
     """The download progress bar: sizes in bytes, a 'downloading …' line when the stream is not a terminal."""
     return ProgressBar(stream, fmt=_human_size, verb="downloading")
 
@@ -80,7 +80,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
     models = args.models or DEFAULT_MODELS
-    bar = _ProgressBar(sys.stderr)
+    bar = download_progress_bar(sys.stderr)
     try:
         assets = resolve_assets_dir(args.assets_dir, download=True, progress=bar)
         checkpoints = resolve_checkpoint_dir(

@@ -23,7 +23,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from mega_runtime.verify import verify
+    from mega_runtime.verify.inference import verify
 
     folders = [Path(p) for p in args.fixtures]
     skipped = [p for p in folders if not p.is_dir()]
@@ -50,7 +50,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from mega_runtime.serve import ServeConfig, serve
+    from mega_runtime.commands.serve import ServeConfig, serve
 
     if args.max_message_bytes < 1024 or args.max_inline_bytes < 1:
         raise MegaError("the message limits are too small", hint="use --max-message-bytes of at least 1024")
@@ -69,7 +69,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _add_serve_command(sub: Any) -> None:
-    from mega_runtime.protocol import MAX_INLINE_BYTES, MAX_MESSAGE_BYTES
+    from mega_runtime.io.protocol import MAX_INLINE_BYTES, MAX_MESSAGE_BYTES
 
     p = sub.add_parser(
         "serve",
@@ -92,8 +92,8 @@ def _add_serve_command(sub: Any) -> None:
 
 
 def _cmd_fit_smpl(args: argparse.Namespace) -> int:
-    from mega_runtime.result import OutputExistsError, read_result, result_paths, write_result
-    from mega_runtime.smpl_fit import fit_result, load_smpl_model
+    from mega_runtime.io.result import OutputExistsError, read_result, result_paths, write_result
+    from mega_runtime.smpl.fit import fit_result, load_smpl_model
 
     source_json, _ = result_paths(args.result)
     out = args.out or source_json.with_name(source_json.name[: -len(".json")] + ".smpl")
@@ -157,11 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_verify)
 
-    from mega_runtime.cli_infer import add_infer_commands
+    from mega_runtime.commands.infer import add_infer_commands
 
     add_infer_commands(sub)
 
-    from mega_runtime.weights import add_weights_commands
+    from mega_runtime.commands.weights import add_weights_commands
 
     add_weights_commands(sub)
     _add_serve_command(sub)

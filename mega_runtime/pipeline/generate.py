@@ -13,7 +13,7 @@ import numpy as np
 
 from mega_runtime import __version__
 from mega_runtime.constants import NUM_TOKENS, NUM_VERTICES
-from mega_runtime.result import Result
+from mega_runtime.io.result import Result
 
 #: Nominal camera of generated bodies: square image, this many pixels, focal 1000/224 of it.
 NOMINAL_IMAGE_PX = 1024
@@ -33,10 +33,10 @@ def generate_bodies(
     """Sample ``count`` bodies (official settings: 20 steps, temperature 1.3, power-5 annealing)."""
     import torch
 
-    from mega_runtime.assets import read_template_ply
+    from mega_runtime.decoding.sampling import SamplingConfig
     from mega_runtime.mega import Mega, resolve_device
-    from mega_runtime.pipeline import camera_meta
-    from mega_runtime.sampling import SamplingConfig
+    from mega_runtime.models.assets import read_template_ply
+    from mega_runtime.pipeline.chain import camera_meta
     from mega_runtime.weights import resolve_assets_dir, resolve_checkpoint_dir
 
     assets = resolve_assets_dir(assets_dir)

@@ -1,7 +1,7 @@
 """The whole chain, and the only module that knows it: media → people → crops → MEGA → camera → result.
 
 :class:`Pipeline` holds a loaded :class:`~mega_runtime.mega.Mega`, a person detector and the
-faces of the SMPL topology, and turns a photo or a video into a :class:`~mega_runtime.result.Result`.
+faces of the SMPL topology, and turns a photo or a video into a :class:`~mega_runtime.io.result.Result`.
 Vertices in the result are in metres in the camera frame (OpenCV axes: x right, y down, z forward)
 of a pinhole camera with focal 1000/224·max(W, H) px and the principal point at the image centre:
 v_cam = R·v + t with t from the official ``cam_crop_to_full``. Hypothesis 0 is always the
@@ -22,11 +22,11 @@ import numpy as np
 
 from mega_runtime import __version__
 from mega_runtime.constants import NUM_TOKENS, NUM_VERTICES
-from mega_runtime.media import FrameRange, iter_frames, open_video, read_image
-from mega_runtime.preprocess import Crop, crop_person, focal_length_px
-from mega_runtime.result import Result
-from mega_runtime.sampling import CVQMAE_SAMPLING, SamplingConfig
-from mega_runtime.tracking import BoxTracker
+from mega_runtime.decoding.sampling import CVQMAE_SAMPLING, SamplingConfig
+from mega_runtime.io.result import Result
+from mega_runtime.pipeline.media import FrameRange, iter_frames, open_video, read_image
+from mega_runtime.pipeline.preprocess import Crop, crop_person, focal_length_px
+from mega_runtime.pipeline.tracking import BoxTracker
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +103,11 @@ class Pipeline:
         progress=None,
     ) -> Pipeline:
         """Resolve weights (local folders or the cache, downloading when allowed) and load everything."""
-        from mega_runtime.assets import read_template_ply
-        from mega_runtime.detect import make_detector
-        from mega_runtime.loaders import CHECKPOINT_FILES
         from mega_runtime.mega import Mega, resolve_device
+        from mega_runtime.models.assets import read_template_ply
+        from mega_runtime.pipeline.detect import make_detector
         from mega_runtime.weights import resolve_assets_dir, resolve_checkpoint_dir
+        from mega_runtime.weights.loaders import CHECKPOINT_FILES
 
         assets = resolve_assets_dir(assets_dir, progress=progress)
         checkpoints = resolve_checkpoint_dir(
@@ -129,7 +129,7 @@ class Pipeline:
     # -- core -----------------------------------------------------------------------------------
     def _people_boxes(self, image: np.ndarray, boxes: Sequence[Sequence[float]] | None) -> np.ndarray:
         if boxes is not None:
-            from mega_runtime.detect import make_detector
+            from mega_runtime.pipeline.detect import make_detector
 
             detections = make_detector("boxes", boxes=boxes).detect(image)
         else:
@@ -145,7 +145,7 @@ class Pipeline:
         """MEGA on a list of crops (batched), then the full-image camera."""
         import torch
 
-        from mega_runtime.geometry import cam_crop_to_full
+        from mega_runtime.models.geometry import cam_crop_to_full
 
         out: list[_PersonOutput] = []
         cfg = self.config

@@ -16,7 +16,7 @@ MEGA reconstructs every frame on its own. For a video result this module adds, p
 Time: ``fps`` is always the rate of the *result's* frames — the clip's frame rate divided by the ``--frames``
 step (``source.frame_step``); :func:`result_fps` works it out.
 
-:func:`apply_temporal` turns a :class:`~mega_runtime.result.Result` into one with the optional arrays ``path``
+:func:`apply_temporal` turns a :class:`~mega_runtime.io.result.Result` into one with the optional arrays ``path``
 (int16 (F, P)), ``smoothed_vertices`` (float32 (F, P, 6890, 3)) and ``smoothed_cam_t`` (float32 (F, P, 3)) and a
 ``temporal`` block in its metadata (settings and jitter per person); docs/result-format.md, docs/video.md.
 """
@@ -265,13 +265,13 @@ def result_fps(meta: dict[str, Any]) -> float | None:
 
 
 def apply_temporal(result, config: TemporalConfig, fps: float | None = None):
-    """A copy of a video :class:`~mega_runtime.result.Result` with ``path`` (int16 (F, P)), when ``config.smooth``
+    """A copy of a video :class:`~mega_runtime.io.result.Result` with ``path`` (int16 (F, P)), when ``config.smooth``
     ``smoothed_vertices`` (float32 (F, P, 6890, 3)) and ``smoothed_cam_t`` (float32 (F, P, 3)), and a ``temporal``
     metadata block: the settings, ``fps`` and per person ``track_id`` and the jitter (m/s²) of hypothesis 0, of the
     path and (smoothing on) of the smoothed bodies. ``fps``: of the result's frames, default :func:`result_fps`.
     The input is left unchanged.
     """
-    from mega_runtime.result import Result
+    from mega_runtime.io.result import Result
 
     fps = fps or result_fps(result.meta)
     if fps is None or fps <= 0:

@@ -36,7 +36,7 @@ def parse_boxes(text: str) -> list[list[float]]:
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
     """Files as given; folders → their photos and videos (sorted). A missing path is a usage error."""
-    from mega_runtime.media import VIDEO_SUFFIXES
+    from mega_runtime.pipeline.media import VIDEO_SUFFIXES
 
     found: list[Path] = []
     for item in inputs:
@@ -65,7 +65,7 @@ def _model_name(value: str) -> str:
 
 
 def _sampling(args: argparse.Namespace):
-    from mega_runtime.sampling import SamplingConfig
+    from mega_runtime.decoding.sampling import SamplingConfig
 
     try:
         return SamplingConfig(steps=args.steps, temperature=args.temperature)
@@ -77,7 +77,7 @@ def _temporal(args: argparse.Namespace):
     """The video post-processing asked for on the command line, or None."""
     if args.path == "zero" and not args.smooth:
         return None
-    from mega_runtime.temporal import OneEuroConfig, TemporalConfig
+    from mega_runtime.pipeline.temporal import OneEuroConfig, TemporalConfig
 
     try:
         return TemporalConfig(
@@ -96,10 +96,10 @@ def _temporal(args: argparse.Namespace):
 
 
 def _cmd_infer(args: argparse.Namespace) -> int:
-    from mega_runtime.media import FrameRange, is_video, read_image
-    from mega_runtime.progress import ProgressBar
-    from mega_runtime.result import OutputExistsError, result_paths, write_result
-    from mega_runtime.weights import _ProgressBar as DownloadBar
+    from mega_runtime.commands.progress import ProgressBar
+    from mega_runtime.commands.weights import download_progress_bar as DownloadBar
+    from mega_runtime.io.result import OutputExistsError, result_paths, write_result
+    from mega_runtime.pipeline.media import FrameRange, is_video, read_image
 
     inputs = expand_inputs(args.inputs)
     boxes = parse_boxes(args.boxes) if args.boxes else None
@@ -121,9 +121,9 @@ def _cmd_infer(args: argparse.Namespace) -> int:
             )
         plans.append((path, targets))
 
-    from mega_runtime.detect import make_detector
     from mega_runtime.mega import resolve_device
-    from mega_runtime.pipeline import Pipeline, PipelineConfig
+    from mega_runtime.pipeline.chain import Pipeline, PipelineConfig
+    from mega_runtime.pipeline.detect import make_detector
 
     config = PipelineConfig(
         model=_model_name(args.model),
@@ -149,7 +149,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
                 )
                 frames_bar.close()
                 if temporal is not None:
-                    from mega_runtime.temporal import apply_temporal
+                    from mega_runtime.pipeline.temporal import apply_temporal
 
                     result = apply_temporal(result, temporal)
             else:
@@ -161,7 +161,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
             for warning in result.meta.get("warnings", []):
                 print(f"  warning: {warning}")
             if args.preview and image is not None:
-                from mega_runtime.preview import write_preview, write_uncertainty_preview
+                from mega_runtime.io.preview import write_preview, write_uncertainty_preview
 
                 write_preview(result, image, targets[2])
                 write_uncertainty_preview(result, image, targets[3])
@@ -176,8 +176,8 @@ def _cmd_infer(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from mega_runtime.generate import generate_bodies
-    from mega_runtime.result import result_paths, write_result
+    from mega_runtime.io.result import result_paths, write_result
+    from mega_runtime.pipeline.generate import generate_bodies
 
     if args.count < 1:
         raise MegaError(f"--count must be at least 1, got {args.count}")

@@ -21,7 +21,7 @@ import numpy as np
 
 from mega_runtime.constants import NUM_FACES, NUM_TOKENS, NUM_VERTICES
 from mega_runtime.errors import MegaError
-from mega_runtime.smpl_skeleton import SMPL_RESULT_ARRAYS
+from mega_runtime.smpl.skeleton import SMPL_RESULT_ARRAYS
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,8 @@ ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
     "frame_indices": ("int32", ("F",)),
 }
 
-#: Optional arrays (checked when present): added by mega_runtime.temporal for videos, and the ``smpl_*``
-#: arrays of an SMPL fit (``mega-runtime fit-smpl``, mega_runtime.smpl_skeleton).
+#: Optional arrays (checked when present): added by mega_runtime.pipeline.temporal for videos, and the ``smpl_*``
+#: arrays of an SMPL fit (``mega-runtime fit-smpl``, mega_runtime.smpl.skeleton).
 OPTIONAL_ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
     "path": ("int16", ("F", "P")),
     "smoothed_vertices": ("float32", ("F", "P", NUM_VERTICES, 3)),

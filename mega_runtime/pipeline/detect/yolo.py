@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from mega_runtime.detect.base import Detection, _check_common, _check_image, _finish
 from mega_runtime.errors import DetectorError
+from mega_runtime.pipeline.detect.base import Detection, _check_common, _check_image, _finish
 
 
 class YoloDetector:

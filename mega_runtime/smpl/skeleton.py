@@ -1,7 +1,7 @@
 """The SMPL skeleton, rotation helpers, a safe reader of SMPL model files, and the SMPL arrays of a result.
 
 numpy only (plus the standard library and :mod:`mega_runtime.errors`): no torch, no scipy, no bpy, so the
-Blender side and the CLI start-up can use it. The fitting itself lives in :mod:`mega_runtime.smpl_fit` (torch).
+Blender side and the CLI start-up can use it. The fitting itself lives in :mod:`mega_runtime.smpl.fit` (torch).
 
 Conventions (as SMPL / ``smplx``):
 
@@ -481,7 +481,7 @@ def smpl_result_arrays(fits: Sequence[SmplFit | None], hypothesis: np.ndarray) -
 
 
 def with_smpl_fit(result: Any, fits: Sequence[SmplFit | None], hypothesis: np.ndarray, meta: dict[str, Any]) -> Any:
-    """A copy of ``result`` (a :class:`mega_runtime.result.Result`) carrying the SMPL arrays and ``meta["smpl"]``.
+    """A copy of ``result`` (a :class:`mega_runtime.io.result.Result`) carrying the SMPL arrays and ``meta["smpl"]``.
 
     The result keeps every array it had (earlier ``smpl_*`` arrays are replaced); the JSON's ``smpl`` object
     records the model file and how the fit was made (see docs/smpl.md).

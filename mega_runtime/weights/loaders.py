@@ -1,7 +1,7 @@
 """Build models and fill them from official checkpoint files.
 
 One function per checkpoint kind. Each reads the file with
-:func:`~mega_runtime.checkpoint.read_state_dict`, sizes the model from its
+:func:`~mega_runtime.weights.checkpoint.read_state_dict`, sizes the model from its
 configuration (the ViT position-embedding length comes from the file itself),
 and fills it strictly. Large models are built on PyTorch's ``meta`` device and
 take the file's tensors directly, so no time or memory is spent on a random
@@ -26,9 +26,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from mega_runtime.checkpoint import load_into, read_state_dict
-from mega_runtime.config import PRESETS, CVQMAEConfig, VQMAEConfig, config_from_dict, with_vit_positions
 from mega_runtime.errors import CheckpointError, ConfigError
+from mega_runtime.models.config import PRESETS, CVQMAEConfig, VQMAEConfig, config_from_dict, with_vit_positions
+from mega_runtime.weights.checkpoint import load_into, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def load_vqmae(path: Path | str, config: VQMAEConfig, device: torch.device | str
 def load_mesh_vqvae(path: Path | str, connections: dict, device: torch.device | str = "cpu"):
     """Load the official ``MESH_VQVAE/mesh_vqvae_54`` file into a :class:`MeshVQVAE` in eval mode.
 
-    connections: the 14 connection matrices (:func:`mega_runtime.assets.load_connection_matrices`).
+    connections: the 14 connection matrices (:func:`mega_runtime.models.assets.load_connection_matrices`).
     """
     from mega_runtime.models.mesh_vqvae import MeshVQVAE, MeshVQVAEConfig
 

@@ -35,8 +35,8 @@ import numpy as np
 import torch
 
 from mega_runtime.errors import SmplError
-from mega_runtime.result import Result
-from mega_runtime.smpl_skeleton import (
+from mega_runtime.io.result import Result
+from mega_runtime.smpl.skeleton import (
     NUM_BETAS,
     NUM_JOINTS,
     PARENTS,

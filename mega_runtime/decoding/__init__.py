@@ -1,0 +1,1 @@
+"""Decoding token sequences: reveal schedules, samplers driven by a ``torch.Generator``, and scoring."""

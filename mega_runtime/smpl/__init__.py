@@ -1,0 +1,1 @@
+"""SMPL fitting and skeleton helpers for user-supplied SMPL model files (never bundled)."""

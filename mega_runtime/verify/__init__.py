@@ -1,0 +1,1 @@
+"""Proof against the official code: rebuild seeded reference weights and compare with the fixtures."""
