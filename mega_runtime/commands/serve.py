@@ -331,6 +331,14 @@ class Server:
         temporary: Path | None = None
         stem = _free_stem(out_dir, request.result_name or Path(request.name).stem or "result")
         partial_paths: list[Path] = []
+        stopped: list[bool] = []  # one entry once run_video has stopped early for a cancel
+
+        def should_stop() -> bool:
+            if job.cancel.is_set():
+                stopped.append(True)
+                return True
+            return False
+
         try:
             pipeline = self._pipeline(request)
             if job.cancel.is_set():
@@ -362,13 +370,13 @@ class Server:
                         source,
                         frames,
                         progress=lambda done, total: self._progress(rid, "frames", done, total, "frames"),
-                        should_stop=job.cancel.is_set,
+                        should_stop=should_stop,
                         checkpoint=None if request.inline_result else keep,
                         checkpoint_every_s=self.config.checkpoint_every_s,
                     )
                 except MegaError as exc:
                     raise _with_partial(exc, partial_paths) from exc
-                if job.cancel.is_set() and result.num_frames == 0:
+                if stopped and result.num_frames == 0:
                     raise JobCancelled("the job was cancelled before its first frame")
                 if request.path is None:
                     result.meta["source"]["path"] = request.name
@@ -397,7 +405,7 @@ class Server:
             for path in set(partial_paths):
                 path.unlink(missing_ok=True)
             summary = {
-                "cancelled": job.cancel.is_set() and request.is_video,
+                "cancelled": bool(stopped),
                 "num_frames": result.num_frames,
                 "num_people": result.num_people,
                 "num_hypotheses": result.num_hypotheses,
@@ -406,16 +414,15 @@ class Server:
             if request.inline_result:
                 meta = json.loads(json_path.read_text(encoding="utf-8"))
                 npz = base64.b64encode(npz_path.read_bytes()).decode("ascii")
-                self.writer.send("result", rid, meta=meta, npz=npz, **summary)
+                reply = {"meta": meta, "npz": npz, **summary}
             else:
-                self.writer.send(
-                    "result", rid, json_path=str(json_path.resolve()), npz_path=str(npz_path.resolve()), **summary
-                )
+                reply = {"json_path": str(json_path.resolve()), "npz_path": str(npz_path.resolve()), **summary}
         finally:
             if temporary is not None:
                 temporary.unlink(missing_ok=True)
             if private and request.inline_result:
                 shutil.rmtree(out_dir, ignore_errors=True)
+        self.writer.send("result", rid, **reply)  # after the clean-up: what the client sees is final
 
 
 def _apply_temporal(result, settings: dict[str, Any]):

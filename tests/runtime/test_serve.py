@@ -28,7 +28,7 @@ from tests.runtime.serve_helpers import NOISY_SERVE, ServeProcess
 PHOTO = "pexels-polina-tankilevitch-6739044.jpg"
 BOX = [264.0, 1453.0, 1609.0, 2661.0]
 NUM_VIDEO_FRAMES = 60
-#: Growth of the server's resident memory allowed between job 10 (warm) and job 50 (docs/protocol.md).
+#: Growth of the server's resident memory allowed from jobs 6–15 (warm) to jobs 41–50, medians (docs/protocol.md).
 RSS_BOUND_MIB = 32
 
 
@@ -216,17 +216,21 @@ def test_ok_cancel_in_the_middle_of_a_video_returns_the_frames_done(server, vide
 
 def test_ok_fifty_jobs_in_a_row_keep_memory_flat(fresh_server, photo, tmp_path):
     """On a server of its own: after other work (videos) the allocator may hand memory back and regrow it to its
-    earlier peak, which is not a leak but would blur the measure."""
+    earlier peak, which is not a leak but would blur the measure. One reading can sit ~40 MiB off its neighbours
+    (glibc trimming and re-mapping), so the median of jobs 6–15 is compared with the median of jobs 41–50: a
+    leak lifts the whole later window, a lone spike does not."""
     server = fresh_server
     rss = {}
     for i in range(1, 51):
         infer(server, f"j{i}", {"path": str(photo)}, tmp_path / "out", **{"return": "inline"})
         assert server.until(f"j{i}")[-1]["type"] == "result"
-        if i in (10, 50):
-            rss[i] = server.rss_mib()
-    growth = rss[50] - rss[10]
-    print(f"resident memory after job 10: {rss[10]:.0f} MiB, after job 50: {rss[50]:.0f} MiB ({growth:+.1f} MiB)")
-    assert growth < RSS_BOUND_MIB
+        rss[i] = server.rss_mib()
+    warm = float(np.median([rss[i] for i in range(6, 16)]))
+    late = float(np.median([rss[i] for i in range(41, 51)]))
+    print(f"resident memory, median of jobs 6-15: {warm:.0f} MiB, of jobs 41-50: {late:.0f} MiB ({late - warm:+.1f})")
+    later = [rss[i] for i in range(6, 51)]
+    print(f"  range over jobs 6-50: {min(later):.0f}-{max(later):.0f} MiB")
+    assert late - warm < RSS_BOUND_MIB
 
 
 # -- what the runtime touches ---------------------------------------------------------------------------------------
