@@ -263,8 +263,9 @@ class Pipeline:
         Frames are decoded sequentially and their crops batched through the model. ``progress`` is
         called with (frames done, frames expected or None); ``should_stop`` is polled per frame — when
         it returns True the frames done so far are returned with a warning. ``checkpoint``, when given, is
-        called about every ``checkpoint_every_s`` seconds with a result of the frames finished so far (so a
-        caller can keep them should the process die before the end).
+        called about every ``checkpoint_every_s`` seconds with a result of all the frames decoded so far — a
+        part-filled batch is run first, so a checkpoint never waits for a full batch (so a caller can keep them
+        should the process die before the end).
         """
         frames = frames or FrameRange()
         capture, info = open_video(path)
@@ -315,13 +316,15 @@ class Pipeline:
             pending.extend(
                 (len(per_frame) - 1, int(tid), box, crop) for tid, box, crop in zip(ids, boxes, crops, strict=True)
             )
-            if len(pending) >= self.config.batch_size:
+            # A due checkpoint flushes a part-filled batch: what it keeps must not wait for a full batch.
+            due = checkpoint is not None and time.perf_counter() - last_checkpoint >= checkpoint_every_s
+            if len(pending) >= self.config.batch_size or (due and pending):
                 flush()
-                if checkpoint is not None and time.perf_counter() - last_checkpoint >= checkpoint_every_s:
-                    partial = [f"partial: the first {len(indices)} frames"]
-                    meta = self._meta(source, info.width, info.height, timings, partial)
-                    checkpoint(Result(meta=meta, arrays=self._assemble(per_frame, indices)))
-                    last_checkpoint = time.perf_counter()
+            if due and checkpoint is not None:
+                partial = [f"partial: the first {len(indices)} frames"]
+                meta = self._meta(source, info.width, info.height, timings, partial)
+                checkpoint(Result(meta=meta, arrays=self._assemble(per_frame, indices)))
+                last_checkpoint = time.perf_counter()
             if progress is not None:
                 progress(len(indices), expected)
         if pending:

@@ -540,36 +540,23 @@ def test_ng_failure_midway_removes_everything_this_import_made(blender, result_p
     assert bpy.context.scene.camera is None
 
 
-def test_ok_import_is_fast_enough_to_feel_instant(blender, tmp_path):
-    """A loose guard (the benchmark measures properly): 1 person × 16 hypotheses well under a second."""
-    import time
-
-    path = write_result(tmp_path, "one", make_arrays(num_people=1, num_hypotheses=16))
-    start = time.perf_counter()
-    _import(path)
-    assert time.perf_counter() - start < 1.0
-
-
 def test_ok_rotation_is_a_quarter_turn_about_x():
     assert coords.camera_rotation_euler() == (math.pi / 2, 0.0, 0.0)
 
 
-def test_ok_shared_photo_result_from_the_runtime_imports(blender, tmp_path):
-    """The issue's 'done when': a result made by `mega-runtime infer` on a shared photo (small test weights)."""
+def test_ok_shared_photo_result_from_the_runtime_imports(blender, tmp_path, assets_dir, small_checkpoints):
+    """The issue's 'done when': a result made by `mega-runtime infer` on a shared photo (small test weights,
+    written once per session by the ``small_checkpoints`` fixture)."""
     import subprocess
     import sys
 
-    image = REPO_ROOT.parent / "shared" / "assets" / "images" / "pexels-labonheure-13020855.jpg"
-    assets = REPO_ROOT.parent / "shared" / "assets"
-    weights = REPO_ROOT / "checkpoints-small"
-    if not (image.is_file() and (assets / "template.ply").is_file() and (weights / "config.json").is_file()):
-        pytest.skip("needs ../shared/assets (photo, template.ply) and checkpoints-small/")
+    image = assets_dir / "images" / "pexels-labonheure-13020855.jpg"
+    assets, weights = assets_dir, small_checkpoints
     command = [sys.executable, "-m", "mega_runtime", "infer", str(image), "--out", str(tmp_path)]
     command += ["--checkpoint-dir", str(weights), "--assets-dir", str(assets), "--model", "resnet"]
     command += ["--hypotheses", "8", "--device", "cpu"]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
-    if run.returncode != 0:
-        pytest.skip(f"the runtime could not run here: {run.stderr.strip().splitlines()[-1:]}")
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
     path = tmp_path / (image.stem + ".json")
     meta = json.loads(path.read_text())
     assert _import(path) == {"FINISHED"}
