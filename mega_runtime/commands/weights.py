@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mega_runtime.commands.progress import ProgressBar
-from mega_runtime.weights.downloads import _human_size
+from mega_runtime.weights.downloads import human_size
 from mega_runtime.weights.registry import (
     CHECKPOINTS,
     DEFAULT_MODELS,
@@ -27,7 +27,7 @@ from mega_runtime.weights.state import FileStatus, status
 
 def download_progress_bar(stream: IO[str]) -> ProgressBar:
     """The download progress bar: sizes in bytes, a 'downloading …' line when the stream is not a terminal."""
-    return ProgressBar(stream, fmt=_human_size, verb="downloading")
+    return ProgressBar(stream, fmt=human_size, verb="downloading")
 
 
 def _parse_models(text: str) -> tuple[str, ...]:
@@ -56,7 +56,7 @@ def _print_rows(rows: list[FileStatus], required: set[str]) -> None:
             state = "BAD"
         else:
             state = "missing" if row.name in required or row.kind == "asset" else "absent"
-        size = _human_size(row.size) if row.size is not None else ""
+        size = human_size(row.size) if row.size is not None else ""
         optional = "" if row.kind == "asset" or row.name in required else "  (optional)"
         print(f"  {state:<8} {row.name:<{width}}  {size:>9}  {row.path}{optional}")
         if row.problem and row.problem != "missing":

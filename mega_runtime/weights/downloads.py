@@ -44,7 +44,7 @@ def _expected(sha256: str | None, md5: str | None) -> dict[str, str]:
     return {k: v.lower() for k, v in (("sha256", sha256), ("md5", md5)) if v}
 
 
-def _present_and_valid(path: Path, sha256: str | None, md5: str | None, size: int | None) -> bool:
+def present_and_valid(path: Path, sha256: str | None, md5: str | None, size: int | None) -> bool:
     if not path.is_file():
         return False
     if size is not None and path.stat().st_size != size:
@@ -77,7 +77,7 @@ def download(
     dest = Path(dest)
     label = label or dest.name
     hint = hint or f"check the network connection and run `{FETCH_COMMAND}` again"
-    if _present_and_valid(dest, sha256, md5, size):
+    if present_and_valid(dest, sha256, md5, size):
         log.debug("%s is already present and verified; not downloading it again", dest)
         return dest
     try:
@@ -120,7 +120,7 @@ def download(
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    log.info("downloaded %s (%s in %.1f s)", dest.name, _human_size(received), time.monotonic() - started)
+    log.info("downloaded %s (%s in %.1f s)", dest.name, human_size(received), time.monotonic() - started)
     return dest
 
 
@@ -169,7 +169,7 @@ def _transfer(
     return received, total, {name: hasher.hexdigest() for name, hasher in hashers.items()}
 
 
-def _fetch_json(url: str, timeout: float, hint: str) -> Any:
+def fetch_json(url: str, timeout: float, hint: str) -> Any:
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT, "Accept": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -190,7 +190,7 @@ def _fetch_json(url: str, timeout: float, hint: str) -> Any:
         raise WeightsError(f"the listing at {url} is not valid JSON: {exc}", hint=hint) from exc
 
 
-def _human_size(n: int | None) -> str:
+def human_size(n: int | None) -> str:
     if n is None:
         return "unknown size"
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from mega_runtime.errors import ConfigError, MegaError, WeightsError
-from mega_runtime.weights.downloads import _human_size, _present_and_valid, download, file_digests
+from mega_runtime.weights.downloads import download, file_digests, human_size, present_and_valid
 from mega_runtime.weights.identify import identify_checkpoint_file, verify_checkpoint
 from mega_runtime.weights.registry import (
     _CONFIG_FILE,
@@ -53,7 +53,7 @@ log = logging.getLogger(__package__)  # one logger for the package: mega_runtime
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _curl(url: str, path: Path) -> str:
+def curl_command(url: str, path: Path) -> str:
     return f"curl -L --create-dirs -o '{path}' '{url}'"
 
 
@@ -82,7 +82,7 @@ def resolve_assets_dir(
     if local is not None:
         missing = [f for f in sources.assets if not (local / f.name).is_file()]
         if missing:
-            fixes = "\n    ".join(_curl(f.url(sources.assets_base_url), local / f.name) for f in missing)
+            fixes = "\n    ".join(curl_command(f.url(sources.assets_base_url), local / f.name) for f in missing)
             raise WeightsError(
                 f"the assets folder {local} ({origin}) lacks {len(missing)} file(s): "
                 + ", ".join(f.name for f in missing),
@@ -93,7 +93,7 @@ def resolve_assets_dir(
         return local
 
     folder = cache_assets_dir()
-    stale = [f for f in sources.assets if not _present_and_valid(folder / f.name, f.sha256, None, f.size)]
+    stale = [f for f in sources.assets if not present_and_valid(folder / f.name, f.sha256, None, f.size)]
     if not stale:
         return folder
     if not download:
@@ -112,7 +112,7 @@ def resolve_assets_dir(
 def _download_asset(url: str, dest: Path, asset: AssetFile, progress: ProgressCallback | None, timeout: float) -> None:
     hint = (
         f"check the network connection and run `{FETCH_COMMAND}` again, or download it yourself "
-        f"({_curl(url, dest)}), or set {ENV_ASSETS_DIR} to a folder holding the official assets"
+        f"({curl_command(url, dest)}), or set {ENV_ASSETS_DIR} to a folder holding the official assets"
     )
     download(
         url, dest, sha256=asset.sha256, size=asset.size, progress=progress, timeout=timeout, label=asset.name, hint=hint
@@ -339,5 +339,5 @@ class _Fetcher:
             "source": source,
         }
         _write_manifest(self.folder, manifest)
-        log.info("installed %s (%s) from %s", dest, _human_size(st.st_size), source)
+        log.info("installed %s (%s) from %s", dest, human_size(st.st_size), source)
         return True

@@ -25,7 +25,7 @@ from mega_runtime.weights.registry import (
     cache_checkpoints_dir,
     default_sources,
 )
-from mega_runtime.weights.resolve import _curl
+from mega_runtime.weights.resolve import curl_command
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def _asset_status(explicit: Path | str | None, sources: Sources) -> list[FileSta
     for asset in sources.assets:
         path = folder / asset.name
         url = asset.url(sources.assets_base_url)
-        fix = _curl(url, path) if local is not None else FETCH_COMMAND
+        fix = curl_command(url, path) if local is not None else FETCH_COMMAND
         if not path.is_file():
             rows.append(FileStatus(asset.name, "asset", path, False, False, False, url, None, "missing", fix))
             continue

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from mega_runtime.errors import WeightsError
-from mega_runtime.weights.downloads import _fetch_json
+from mega_runtime.weights.downloads import fetch_json
 from mega_runtime.weights.registry import (
     _CHUNK,
     CHECKPOINTS,
@@ -94,7 +94,7 @@ def list_zenodo_record(sources: Sources | None = None) -> list[RemoteFile]:
         f"check the network connection and run it again, or download the checkpoints by hand from "
         f"{ZENODO_PAGE_URL} and pass their folder with --checkpoint-dir (or set {ENV_CHECKPOINTS_DIR})"
     )
-    return parse_zenodo_files(_fetch_json(sources.zenodo_record_url, sources.timeout, hint), sources.zenodo_record_url)
+    return parse_zenodo_files(fetch_json(sources.zenodo_record_url, sources.timeout, hint), sources.zenodo_record_url)
 
 
 _ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")

@@ -21,6 +21,7 @@ from mega_runtime.pipeline.detect import (
     detections_from_ultralytics,
     make_detector,
 )
+from mega_runtime.pipeline.detect import blazepose as blazepose_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -159,7 +160,7 @@ def test_model_folder_with_missing_or_foreign_files_is_refused(tmp_path, monkeyp
 
 
 def test_detector_anchors_follow_mediapipe_layout():
-    anchors = detect._ssd_anchor_centres()
+    anchors = blazepose_module.ssd_anchor_centres()
     assert anchors.shape == (2254, 2)
     assert np.allclose(anchors[0], anchors[1]) and np.allclose(anchors[0], [0.5 / 28, 0.5 / 28])
     assert np.allclose(anchors[1568], [0.5 / 14, 0.5 / 14])  # after 28×28×2 stride-8 anchors
@@ -171,7 +172,7 @@ def test_weighted_nms_averages_overlapping_detections():
     boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60]], dtype=float)
     keypoints = np.zeros((3, 4, 2))
     keypoints[1] += 3.0
-    kept = detect._weighted_nms(np.array([0.6, 0.9, 0.8]), boxes, keypoints, 0.3)
+    kept = blazepose_module.weighted_nms(np.array([0.6, 0.9, 0.8]), boxes, keypoints, 0.3)
     assert [k[0] for k in kept] == [0.9, 0.8]
     assert np.allclose(kept[0][1], [0.6, 0, 10.6, 10])  # (0.9·[1,0,11,10] + 0.6·[0,0,10,10]) / 1.5
     assert np.allclose(kept[0][2], 1.8)
@@ -184,7 +185,8 @@ def test_mask_growth_stops_at_a_gap_and_at_the_cap():
     left = np.concatenate([np.stack([np.full_like(ys, x), ys], 1) for x in (95.0, 96.0, 97.0, 98.0, 99.0)])
     right = np.stack([np.full_like(ys, 240.0), ys], 1)  # 40 px away on the right: a gap
     above = np.stack([np.full(50, 150.0), np.arange(50.0, 100.0)], 1)  # contiguous 50 px up, cap 20
-    grown = detect._grow_with_mask(box, np.vstack([left, right, above]), 1.0, np.array([30.0, 20.0, 30.0, 30.0]))
+    caps = np.array([30.0, 20.0, 30.0, 30.0])
+    grown = blazepose_module.grow_with_mask(box, np.vstack([left, right, above]), 1.0, caps)
     assert grown[0] == pytest.approx(94.0, abs=1.5)
     assert grown[2] == 200.0
     assert grown[1] == pytest.approx(80.0)

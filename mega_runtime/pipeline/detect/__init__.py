@@ -47,9 +47,6 @@ from mega_runtime.errors import ConfigError
 from mega_runtime.pipeline.detect.base import Detection, PersonDetector
 from mega_runtime.pipeline.detect.blazepose import BLAZEPOSE_MODEL_FILES, BlazePoseDetector, find_blazepose_models
 from mega_runtime.pipeline.detect.blazepose import ENV_MODEL_DIR as ENV_MODEL_DIR
-from mega_runtime.pipeline.detect.blazepose import _grow_with_mask as _grow_with_mask
-from mega_runtime.pipeline.detect.blazepose import _ssd_anchor_centres as _ssd_anchor_centres
-from mega_runtime.pipeline.detect.blazepose import _weighted_nms as _weighted_nms
 from mega_runtime.pipeline.detect.boxes import GivenBoxes
 from mega_runtime.pipeline.detect.yolo import YoloDetector
 from mega_runtime.pipeline.detect.yolo import detections_from_ultralytics as detections_from_ultralytics

@@ -42,7 +42,7 @@ class PersonDetector(Protocol):
 # -- shared checks and filtering ---------------------------------------------------------------------------
 
 
-def _check_image(image_bgr: Any) -> tuple[int, int]:
+def check_image(image_bgr: Any) -> tuple[int, int]:
     if not isinstance(image_bgr, np.ndarray):
         raise DetectionInputError(
             f"the image must be a numpy array, not {type(image_bgr).__name__}", hint="pass a (H, W, 3) uint8 BGR array"
@@ -55,7 +55,7 @@ def _check_image(image_bgr: Any) -> tuple[int, int]:
     return int(image_bgr.shape[0]), int(image_bgr.shape[1])
 
 
-def _check_common(conf: float, max_people: int | None, min_size: float) -> tuple[float, int | None, float]:
+def check_common_options(conf: float, max_people: int | None, min_size: float) -> tuple[float, int | None, float]:
     if not (isinstance(conf, numbers.Real) and 0.0 <= conf <= 1.0):
         raise ConfigError(f"conf must be a number in [0, 1], got {conf!r}", hint="e.g. conf=0.5")
     if max_people is not None and not (isinstance(max_people, numbers.Integral) and max_people >= 1):
@@ -65,14 +65,16 @@ def _check_common(conf: float, max_people: int | None, min_size: float) -> tuple
     return float(conf), None if max_people is None else int(max_people), float(min_size)
 
 
-def _finish(detections: Sequence[Detection], conf: float, max_people: int | None, min_size: float) -> list[Detection]:
+def finish_detections(
+    detections: Sequence[Detection], conf: float, max_people: int | None, min_size: float
+) -> list[Detection]:
     """Keep score ≥ conf and longer side ≥ min_size, sort by score (stable), keep at most max_people."""
     kept = [d for d in detections if d.score >= conf and max(d.width, d.height) >= min_size]
     kept.sort(key=lambda d: -d.score)
     return kept if max_people is None else kept[:max_people]
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """IoU of one xyxy box with each row of ``boxes`` (N, 4)."""
     x1 = np.maximum(box[0], boxes[:, 0])
     y1 = np.maximum(box[1], boxes[:, 1])

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from mega_runtime.errors import ConfigError, DetectorError
-from mega_runtime.pipeline.detect.base import Detection, _check_common, _check_image, _finish, _iou
+from mega_runtime.pipeline.detect.base import Detection, box_iou, check_common_options, check_image, finish_detections
 
 ENV_MODEL_DIR = "MEGA_DETECTOR_DIR"
 """Environment variable naming a folder with the two BlazePose ``.tflite`` files (overrides ``mediapipe``)."""
@@ -137,7 +137,7 @@ def _tflite_interpreter_class() -> Any:
     )
 
 
-def _ssd_anchor_centres() -> np.ndarray:
+def ssd_anchor_centres() -> np.ndarray:
     """(2254, 2) anchor centres of the BlazePose detector, in input fractions (MediaPipe's SsdAnchorsCalculator
     with fixed anchor size, aspect ratio 1 and the interpolated scale: two anchors per layer and cell; layers of
     equal stride share one grid)."""
@@ -230,7 +230,7 @@ class BlazePoseDetector:
         num_threads: int | None = None,
         tiles: bool = True,
     ) -> None:
-        self.conf, self.max_people, self.min_size = _check_common(conf, max_people, min_size)
+        self.conf, self.max_people, self.min_size = check_common_options(conf, max_people, min_size)
         if num_threads is None:
             num_threads = min(4, os.cpu_count() or 1)
         if not (isinstance(num_threads, numbers.Integral) and num_threads >= 1):
@@ -259,7 +259,7 @@ class BlazePoseDetector:
         self._lmk_points = lmk_outputs[(1, 195)]
         self._lmk_presence = lmk_outputs[(1, 1)]
         self._lmk_mask = lmk_outputs[(1, _LMK_SIZE, _LMK_SIZE, 1)]
-        self._anchors = _ssd_anchor_centres()
+        self._anchors = ssd_anchor_centres()
 
     # stage 1: the pose detector ---------------------------------------------------------------------------
     def _squares(self, height: int, width: int) -> list[tuple[float, float, float]]:
@@ -294,7 +294,7 @@ class BlazePoseDetector:
         boxes = np.concatenate([centre - half, centre + half], axis=1)
         keypoints = values[:, 4:12].reshape(-1, 4, 2) + anchors[:, None, :]
         candidates = []
-        for score, box, kps in _weighted_nms(scores[keep], boxes, keypoints, _DET_NMS_IOU):
+        for score, box, kps in weighted_nms(scores[keep], boxes, keypoints, _DET_NMS_IOU):
             origin = np.array([x0, y0])
             candidates.append(_Candidate(score, box * side + np.tile(origin, 2), kps * side + origin))
         return candidates
@@ -340,7 +340,7 @@ class BlazePoseDetector:
         points = np.vstack([body, head_top[None], np.stack(tips)])
         box = np.concatenate([points.min(0), points.max(0)])
         size = float(max(box[2] - box[0], box[3] - box[1]))
-        box = _grow_with_mask(box, mask_points, step, np.array(_MASK_GROWTH) * size)
+        box = grow_with_mask(box, mask_points, step, np.array(_MASK_GROWTH) * size)
         margin = _BOX_MARGIN * float(max(box[2] - box[0], box[3] - box[1]))
         box = box + np.array([-margin, -margin, margin, margin])
         return np.clip(box, 0.0, [width, height, width, height])
@@ -359,7 +359,7 @@ class BlazePoseDetector:
         return None
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]:
-        height, width = _check_image(image_bgr)
+        height, width = check_image(image_bgr)
         pyramid = _Pyramid(image_bgr, self._cv2)
         candidates: list[_Candidate] = []
         for x0, y0, side in self._squares(height, width):
@@ -385,16 +385,16 @@ class BlazePoseDetector:
                 continue
             nose = landmarks[0]
             duplicate = any(
-                _iou(box, other[None])[0] > 0.6 and np.linalg.norm(nose - other_nose) < 0.15 * (box[3] - box[1])
+                box_iou(box, other[None])[0] > 0.6 and np.linalg.norm(nose - other_nose) < 0.15 * (box[3] - box[1])
                 for _, other, other_nose in people
             )
             if not duplicate:
                 people.append((group[0].score, box, nose))
         out = [Detection((float(b[0]), float(b[1]), float(b[2]), float(b[3])), float(score)) for score, b, _ in people]
-        return _finish(out, self.conf, self.max_people, self.min_size)
+        return finish_detections(out, self.conf, self.max_people, self.min_size)
 
 
-def _weighted_nms(
+def weighted_nms(
     scores: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray, threshold: float
 ) -> list[tuple[float, np.ndarray, np.ndarray]]:
     """MediaPipe's WEIGHTED non-maximum suppression: each kept detection is the score-weighted mean of the
@@ -407,7 +407,7 @@ def _weighted_nms(
     for i in range(len(scores)):
         if not alive[i]:
             continue
-        group = alive & (_iou(boxes[i], boxes) > threshold)
+        group = alive & (box_iou(boxes[i], boxes) > threshold)
         group[i] = True
         weights = scores[group]
         total = float(weights.sum())
@@ -418,7 +418,7 @@ def _weighted_nms(
     return out
 
 
-def _grow_with_mask(box: np.ndarray, points: np.ndarray, step: float, caps: np.ndarray) -> np.ndarray:
+def grow_with_mask(box: np.ndarray, points: np.ndarray, step: float, caps: np.ndarray) -> np.ndarray:
     """Grow each side of ``box`` (x1, y1, x2, y2) outwards while the mask points continue without a gap (bins
     of 1.5 mask pixels), by at most ``caps`` = (left, top, right, bottom) pixels."""
     if len(points) == 0:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from mega_runtime.errors import ConfigError, DetectionInputError
-from mega_runtime.pipeline.detect.base import Detection, _check_common, _check_image, _finish
+from mega_runtime.pipeline.detect.base import Detection, check_common_options, check_image, finish_detections
 
 
 class GivenBoxes:
@@ -34,7 +34,7 @@ class GivenBoxes:
         max_people: int | None = None,
         min_size: float = 0.0,
     ) -> None:
-        self.conf, self.max_people, self.min_size = _check_common(conf, max_people, min_size)
+        self.conf, self.max_people, self.min_size = check_common_options(conf, max_people, min_size)
         if boxes is None:
             raise ConfigError("detector 'boxes' needs boxes=[(x1, y1, x2, y2), ...]", hint="pass the boxes in pixels")
         rows = self._parse(boxes)
@@ -74,7 +74,7 @@ class GivenBoxes:
         return rows
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]:
-        height, width = _check_image(image_bgr)
+        height, width = check_image(image_bgr)
         out = []
         for i, ((x1, y1, x2, y2), score) in enumerate(zip(self.boxes, self.scores, strict=True)):
             cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
@@ -85,4 +85,4 @@ class GivenBoxes:
                     hint="give boxes in pixels of this image (x in [0, width], y in [0, height])",
                 )
             out.append(Detection((cx1, cy1, cx2, cy2), score))
-        return _finish(out, self.conf, self.max_people, self.min_size)
+        return finish_detections(out, self.conf, self.max_people, self.min_size)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from mega_runtime.errors import DetectorError
-from mega_runtime.pipeline.detect.base import Detection, _check_common, _check_image, _finish
+from mega_runtime.pipeline.detect.base import Detection, check_common_options, check_image, finish_detections
 
 
 class YoloDetector:
@@ -32,7 +32,7 @@ class YoloDetector:
         min_size: float = 0.0,
         device: str | None = None,
     ) -> None:
-        self.conf, self.max_people, self.min_size = _check_common(conf, max_people, min_size)
+        self.conf, self.max_people, self.min_size = check_common_options(conf, max_people, min_size)
         self.device = device
         hint = "pip install ultralytics, download yolov8x.pt yourself and pass weights='path/to/yolov8x.pt'"
         if weights is None:
@@ -48,12 +48,12 @@ class YoloDetector:
         self._model = ultralytics.YOLO(str(path))
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]:
-        _check_image(image_bgr)
+        check_image(image_bgr)
         kwargs: dict[str, Any] = {"classes": [self.PERSON_CLASS], "conf": self.conf, "verbose": False}
         if self.device is not None:
             kwargs["device"] = self.device
         results = self._model.predict(image_bgr, **kwargs)
-        return _finish(detections_from_ultralytics(results), self.conf, self.max_people, self.min_size)
+        return finish_detections(detections_from_ultralytics(results), self.conf, self.max_people, self.min_size)
 
 
 def _to_numpy(values: Any) -> np.ndarray:
