@@ -129,7 +129,7 @@ def build_animation(
     if np.any(np.diff(result.frame_indices) <= 0):
         raise ResultFormatError(f"{result.path}: its frame numbers are not increasing", "re-run mega-runtime infer")
     num_samples = max(1, min(hypotheses or result.num_hypotheses, result.num_hypotheses))
-    intrinsics = scene_build._intrinsics(result, sensor_mm)
+    intrinsics = scene_build.result_intrinsics(result, sensor_mm)
     shown = scene_frame_map(result.frame_indices)  # (N,) result frame per scene frame
     people = [p for p in range(result.num_people) if bool(result.valid[:, p].any())]
     warnings: list[str] = []
@@ -151,9 +151,9 @@ def build_animation(
     files: list[Path] = []
     try:
         collection = created.add(bpy.data.collections.new(f"MEGA {result.source_name}"))
-        camera = scene_build._build_camera(collection, result, intrinsics, None, created)
+        camera = scene_build.build_camera(collection, result, intrinsics, None, created)
         _attach_clip(camera, result, frame_start, created, warnings)
-        material = scene_build._build_material(created) if people else None
+        material = scene_build.build_material(created) if people else None
         built = []
         for p in people:
             obj, made = _build_animated_person(
@@ -161,7 +161,7 @@ def build_animation(
             )
             files += made
             built.append(obj)
-        scene_build._link_into_scene(context, scene, collection, camera, built, intrinsics)
+        scene_build.link_into_scene(context, scene, collection, camera, built, intrinsics)
         scene.frame_start = frame_start
         scene.frame_end = frame_start + shown.size - 1
         if result.fps:
@@ -186,7 +186,7 @@ def build_animation(
 def _attach_clip(
     camera: bpy.types.Object, result: MegaResult, frame_start: int, created: Any, warnings: list[str]
 ) -> bpy.types.MovieClip | None:
-    source = scene_build._find_source_image(result)
+    source = scene_build.find_source_image(result)
     if source is None:
         warnings.append(f"{result.source_name}: the clip ({result.source_path}) was not found; no background")
         return None
@@ -240,8 +240,8 @@ def _build_animated_person(
 
     mesh = cast(bpy.types.Mesh, created.add(bpy.data.meshes.new(name)))
     base_world = opencv_to_blender_world(chosen_vertices(result, person, np.array([first_seen]))[0])
-    scene_build._fill_mesh(mesh, (base_world - location.astype(np.float32)).astype(np.float32), result.faces)
-    scene_build._add_uncertainty(mesh, result.vertex_std[first_seen, person].astype(np.float32), range_m)
+    scene_build.fill_mesh(mesh, (base_world - location.astype(np.float32)).astype(np.float32), result.faces)
+    scene_build.add_uncertainty(mesh, result.vertex_std[first_seen, person].astype(np.float32), range_m)
     if material is not None:
         mesh.materials.append(material)
     obj = cast(bpy.types.Object, created.add(bpy.data.objects.new(name, mesh)))

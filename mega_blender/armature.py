@@ -155,7 +155,7 @@ def _build_body(
     a = result.extra_arrays
     name = f"MEGA SMPL Body {person + 1}"
     mesh = cast(bpy.types.Mesh, created.add(bpy.data.meshes.new(name)))
-    scene_build._fill_mesh(mesh, a["smpl_rest_vertices"][person].astype(np.float32), result.faces)
+    scene_build.fill_mesh(mesh, a["smpl_rest_vertices"][person].astype(np.float32), result.faces)
     body = cast(bpy.types.Object, created.add(bpy.data.objects.new(name, mesh)))
     collection.objects.link(body)
     weights = np.asarray(a["smpl_weights"], dtype=np.float64)

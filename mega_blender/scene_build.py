@@ -174,7 +174,7 @@ def build_result(
             f"{result.path} has {result.num_frames} frame(s); frame {frame} does not exist",
             f"choose a frame between 0 and {max(result.num_frames - 1, 0)}",
         )
-    intrinsics = _intrinsics(result, sensor_mm)
+    intrinsics = result_intrinsics(result, sensor_mm)
     warnings: list[str] = []
     if result.num_frames > 1:
         warnings.append(
@@ -188,16 +188,16 @@ def build_result(
         if p not in people:
             warnings.append(f"{result.source_name}: {person_name(p)} is not seen in frame {frame}; skipped")
     range_m = _uncertainty_range(result, frame, people, uncertainty_range_m)
-    image_path = _find_source_image(result)
+    image_path = find_source_image(result)
 
     created = _Created()
     try:
         collection = created.add(bpy.data.collections.new(f"MEGA {result.source_name}"))
         image = _load_image(image_path, result, created, warnings)
-        camera = _build_camera(collection, result, intrinsics, image, created)
-        material = _build_material(created) if people else None
+        camera = build_camera(collection, result, intrinsics, image, created)
+        material = build_material(created) if people else None
         built = [_build_person(collection, result, frame, p, material, range_m, created) for p in people]
-        _link_into_scene(context, scene, collection, camera, built, intrinsics)
+        link_into_scene(context, scene, collection, camera, built, intrinsics)
     except BaseException:
         created.remove_all()
         raise
@@ -211,7 +211,8 @@ def build_result(
 # --- checks done before anything is created ---------------------------------------------------------------
 
 
-def _intrinsics(result: MegaResult, sensor_mm: float) -> CameraIntrinsics:
+def result_intrinsics(result: MegaResult, sensor_mm: float) -> CameraIntrinsics:
+    """Blender camera settings (lens, sensor, shift in mm / fractions) for the result's pinhole camera."""
     width, height = result.image_size
     try:
         return camera_intrinsics(width, height, result.focal_px, result.principal_point_px, sensor_mm=sensor_mm)
@@ -233,7 +234,7 @@ def _uncertainty_range(result: MegaResult, frame: int, people: list[int], reques
 SOURCE_SEARCH_DEPTH = 3
 
 
-def _find_source_image(result: MegaResult) -> Path | None:
+def find_source_image(result: MegaResult) -> Path | None:
     """The photo the result was made from.
 
     The runtime records the path as it was given to it, so a relative path is relative to the folder it ran in,
@@ -275,13 +276,14 @@ def _load_image(
         return None
 
 
-def _build_camera(
+def build_camera(
     collection: bpy.types.Collection,
     result: MegaResult,
     intrinsics: CameraIntrinsics,
     image: bpy.types.Image | None,
     created: _Created,
 ) -> bpy.types.Object:
+    """A new camera at the origin looking along +Y with ``intrinsics``, the photo (if any) as its background."""
     name = f"MEGA Camera {result.source_name}"
     data = cast(bpy.types.Camera, created.add(bpy.data.cameras.new(name)))
     data.type = "PERSP"
@@ -312,7 +314,8 @@ def _build_camera(
     return camera
 
 
-def _build_material(created: _Created) -> bpy.types.Material:
+def build_material(created: _Created) -> bpy.types.Material:
+    """A new skin material that shows the ``MEGA Uncertainty`` colour attribute."""
     material = cast(bpy.types.Material, created.add(bpy.data.materials.new(UNCERTAINTY_MATERIAL)))
     material.diffuse_color = SKIN_RGBA
     material[MATERIAL_FLAG_PROP] = True
@@ -368,9 +371,9 @@ def _build_person(
     order = hypothesis_order(log_likelihood)  # key k (1-based) holds hypothesis order[k - 1]
 
     mesh = cast(bpy.types.Mesh, created.add(bpy.data.meshes.new(name)))
-    _fill_mesh(mesh, shapes_local[0], result.faces)
+    fill_mesh(mesh, shapes_local[0], result.faces)
     std = result.vertex_std[frame, person].astype(np.float32)  # (V,) metres
-    _add_uncertainty(mesh, std, range_m)
+    add_uncertainty(mesh, std, range_m)
     if material is not None:
         mesh.materials.append(material)
 
@@ -401,7 +404,7 @@ def _build_person(
     return obj
 
 
-def _fill_mesh(mesh: bpy.types.Mesh, vertices: np.ndarray, faces: np.ndarray) -> None:
+def fill_mesh(mesh: bpy.types.Mesh, vertices: np.ndarray, faces: np.ndarray) -> None:
     """``vertices`` (V, 3) float32 metres, ``faces`` (F, 3) int32 → triangles, smooth shaded."""
     num_vertices, num_faces = int(vertices.shape[0]), int(faces.shape[0])
     mesh.vertices.add(num_vertices)
@@ -415,7 +418,7 @@ def _fill_mesh(mesh: bpy.types.Mesh, vertices: np.ndarray, faces: np.ndarray) ->
     mesh.shade_smooth()
 
 
-def _add_uncertainty(mesh: bpy.types.Mesh, std_m: np.ndarray, range_m: float) -> None:
+def add_uncertainty(mesh: bpy.types.Mesh, std_m: np.ndarray, range_m: float) -> None:
     """``std_m`` (V,) float32 metres → FLOAT attribute and the active/render FLOAT_COLOR attribute."""
     spread = cast(bpy.types.FloatAttribute, mesh.attributes.new(UNCERTAINTY_ATTRIBUTE, "FLOAT", "POINT"))
     spread.data.foreach_set("value", std_m)
@@ -452,7 +455,7 @@ def _add_hypothesis_keys(obj: bpy.types.Object, shapes_local: np.ndarray, order:
     obj.active_shape_key_index = 0
 
 
-def _link_into_scene(
+def link_into_scene(
     context: bpy.types.Context,
     scene: bpy.types.Scene,
     collection: bpy.types.Collection,

@@ -21,3 +21,15 @@ CODEBOOK_SIZE = 512
 
 TOKEN_DIM = 9
 """Channels of one latent token (``vq_vae._embedding.weight`` columns)."""
+
+NUM_JOINTS = 24
+"""Joints of the SMPL skeleton (pelvis first), as in a user-supplied SMPL model's ``kintree_table``."""
+
+NUM_BODY_JOINTS = 23
+"""SMPL joints below the pelvis: the rows of ``body_pose``."""
+
+NUM_BETAS = 10
+"""SMPL shape coefficients fitted per person."""
+
+CHECKPOINT_CONFIG_FILE = "config.json"
+"""Model sizes of non-official (e.g. seeded test) checkpoints, beside them in their folder; absent for the official."""

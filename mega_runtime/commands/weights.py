@@ -17,9 +17,9 @@ from mega_runtime.weights.registry import (
     ENV_HOME,
     MESHCONV_COMMIT,
     ZENODO_RECORD_ID,
-    _local_folder,
     cache_assets_dir,
     cache_checkpoints_dir,
+    local_folder,
 )
 from mega_runtime.weights.resolve import resolve_assets_dir, resolve_checkpoint_dir
 from mega_runtime.weights.state import FileStatus, status
@@ -43,7 +43,7 @@ def _parse_models(text: str) -> tuple[str, ...]:
 
 
 def _where(explicit: Path | None, env_name: str, cache: Path) -> str:
-    local, origin = _local_folder(explicit, env_name)
+    local, origin = local_folder(explicit, env_name)
     return f"{local} ({origin})" if local is not None else f"{cache} (download cache)"
 
 

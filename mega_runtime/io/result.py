@@ -19,9 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from mega_runtime.constants import NUM_FACES, NUM_TOKENS, NUM_VERTICES
+from mega_runtime.constants import NUM_BETAS, NUM_BODY_JOINTS, NUM_FACES, NUM_JOINTS, NUM_TOKENS, NUM_VERTICES
 from mega_runtime.errors import MegaError
-from mega_runtime.smpl.skeleton import SMPL_RESULT_ARRAYS
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +41,18 @@ ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
     "track_ids": ("int32", ("P",)),
     "valid": ("bool", ("F", "P")),
     "frame_indices": ("int32", ("F",)),
+}
+
+#: Optional arrays an SMPL fit adds to a result (name → dtype, shape; symbols as in ``ARRAYS``).
+SMPL_RESULT_ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
+    "smpl_betas": ("float32", ("P", NUM_BETAS)),
+    "smpl_global_orient": ("float32", ("F", "P", 3)),
+    "smpl_body_pose": ("float32", ("F", "P", NUM_BODY_JOINTS, 3)),
+    "smpl_transl": ("float32", ("F", "P", 3)),
+    "smpl_joints": ("float32", ("F", "P", NUM_JOINTS, 3)),
+    "smpl_rest_joints": ("float32", ("P", NUM_JOINTS, 3)),
+    "smpl_vertex_error": ("float32", ("F", "P")),
+    "smpl_hypothesis": ("int16", ("F", "P")),
 }
 
 #: Optional arrays (checked when present): added by mega_runtime.pipeline.temporal for videos, and the ``smpl_*``

@@ -35,13 +35,12 @@ from typing import Any
 
 import numpy as np
 
+from mega_runtime.constants import NUM_BETAS, NUM_BODY_JOINTS, NUM_JOINTS
 from mega_runtime.errors import SmplError
+from mega_runtime.io.result import SMPL_RESULT_ARRAYS
 
 log = logging.getLogger(__name__)
 
-NUM_JOINTS = 24
-NUM_BODY_JOINTS = 23
-NUM_BETAS = 10
 NUM_POSE_FEATURES = 9 * NUM_BODY_JOINTS
 SMPL_NUM_VERTICES = 6890
 SMPL_NUM_FACES = 13776
@@ -445,17 +444,6 @@ class SmplFit:
         return int(self.global_orient.shape[0])
 
 
-#: Optional arrays an SMPL fit adds to a result (name → dtype, shape; symbols as in ``result.ARRAYS``).
-SMPL_RESULT_ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
-    "smpl_betas": ("float32", ("P", NUM_BETAS)),
-    "smpl_global_orient": ("float32", ("F", "P", 3)),
-    "smpl_body_pose": ("float32", ("F", "P", NUM_BODY_JOINTS, 3)),
-    "smpl_transl": ("float32", ("F", "P", 3)),
-    "smpl_joints": ("float32", ("F", "P", NUM_JOINTS, 3)),
-    "smpl_rest_joints": ("float32", ("P", NUM_JOINTS, 3)),
-    "smpl_vertex_error": ("float32", ("F", "P")),
-    "smpl_hypothesis": ("int16", ("F", "P")),
-}
 
 
 def smpl_result_arrays(fits: Sequence[SmplFit | None], hypothesis: np.ndarray) -> dict[str, np.ndarray]:

@@ -18,12 +18,12 @@ from typing import IO, Any
 
 from mega_runtime.errors import WeightsError
 from mega_runtime.weights.registry import (
-    _CHUNK,
-    _DEFAULT_TIMEOUT_S,
-    _MAX_JSON_BYTES,
-    _USER_AGENT,
+    CHUNK_BYTES,
+    DEFAULT_TIMEOUT_S,
     ENV_HOME,
     FETCH_COMMAND,
+    MAX_JSON_BYTES,
+    USER_AGENT,
     ProgressCallback,
 )
 
@@ -34,7 +34,7 @@ def file_digests(path: Path | str, algorithms: Iterable[str] = ("sha256",)) -> d
     """Hex digests of a file, ``{algorithm: hex}``, computed in one pass."""
     hashers = {name: hashlib.new(name) for name in algorithms}
     with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
+        while chunk := handle.read(CHUNK_BYTES):
             for hasher in hashers.values():
                 hasher.update(chunk)
     return {name: hasher.hexdigest() for name, hasher in hashers.items()}
@@ -63,7 +63,7 @@ def download(
     md5: str | None = None,
     size: int | None = None,
     progress: ProgressCallback | None = None,
-    timeout: float = _DEFAULT_TIMEOUT_S,
+    timeout: float = DEFAULT_TIMEOUT_S,
     label: str | None = None,
     hint: str | None = None,
 ) -> Path:
@@ -136,14 +136,14 @@ def _transfer(
     """Stream ``url`` into ``out``; (bytes received, Content-Length or None, hex digests)."""
     hashers = {name: hashlib.new(name) for name in algorithms}
     received = 0
-    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.strip().isdigit() else None
             if progress is not None:
                 progress(label, 0, total)
-            while chunk := response.read(_CHUNK):
+            while chunk := response.read(CHUNK_BYTES):
                 out.write(chunk)
                 for hasher in hashers.values():
                     hasher.update(chunk)
@@ -170,10 +170,10 @@ def _transfer(
 
 
 def fetch_json(url: str, timeout: float, hint: str) -> Any:
-    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT, "Accept": "application/json"})
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            body = response.read(_MAX_JSON_BYTES + 1)
+            body = response.read(MAX_JSON_BYTES + 1)
     except urllib.error.HTTPError as exc:
         raise WeightsError(f"listing {url} failed: HTTP {exc.code} {exc.reason}", hint=hint) from exc
     except TimeoutError as exc:
@@ -182,8 +182,8 @@ def fetch_json(url: str, timeout: float, hint: str) -> Any:
         raise WeightsError(f"cannot reach {url}: {exc.reason}", hint=hint) from exc
     except (OSError, http.client.HTTPException) as exc:
         raise WeightsError(f"listing {url} failed: {type(exc).__name__}: {exc}", hint=hint) from exc
-    if len(body) > _MAX_JSON_BYTES:
-        raise WeightsError(f"the listing at {url} is larger than {_MAX_JSON_BYTES} bytes", hint=hint)
+    if len(body) > MAX_JSON_BYTES:
+        raise WeightsError(f"the listing at {url} is larger than {MAX_JSON_BYTES} bytes", hint=hint)
     try:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mega_runtime.constants import CHECKPOINT_CONFIG_FILE
 from mega_runtime.errors import CheckpointError, ConfigError
 from mega_runtime.models.config import PRESETS, CVQMAEConfig, VQMAEConfig, config_from_dict, with_vit_positions
 from mega_runtime.weights.checkpoint import load_into, read_state_dict
@@ -40,13 +41,12 @@ CHECKPOINT_FILES: dict[str, str] = {
     "mega_pretrained": "VQMAE/mega_pretrained",
     "mesh_vqvae_54": "MESH_VQVAE/mesh_vqvae_54",
 }
-CONFIG_FILE = "config.json"
 CONFIG_FORMAT = "mega-runtime-checkpoints"
 
 
 def read_folder_config(folder: Path | str) -> dict[str, dict[str, Any]]:
     """The per-model configurations in ``folder/config.json`` ({} when there is none)."""
-    path = Path(folder) / CONFIG_FILE
+    path = Path(folder) / CHECKPOINT_CONFIG_FILE
     if not path.is_file():
         return {}
     try:
@@ -60,7 +60,7 @@ def read_folder_config(folder: Path | str) -> dict[str, dict[str, Any]]:
 
 def write_folder_config(folder: Path | str, models: dict[str, dict[str, Any]]) -> Path:
     """Write ``folder/config.json`` describing the sizes of the models in that folder."""
-    path = Path(folder) / CONFIG_FILE
+    path = Path(folder) / CHECKPOINT_CONFIG_FILE
     path.write_text(json.dumps({"format": CONFIG_FORMAT, "version": 1, "models": models}, indent=2) + "\n")
     return path
 

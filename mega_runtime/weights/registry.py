@@ -52,12 +52,11 @@ CHECKPOINTS_SUBDIR = "checkpoints"
 DOWNLOADS_SUBDIR = "downloads"
 MANIFEST_FILE = ".mega-weights.json"
 _MANIFEST_FORMAT = "mega-weights-manifest"
-_CONFIG_FILE = "config.json"  # loaders.CONFIG_FILE (loaders imports torch, so the name is repeated here)
 
-_CHUNK = 1 << 20
-_MAX_JSON_BYTES = 32 << 20
-_DEFAULT_TIMEOUT_S = 60.0
-_USER_AGENT = f"mega-blender/{__version__} (Python urllib)"
+CHUNK_BYTES = 1 << 20
+MAX_JSON_BYTES = 32 << 20
+DEFAULT_TIMEOUT_S = 60.0
+USER_AGENT = f"mega-blender/{__version__} (Python urllib)"
 FETCH_COMMAND = "mega-runtime weights fetch"
 
 
@@ -158,7 +157,7 @@ class Sources:
     assets_base_url: str = MESHCONV_BASE_URL
     zenodo_record_url: str = ZENODO_RECORD_URL
     assets: tuple[AssetFile, ...] = ASSET_FILES
-    timeout: float = _DEFAULT_TIMEOUT_S
+    timeout: float = DEFAULT_TIMEOUT_S
 
 
 def default_sources() -> Sources:
@@ -173,7 +172,7 @@ def default_sources() -> Sources:
 ProgressCallback = Callable[[str, int, "int | None"], None]
 
 
-def _check_models(models: Sequence[str] | str) -> list[str]:
+def check_models(models: Sequence[str] | str) -> list[str]:
     names = [models] if isinstance(models, str) else list(models)
     unknown = [n for n in names if n not in CHECKPOINTS]
     if unknown:
@@ -213,7 +212,7 @@ def cache_checkpoints_dir() -> Path:
     return cache_dir() / CHECKPOINTS_SUBDIR
 
 
-def _local_folder(explicit: Path | str | None, env_name: str) -> tuple[Path | None, str]:
+def local_folder(explicit: Path | str | None, env_name: str) -> tuple[Path | None, str]:
     """(folder, how it was named) for a user-given folder, or (None, "download cache")."""
     if explicit is not None and str(explicit) != "":
         return Path(explicit).expanduser(), "given explicitly"
@@ -223,7 +222,7 @@ def _local_folder(explicit: Path | str | None, env_name: str) -> tuple[Path | No
     return None, "download cache"
 
 
-def _instead(origin: str, option: str, env_name: str) -> str:
+def instead_hint(origin: str, option: str, env_name: str) -> str:
     """How to fall back to the cache for a folder that was named by ``origin``."""
     if origin.startswith("named by"):
         return f"unset {env_name}"
@@ -235,7 +234,7 @@ def _instead(origin: str, option: str, env_name: str) -> str:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
+def read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
     path = folder / MANIFEST_FILE
     try:
         data = json.loads(path.read_text())
@@ -250,7 +249,7 @@ def _read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in files.items() if isinstance(v, dict)} if isinstance(files, dict) else {}
 
 
-def _write_manifest(folder: Path, files: dict[str, dict[str, Any]]) -> None:
+def write_manifest(folder: Path, files: dict[str, dict[str, Any]]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"format": _MANIFEST_FORMAT, "version": 1, "files": files}, indent=2, sort_keys=True) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f"{MANIFEST_FILE}.", suffix=".part", dir=folder)
@@ -264,7 +263,7 @@ def _write_manifest(folder: Path, files: dict[str, dict[str, Any]]) -> None:
         raise
 
 
-def _cached_ok(folder: Path, name: str, manifest: dict[str, dict[str, Any]]) -> bool:
+def cached_ok(folder: Path, name: str, manifest: dict[str, dict[str, Any]]) -> bool:
     """A cached checkpoint counts as present when it exists and its size is the recorded one."""
     path = folder / CHECKPOINTS[name].path
     if not path.is_file():

@@ -10,11 +10,11 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
+from mega_runtime.constants import CHECKPOINT_CONFIG_FILE
 from mega_runtime.errors import ConfigError, MegaError, WeightsError
 from mega_runtime.weights.downloads import download, file_digests, human_size, present_and_valid
 from mega_runtime.weights.identify import identify_checkpoint_file, verify_checkpoint
 from mega_runtime.weights.registry import (
-    _CONFIG_FILE,
     CHECKPOINTS,
     DOWNLOADS_SUBDIR,
     ENV_ASSETS_DIR,
@@ -24,25 +24,25 @@ from mega_runtime.weights.registry import (
     AssetFile,
     ProgressCallback,
     Sources,
-    _cached_ok,
-    _check_models,
-    _instead,
-    _local_folder,
-    _read_manifest,
-    _write_manifest,
     cache_assets_dir,
     cache_checkpoints_dir,
     cache_dir,
+    cached_ok,
+    check_models,
     default_sources,
+    instead_hint,
+    local_folder,
+    read_manifest,
+    write_manifest,
 )
 from mega_runtime.weights.zenodo import (
-    _NOT_CHECKPOINT_SUFFIXES,
+    NOT_CHECKPOINT_SUFFIXES,
     RemoteFile,
-    _archive_kind,
-    _guess_model,
-    _plan,
+    archive_kind,
     extract_archive,
+    guess_model,
     list_zenodo_record,
+    plan_downloads,
 )
 
 log = logging.getLogger(__package__)  # one logger for the package: mega_runtime.weights
@@ -78,7 +78,7 @@ def resolve_assets_dir(
             or a download failed or did not match its pinned SHA-256.
     """
     sources = sources or default_sources()
-    local, origin = _local_folder(explicit, ENV_ASSETS_DIR)
+    local, origin = local_folder(explicit, ENV_ASSETS_DIR)
     if local is not None:
         missing = [f for f in sources.assets if not (local / f.name).is_file()]
         if missing:
@@ -86,7 +86,8 @@ def resolve_assets_dir(
             raise WeightsError(
                 f"the assets folder {local} ({origin}) lacks {len(missing)} file(s): "
                 + ", ".join(f.name for f in missing),
-                hint=f"download them into it:\n    {fixes}\n  or {_instead(origin, '--assets-dir', ENV_ASSETS_DIR)} "
+                hint=f"download them into it:\n    {fixes}\n"
+                f"  or {instead_hint(origin, '--assets-dir', ENV_ASSETS_DIR)} "
                 f"to use the download cache (`{FETCH_COMMAND}`)",
             )
         log.debug("using the assets in %s (%s)", local, origin)
@@ -150,9 +151,9 @@ def resolve_checkpoint_dir(
             listed or downloaded, or it did not provide a file that loads strictly as the model.
         ConfigError: an unknown model name.
     """
-    names = _check_models(models)
+    names = check_models(models)
     sources = sources or default_sources()
-    local, origin = _local_folder(explicit, ENV_CHECKPOINTS_DIR)
+    local, origin = local_folder(explicit, ENV_CHECKPOINTS_DIR)
     if local is not None:
         missing = [n for n in names if not (local / CHECKPOINTS[n].path).is_file()]
         if missing:
@@ -161,15 +162,15 @@ def resolve_checkpoint_dir(
             raise WeightsError(
                 f"the checkpoint folder {local} ({origin}) lacks {paths}",
                 hint=f"copy the official file(s) from {ZENODO_PAGE_URL} into it:\n    {copies}\n  or "
-                f"{_instead(origin, '--checkpoint-dir', ENV_CHECKPOINTS_DIR)} and run "
+                f"{instead_hint(origin, '--checkpoint-dir', ENV_CHECKPOINTS_DIR)} and run "
                 f"`{FETCH_COMMAND} --models {','.join(missing)}` to download them into the cache",
             )
         log.debug("using the checkpoints in %s (%s)", local, origin)
         return local
 
     folder = cache_checkpoints_dir()
-    manifest = _read_manifest(folder)
-    missing = [n for n in names if not _cached_ok(folder, n, manifest)]
+    manifest = read_manifest(folder)
+    missing = [n for n in names if not cached_ok(folder, n, manifest)]
     if not missing:
         return folder
     if not download:
@@ -205,10 +206,10 @@ class _Fetcher:
             ", ".join(r.key for r in record),
         )
         remaining = set(wanted)
-        for remote in _plan(record, remaining):
+        for remote in plan_downloads(record, remaining):
             if not remaining:
                 break
-            guess = _guess_model(remote.key)
+            guess = guess_model(remote.key)
             if guess is not None and guess not in remaining:
                 continue
             remaining -= self._take(remote)
@@ -256,13 +257,13 @@ class _Fetcher:
         return installed
 
     def _install_from(self, local: Path, remote: RemoteFile) -> set[str]:
-        if _archive_kind(local) is not None:
+        if archive_kind(local) is not None:
             return self._take_archive(local, remote)
         model = identify_checkpoint_file(local)
         if model is None:
             self.problems.append(f"{remote.key} is not a MEGA checkpoint")
             return set()
-        if _cached_ok(self.folder, model, _read_manifest(self.folder)):
+        if cached_ok(self.folder, model, read_manifest(self.folder)):
             log.info("%s holds %s, which is already in the cache", remote.key, CHECKPOINTS[model].path)
             return set()
         return {model} if self._install(local, model, remote.url, remote.md5) else set()
@@ -273,17 +274,17 @@ class _Fetcher:
         with tempfile.TemporaryDirectory(prefix=".unpack-", dir=self.downloads) as tmp:
             root = Path(tmp)
             members = extract_archive(archive, root)
-            configs = [p for p in members if p.name == _CONFIG_FILE]
+            configs = [p for p in members if p.name == CHECKPOINT_CONFIG_FILE]
             for config in configs:
                 self._merge_config(config)
             for path in sorted(members):
-                if path in configs or path.name.lower().endswith(_NOT_CHECKPOINT_SUFFIXES):
+                if path in configs or path.name.lower().endswith(NOT_CHECKPOINT_SUFFIXES):
                     continue
                 model = identify_checkpoint_file(path)
                 if model is None or model in found:
                     continue
                 found.add(model)
-                if _cached_ok(self.folder, model, _read_manifest(self.folder)):
+                if cached_ok(self.folder, model, read_manifest(self.folder)):
                     log.info("%s is already in the cache; keeping it", CHECKPOINTS[model].path)
                     continue
                 member = path.relative_to(root).as_posix()
@@ -330,7 +331,7 @@ class _Fetcher:
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, dest)
         st = dest.stat()
-        manifest = _read_manifest(self.folder)
+        manifest = read_manifest(self.folder)
         manifest[model] = {
             "path": entry.path,
             "size": st.st_size,
@@ -338,6 +339,6 @@ class _Fetcher:
             "md5": md5 or digests["md5"],
             "source": source,
         }
-        _write_manifest(self.folder, manifest)
+        write_manifest(self.folder, manifest)
         log.info("installed %s (%s) from %s", dest, human_size(st.st_size), source)
         return True

@@ -17,13 +17,13 @@ from mega_runtime.weights.registry import (
     FETCH_COMMAND,
     ZENODO_PAGE_URL,
     Sources,
-    _check_models,
-    _instead,
-    _local_folder,
-    _read_manifest,
     cache_assets_dir,
     cache_checkpoints_dir,
+    check_models,
     default_sources,
+    instead_hint,
+    local_folder,
+    read_manifest,
 )
 from mega_runtime.weights.resolve import curl_command
 
@@ -74,16 +74,16 @@ def status(
     one recorded at download and each is loaded strictly (slow for the full-size models).
     """
     sources = sources or default_sources()
-    names = _check_models(models if models is not None else list(CHECKPOINTS))
+    names = check_models(models if models is not None else list(CHECKPOINTS))
     rows = _asset_status(assets_dir, sources)
     assets_ok = all(r.ok for r in rows if r.name.startswith("connection_matrices/"))
-    assets_folder = _local_folder(assets_dir, ENV_ASSETS_DIR)[0] or cache_assets_dir()
+    assets_folder = local_folder(assets_dir, ENV_ASSETS_DIR)[0] or cache_assets_dir()
     rows += _checkpoint_status(checkpoint_dir, names, deep, assets_folder if assets_ok else None)
     return rows
 
 
 def _asset_status(explicit: Path | str | None, sources: Sources) -> list[FileStatus]:
-    local = _local_folder(explicit, ENV_ASSETS_DIR)[0]
+    local = local_folder(explicit, ENV_ASSETS_DIR)[0]
     folder = local or cache_assets_dir()
     rows = []
     for asset in sources.assets:
@@ -109,9 +109,9 @@ def _asset_status(explicit: Path | str | None, sources: Sources) -> list[FileSta
 def _checkpoint_status(
     explicit: Path | str | None, names: list[str], deep: bool, assets_folder: Path | None
 ) -> list[FileStatus]:
-    local, origin = _local_folder(explicit, ENV_CHECKPOINTS_DIR)
+    local, origin = local_folder(explicit, ENV_CHECKPOINTS_DIR)
     folder = local or cache_checkpoints_dir()
-    manifest = _read_manifest(folder)
+    manifest = read_manifest(folder)
     rows = []
     for name in names:
         entry = CHECKPOINTS[name]
@@ -121,7 +121,7 @@ def _checkpoint_status(
         if local is None:
             fix = f"{FETCH_COMMAND} --models {name}"
         else:
-            instead = _instead(origin, "--checkpoint-dir", ENV_CHECKPOINTS_DIR)
+            instead = instead_hint(origin, "--checkpoint-dir", ENV_CHECKPOINTS_DIR)
             fetch = f"{FETCH_COMMAND} --models {name}"
             fix = f"copy {entry.path} from {ZENODO_PAGE_URL} to {path}, or {instead} and run `{fetch}`"
         if not path.is_file():

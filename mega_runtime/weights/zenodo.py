@@ -17,8 +17,8 @@ from typing import IO, Any
 from mega_runtime.errors import WeightsError
 from mega_runtime.weights.downloads import fetch_json
 from mega_runtime.weights.registry import (
-    _CHUNK,
     CHECKPOINTS,
+    CHUNK_BYTES,
     ENV_CHECKPOINTS_DIR,
     FETCH_COMMAND,
     ZENODO_PAGE_URL,
@@ -98,14 +98,14 @@ def list_zenodo_record(sources: Sources | None = None) -> list[RemoteFile]:
 
 
 _ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
-_NOT_CHECKPOINT_SUFFIXES = (
+NOT_CHECKPOINT_SUFFIXES = (
     ".md", ".txt", ".rst", ".pdf", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".json", ".yaml", ".yml",
     ".py", ".ipynb", ".html", ".csv", ".obj", ".ply", ".npy", ".npz", ".mp4", ".log",
 )  # fmt: skip
 _MODEL_SUFFIXES = (*_ARCHIVE_SUFFIXES, ".pth", ".pt", ".ckpt", ".bin", ".pth.tar")
 
 
-def _guess_model(key: str) -> str | None:
+def guess_model(key: str) -> str | None:
     """The model a record file is named after (``mega_hrnet.pth``, ``mesh-vqvae_54``), or None."""
     base = PurePosixPath(key.replace("\\", "/")).name.lower()
     for suffix in sorted(_MODEL_SUFFIXES, key=len, reverse=True):
@@ -120,14 +120,14 @@ def _is_archive_name(key: str) -> bool:
     return key.lower().endswith(_ARCHIVE_SUFFIXES)
 
 
-def _plan(record: list[RemoteFile], wanted: Iterable[str]) -> list[RemoteFile]:
+def plan_downloads(record: list[RemoteFile], wanted: Iterable[str]) -> list[RemoteFile]:
     """Record files in the order to try: named after a wanted model, then archives, then unknown files."""
     wanted = set(wanted)
-    named = [r for r in record if _guess_model(r.key) in wanted]
-    unnamed = [r for r in record if _guess_model(r.key) is None]
+    named = [r for r in record if guess_model(r.key) in wanted]
+    unnamed = [r for r in record if guess_model(r.key) is None]
     archives = [r for r in unnamed if _is_archive_name(r.key)]
     others = [
-        r for r in unnamed if not _is_archive_name(r.key) and not r.key.lower().endswith(_NOT_CHECKPOINT_SUFFIXES)
+        r for r in unnamed if not _is_archive_name(r.key) and not r.key.lower().endswith(NOT_CHECKPOINT_SUFFIXES)
     ]
     return named + archives + others
 
@@ -145,7 +145,7 @@ def _is_torch_zip(path: Path) -> bool:
     return len(tops) == 1 and any(n.count("/") == 1 and n.endswith("/data.pkl") for n in names)
 
 
-def _archive_kind(path: Path) -> str | None:
+def archive_kind(path: Path) -> str | None:
     """``"zip"`` or ``"tar"`` for an archive of files; None for anything else (a checkpoint included)."""
     try:
         if zipfile.is_zipfile(path):
@@ -171,7 +171,7 @@ def _write_member(source: IO[bytes], target: Path, name: str) -> bool:
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         with open(target, "xb") as out:
-            shutil.copyfileobj(source, out, _CHUNK)
+            shutil.copyfileobj(source, out, CHUNK_BYTES)
     except FileExistsError:
         log.warning("archive member %s appears twice; keeping the first copy", name)
         return False
@@ -189,7 +189,7 @@ def extract_archive(archive: Path | str, dest: Path | str) -> list[Path]:
         WeightsError: ``archive`` is not a readable zip or tar archive.
     """
     archive, dest = Path(archive), Path(dest)
-    kind = _archive_kind(archive)
+    kind = archive_kind(archive)
     if kind is None:
         raise WeightsError(f"{archive} is not a zip or tar archive")
     dest.mkdir(parents=True, exist_ok=True)
