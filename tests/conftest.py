@@ -37,12 +37,12 @@ def manifests_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def small_checkpoints(fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The seeded ResNet model + Mesh-VQ-VAE rebuilt as official-format checkpoints (``verify --write-checkpoints``),
-    for tests that start a real runtime process."""
+    """The seeded ResNet model, the pre-trained VQMAE and the Mesh-VQ-VAE rebuilt as official-format checkpoints
+    (``verify --write-checkpoints``), written once per session for every test that needs loadable weights."""
     from mega_runtime.commands.cli import main
 
     out = tmp_path_factory.mktemp("small-checkpoints")
-    names = [str(fixtures_dir / n) for n in ("cvqmae_resnet", "mesh_vqvae")]
+    names = [str(fixtures_dir / n) for n in ("cvqmae_resnet", "mesh_vqvae", "vqmae")]
     if main(["verify", *names, "--write-checkpoints", str(out)]) != 0:
         pytest.fail("the seeded fixtures did not verify, so no small checkpoints could be written")
     return out

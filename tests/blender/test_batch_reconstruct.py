@@ -46,6 +46,7 @@ def _args(small_checkpoints, *extra):
     ]
 
 
+@pytest.mark.slow
 def test_ok_clip_to_animated_blend_in_one_command(blender, small_checkpoints, assets_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("MEGA_ASSETS_DIR", str(assets_dir))
     video = _clip(assets_dir, tmp_path)
@@ -83,6 +84,7 @@ def test_ng_missing_media_is_refused_before_starting_anything(blender, tmp_path,
     assert code == 1 and "no such file" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_ok_clip_with_an_smpl_model_gets_an_armature_per_person(
     blender, small_checkpoints, assets_dir, tmp_path, monkeypatch
 ):

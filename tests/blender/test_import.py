@@ -544,6 +544,7 @@ def test_ok_rotation_is_a_quarter_turn_about_x():
     assert coords.camera_rotation_euler() == (math.pi / 2, 0.0, 0.0)
 
 
+@pytest.mark.slow
 def test_ok_shared_photo_result_from_the_runtime_imports(blender, tmp_path, assets_dir, small_checkpoints):
     """The issue's 'done when': a result made by `mega-runtime infer` on a shared photo (small test weights,
     written once per session by the ``small_checkpoints`` fixture)."""

@@ -56,6 +56,7 @@ def people() -> list:
     return sorted((o for o in bpy.data.objects if o.name.startswith("MEGA Person")), key=lambda o: o.name)
 
 
+@pytest.mark.slow
 def test_ok_reconstruct_active_image_builds_the_person_over_the_photo(live, assets_dir, tmp_path):
     image = bpy.data.images.load(str(assets_dir / "images" / PHOTO))
     bpy.context.scene.mega.source_kind = "IMAGE"
@@ -77,6 +78,7 @@ def test_ok_reconstruct_active_image_builds_the_person_over_the_photo(live, asse
     assert len(list((tmp_path / "results").glob("*.json"))) == 1
 
 
+@pytest.mark.slow
 def test_ok_generated_image_is_sent_as_a_temporary_png_that_is_removed(live, assets_dir, tmp_path):
     photo = bpy.data.images.load(str(assets_dir / "images" / PHOTO))
     width, height = photo.size
@@ -95,6 +97,7 @@ def test_ok_generated_image_is_sent_as_a_temporary_png_that_is_removed(live, ass
     assert not folder.exists()
 
 
+@pytest.mark.slow
 def test_ok_clip_job_reports_progress_and_cancel_keeps_the_frames_done(live, assets_dir, tmp_path):
     photo = cv2.imread(str(assets_dir / "images" / PHOTO))
     small = cv2.resize(photo, (photo.shape[1] // 8, photo.shape[0] // 8))
@@ -164,6 +167,7 @@ def test_ng_missing_source_is_cancelled_saying_what_to_pick(live, kind, message)
     assert live.current_link() is None  # no runtime was started for nothing
 
 
+@pytest.mark.slow
 def test_ng_runtime_dying_mid_clip_keeps_the_frames_done_and_says_how_many(live, assets_dir, tmp_path, monkeypatch):
     import os
     import signal
@@ -202,6 +206,7 @@ def test_ng_runtime_dying_mid_clip_keeps_the_frames_done_and_says_how_many(live,
     assert len(people()) == 1
 
 
+@pytest.mark.slow
 def test_ok_clip_becomes_an_animated_tracked_smoothed_person_with_an_armature(live, assets_dir, tmp_path):
     from mega_blender import animation
     from mega_blender.result_reader import read_result

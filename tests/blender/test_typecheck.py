@@ -28,6 +28,7 @@ MYPY_FLAGS = [
 ]
 
 
+@pytest.mark.slow
 def test_ok_addon_type_checks_against_the_bpy_stubs():
     missing = [name for name, ok in (("mypy", _has_mypy()), ("fake-bpy-module-4.5", _has_stubs())) if not ok]
     # any fake-bpy-module version provides ``bpy-stubs``; 4.5 is named because it matches the main test set-up

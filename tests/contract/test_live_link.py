@@ -50,6 +50,7 @@ def finished(events) -> bool:
     return any(isinstance(e, client_mod.JobDone | client_mod.JobFailed | client_mod.RuntimeFailed) for e in events)
 
 
+@pytest.mark.slow
 def test_ok_photo_by_path_comes_back_as_a_result_the_addon_reads(link, assets_dir, tmp_path):
     hello = pump_until(link, lambda ev: any(isinstance(e, client_mod.Ready) for e in ev), 60)[-1].hello
     assert hello["protocol"] == client_mod.PROTOCOL_VERSION and "cpu" in hello["devices"]
@@ -64,6 +65,7 @@ def test_ok_photo_by_path_comes_back_as_a_result_the_addon_reads(link, assets_di
     assert result.vertices.shape == (1, 1, 2, 6890, 3)
 
 
+@pytest.mark.slow
 def test_ok_inline_transfer_as_for_a_runtime_on_another_machine(small_checkpoints, assets_dir, tmp_path):
     link = client_mod.Link(
         [sys.executable, "-m", "mega_runtime"],
@@ -82,6 +84,7 @@ def test_ok_inline_transfer_as_for_a_runtime_on_another_machine(small_checkpoint
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([done.json_path.name, done.npz_path.name])
 
 
+@pytest.mark.slow
 def test_ok_cancel_in_the_middle_of_a_video_keeps_the_frames_done(link, assets_dir, tmp_path):
     photo = cv2.imread(str(assets_dir / "images" / PHOTO))
     small = cv2.resize(photo, (photo.shape[1] // 8, photo.shape[0] // 8))
@@ -114,6 +117,7 @@ def test_ng_runtime_killed_mid_job_fails_the_job_with_the_reason(link, assets_di
     assert not link.busy and not list((tmp_path / "out").glob("*.json"))
 
 
+@pytest.mark.slow
 def test_ng_runtime_dying_mid_video_keeps_the_frames_it_had_saved(small_checkpoints, assets_dir, tmp_path):
     link = client_mod.Link(
         [sys.executable, "-m", "mega_runtime"],

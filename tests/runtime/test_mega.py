@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from mega_runtime.commands.cli import main
 from mega_runtime.errors import ConfigError
 from mega_runtime.mega import Mega, vertex_spread
 from mega_runtime.models.geometry import rotation_6d_to_matrix
@@ -106,10 +105,9 @@ def test_image_completion_keeps_fixed_tokens(mega, images):
     assert (samples.tokens[:, :5] == 7).all() and meshes.shape == (2, 6890, 3)
 
 
-def test_small_checkpoints_from_verify_run_end_to_end(fixtures_dir, assets_dir, tmp_path):
-    out = tmp_path / "checkpoints"
-    names = ["cvqmae_resnet", "mesh_vqvae", "vqmae"]
-    assert main(["verify", *[str(fixtures_dir / n) for n in names], "--write-checkpoints", str(out)]) == 0
+def test_small_checkpoints_from_verify_run_end_to_end(fixtures_dir, assets_dir, small_checkpoints):
+    """``small_checkpoints`` (tests/conftest.py) are written by ``verify --write-checkpoints``."""
+    out = small_checkpoints
     mega = Mega.from_checkpoints(out, "mega_resnet", assets_dir=assets_dir, pretrained=True)
     ref = np.load(fixtures_dir / "cvqmae_resnet" / "reference.npz")
     result = mega.reconstruct(torch.from_numpy(ref["img"]), 3, _gen())

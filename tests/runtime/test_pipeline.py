@@ -19,11 +19,8 @@ PHOTO = "pexels-polina-tankilevitch-6739044.jpg"
 
 
 @pytest.fixture(scope="module")
-def checkpoints(fixtures_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("checkpoints")
-    names = [str(fixtures_dir / n) for n in ("cvqmae_resnet", "mesh_vqvae")]
-    assert main(["verify", *names, "--write-checkpoints", str(out)]) == 0
-    return out
+def checkpoints(small_checkpoints):
+    return small_checkpoints
 
 
 class MovingBox:

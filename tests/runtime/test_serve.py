@@ -214,6 +214,7 @@ def test_ok_cancel_in_the_middle_of_a_video_returns_the_frames_done(server, vide
     assert not list((tmp_path / "out").glob("*.partial.*")), "the partial pair must go once the result is written"
 
 
+@pytest.mark.slow
 def test_ok_fifty_jobs_in_a_row_keep_memory_flat(fresh_server, photo, tmp_path):
     """On a server of its own: after other work (videos) the allocator may hand memory back and regrow it to its
     earlier peak, which is not a leak but would blur the measure. One reading can sit ~40 MiB off its neighbours
@@ -279,6 +280,7 @@ def test_ng_request_ids_never_become_paths(server, photo):
     assert not (server.work_dir / "escape").exists()
 
 
+@pytest.mark.slow
 def test_ok_stdout_stays_pure_protocol_when_a_library_prints(serve_args, photo, tmp_path):
     server = ServeProcess(*serve_args, launcher=[sys.executable, "-c", NOISY_SERVE])
     try:
@@ -385,6 +387,7 @@ def test_ok_killed_runtime_ends_its_output_cleanly(fresh_server, photo, tmp_path
     assert server.process.wait(10) == -9
 
 
+@pytest.mark.slow
 def test_ok_shutdown_cancels_the_running_job_answers_the_queued_ones_and_exits_0(fresh_server, video, photo, tmp_path):
     server = fresh_server
     server.send("infer", "v", source={"path": str(video)}, out_dir=str(tmp_path / "v"), model="resnet", hypotheses=1)

@@ -264,6 +264,7 @@ def detector():
     return make_detector("default")
 
 
+@pytest.mark.slow
 def test_ok_detector_and_tracker_on_a_pan_over_the_group_photo(assets_dir, detector):
     """A real clip made from the shared photo: a window panning right over the group (people leave on the
     left, a passer-by enters on the right), the default detector, the tracker; identities from the geometry."""
@@ -301,6 +302,7 @@ def _person_crop(cv2, path, fractions, height_px):
     return cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
 
 
+@pytest.mark.slow
 def test_ok_detector_and_tracker_on_moving_crops_of_the_shared_photos(assets_dir, detector):
     """Three people cut from the shared photos move over a plain 640×360 background: the man walks right, the
     woman walks left behind him (hidden while they cross), the boy enters late from the right, walks back out
