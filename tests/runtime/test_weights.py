@@ -70,8 +70,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         data = file.read_bytes()
         mode = srv.modes.get(path)
-        if mode == "stall":
-            time.sleep(0.6)
+        if mode == "stall":  # hold the answer until the test is over: the client's timeout must fire first
+            srv.release.wait(30)
         if mode == "corrupt":
             data = bytes([data[0] ^ 0xFF]) + data[1:]
         if mode == "truncate":
@@ -105,6 +105,7 @@ class _Server(ThreadingHTTPServer):
         self.requests: list[str] = []
         self.modes: dict[str, str] = {}  # URL path -> "corrupt" | "truncate" | "stall"
         self.json_routes: dict[str, object] = {}
+        self.release = threading.Event()  # set at teardown: ends every stalled answer
 
     @property
     def url(self) -> str:
@@ -156,6 +157,7 @@ def server(tmp_path: Path) -> Iterator[_Server]:
         yield srv
     finally:
         watchdog.cancel()
+        srv.release.set()
         srv.shutdown()
         srv.server_close()
         thread.join(timeout=5)
