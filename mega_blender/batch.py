@@ -37,10 +37,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import bpy
 
@@ -490,5 +491,21 @@ def cli_command(argv: list[str]) -> int:
     return main(argv, prog=PROG_BLENDER)
 
 
+def run_as_script(argv: list[str] | None = None) -> NoReturn:
+    """``python -m mega_blender.batch …``: run :func:`main`, then end the process at once with its status.
+
+    The ``bpy`` module can deadlock at interpreter exit: after a video result, its movie reader's delayed-close
+    thread waits on a condition variable that a static destructor then destroys, and ``exit()`` never returns
+    (bpy 4.5; seen with every export format). Every file is written and closed by the time :func:`main` returns,
+    so the streams are flushed and the process leaves through ``os._exit``, skipping those destructors. Inside
+    Blender (``blender -b --command mega``) Blender's own shutdown stops that thread, and this is not used.
+    """
+    code = main(argv)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_as_script()
