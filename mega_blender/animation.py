@@ -132,7 +132,7 @@ def build_animation(
     intrinsics = scene_build.result_intrinsics(result, sensor_mm)
     shown = scene_frame_map(result.frame_indices)  # (N,) result frame per scene frame
     people = [p for p in range(result.num_people) if bool(result.valid[:, p].any())]
-    warnings: list[str] = []
+    warnings = scene_build.runtime_warnings(result)
     if not people:
         warnings.append(f"{result.source_name}: no person was found in any frame; only the camera was made")
     range_m = uncertainty_range_m if uncertainty_range_m and uncertainty_range_m > 0 else None

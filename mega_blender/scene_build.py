@@ -175,7 +175,7 @@ def build_result(
             f"choose a frame between 0 and {max(result.num_frames - 1, 0)}",
         )
     intrinsics = result_intrinsics(result, sensor_mm)
-    warnings: list[str] = []
+    warnings = runtime_warnings(result)
     if result.num_frames > 1:
         warnings.append(
             f"{result.source_name}: the result has {result.num_frames} frames; only frame {frame} "
@@ -209,6 +209,14 @@ def build_result(
 
 
 # --- checks done before anything is created ---------------------------------------------------------------
+
+
+def runtime_warnings(result: MegaResult) -> list[str]:
+    """The warnings the runtime wrote into the result (e.g. a person behind the camera), named by source."""
+    found = result.meta.get("warnings")
+    if not isinstance(found, list):
+        return []
+    return [f"{result.source_name}: {message}" for message in found if isinstance(message, str)]
 
 
 def result_intrinsics(result: MegaResult, sensor_mm: float) -> CameraIntrinsics:

@@ -27,6 +27,7 @@ from mega_runtime.io.result import Result
 from mega_runtime.pipeline.media import FrameRange, iter_frames, open_video, read_image
 from mega_runtime.pipeline.preprocess import Crop, crop_person, focal_length_px
 from mega_runtime.pipeline.tracking import BoxTracker
+from mega_runtime.pipeline.visibility import visibility_warnings
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,15 @@ class Pipeline:
             "timings_ms": {k: round(v * 1e3, 1) for k, v in timings.items()},
         }
 
+    @staticmethod
+    def _visibility(arrays: dict[str, np.ndarray], width: int, height: int) -> list[str]:
+        camera = camera_meta(width, height)
+        pp = camera["principal_point_px"]
+        return visibility_warnings(
+            arrays["vertices"], arrays["valid"], arrays["frame_indices"], camera["focal_px"], (pp[0], pp[1]),
+            width, height,
+        )  # fmt: skip
+
     def _assemble(self, per_frame: list[dict[int, tuple[np.ndarray, _PersonOutput]]], frame_indices: list[int]):
         track_ids = sorted({tid for frame in per_frame for tid in frame})
         f, p, h = len(per_frame), len(track_ids), self.config.num_hypotheses
@@ -242,6 +252,7 @@ class Pipeline:
         frame = {j: (found[j], person) for j, person in enumerate(people)}
         arrays = self._assemble([frame], [0])
         h, w = image_bgr.shape[:2]
+        warnings += self._visibility(arrays, w, h)
         meta = self._meta({"kind": "image", **(source or {})}, w, h, timings, warnings)
         return Result(meta=meta, arrays=arrays)
 
@@ -334,5 +345,7 @@ class Pipeline:
             warnings.append(f"{len(skipped)} frame(s) could not be decoded and were skipped: {shown}")
         if not indices:
             warnings.append("no frame was decoded in the requested range")
+        arrays = self._assemble(per_frame, indices)
+        warnings += self._visibility(arrays, info.width, info.height)
         meta = self._meta(source, info.width, info.height, timings, warnings)
-        return Result(meta=meta, arrays=self._assemble(per_frame, indices))
+        return Result(meta=meta, arrays=arrays)

@@ -299,6 +299,16 @@ def test_ok_meshes_project_onto_the_people_in_camera_view(blender, tmp_path, arr
         np.testing.assert_allclose(pixel, expected, atol=5e-3)
 
 
+def test_ok_runtime_warnings_are_reported_on_import(blender, tmp_path, arrays):
+    meta = make_meta(source_path=None)
+    meta["warnings"] = ["person 1 is behind the camera: its box or crop is probably wrong"]
+    path = write_result(tmp_path, "photo", arrays, meta)
+    result, reports = execute_import(operators.MEGA_OT_import_result, bpy.context, str(path))
+    assert result == {"FINISHED"}
+    warnings = [message for kind, message in reports if kind == {"WARNING"}]
+    assert any("person 1 is behind the camera" in m for m in warnings), reports
+
+
 def test_ok_missing_photo_warns_and_imports(blender, tmp_path, arrays):
     path = write_result(tmp_path, "photo", arrays, make_meta(source_path=str(tmp_path / "gone.jpg")))
     result, reports = execute_import(operators.MEGA_OT_import_result, bpy.context, str(path))
