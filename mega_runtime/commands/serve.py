@@ -261,9 +261,7 @@ class Server:
             except Exception as exc:
                 log.error("job %s failed:\n%s", rid, traceback.format_exc())
                 with self._end_lock:
-                    self.writer.error(
-                        rid, "internal", f"{type(exc).__name__}: {exc}", "see the runtime's log (stderr)"
-                    )
+                    self.writer.error(rid, "internal", f"{type(exc).__name__}: {exc}", "see the runtime's log (stderr)")
             finally:
                 with self._lock:
                     self._running = None
