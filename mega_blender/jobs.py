@@ -366,7 +366,11 @@ def _handle(event: Event) -> None:
     elif isinstance(event, Progress):
         label = _label(event.job)
         fraction = event.done / event.total if event.total else 0.0
-        count = f" {event.done}/{event.total}" if event.total else (f" {event.done}" if event.done else "")
+        if event.stage == "download":  # bytes: shown in MB
+            size = f"/{event.total / 1e6:.1f}" if event.total else ""
+            count = f" {event.done / 1e6:.1f}{size} MB"
+        else:
+            count = f" {event.done}/{event.total}" if event.total else (f" {event.done}" if event.done else "")
         text = f"{label}: {event.message or event.stage}{count}"
         _set_session(job_progress=min(max(fraction, 0.0), 1.0), job_status=text)
         _status_bar(f"MEGA: {text} (Esc cancels)")

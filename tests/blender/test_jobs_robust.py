@@ -198,3 +198,13 @@ def test_ok_exit_ends_a_runtime_that_ignores_shutdown_and_terminate_within_the_b
     took_s = time.perf_counter() - started
     assert took_s < STOP_BUDGET_S, f"the exit handler blocked for {took_s:.3f} s"
     assert gone_within(pid, 5.0), f"the runtime (pid {pid}) survived Blender's exit handler"
+
+
+def test_ok_download_progress_is_shown_in_megabytes(blender):
+    from mega_blender import jobs
+    from mega_blender.runtime_client import Progress
+
+    jobs._handle(Progress("job", "download", 5_000_000, 10_000_000, "downloading checkpoint.tar.gz"))
+    session = bpy.context.window_manager.mega
+    assert session.job_status == "job: downloading checkpoint.tar.gz 5.0/10.0 MB"
+    assert session.job_progress == pytest.approx(0.5)
