@@ -6,9 +6,13 @@
 builds the scene with :func:`mega_blender.scene_build.build_result` (which removes what it made if it fails, so
 nothing half-built stays) and pushes one undo step.
 
+The timer function never raises: an exception while a job's result is read or built ends that job as
+*failed* (its message in the panel, the log and the operator's report), and the timer goes on for the next job.
+
 The runtime is started on the first Reconstruct with the command from the preferences, kept running between
 jobs (the model stays loaded) and stopped on unregister and when Blender quits (``atexit``; the runtime also
-exits on its own when its stdin closes).
+exits on its own when its stdin closes). Stopping never blocks the UI: a background thread sends ``shutdown``
+and escalates to terminate and kill; at exit, where no thread survives, it is done within a bounded 0.4 s.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import bpy
 from . import animation
 from .preferences import get_preferences, runtime_command
 from .result_reader import ResultFormatError, read_result
-from .runtime_client import JobDone, JobFailed, Link, LinkError, Progress, Ready, RuntimeFailed
+from .runtime_client import Event, JobDone, JobFailed, Link, LinkError, Progress, Ready, RuntimeFailed
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,8 @@ POLL_S = 0.1
 STDERR_SHOWN = 8
 #: Seconds between two polls while the runtime waits for work (to notice it dying).
 IDLE_POLL_S = 1.0
+#: Outcomes of finished jobs remembered for :func:`outcome` (the oldest are forgotten first).
+OUTCOMES_KEPT = 64
 
 
 @dataclass
@@ -54,6 +60,10 @@ class _State:
     jobs: dict[str, JobInfo] = field(default_factory=dict)
     #: Called with each finished job's outcome (tests and the modal operator listen here).
     listeners: list[Callable[[str, str], None]] = field(default_factory=list)
+    #: (outcome, message) of the last finished jobs, by job id.
+    outcomes: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: Links being stopped in the background (finished at exit if they are still running then).
+    retiring: list[Link] = field(default_factory=list)
 
 
 _state = _State()
@@ -114,7 +124,7 @@ def ensure_link(context: bpy.types.Context) -> Link:
     if link is not None and link.failed is None and link.client.running:
         return link
     if link is not None:
-        link.stop()
+        _retire(link)
     command, serve_args, inline = link_settings(context)
     link = Link(command, serve_args, inline=inline)
     _state.link = link
@@ -141,10 +151,10 @@ def restart(context: bpy.types.Context) -> None:
 
 
 def stop() -> None:
-    """Stop the runtime, if any; forget its jobs (their temporary files are removed)."""
+    """Stop the runtime, if any, without waiting for it; forget its jobs (their temporary files are removed)."""
     link, _state.link = _state.link, None
     if link is not None:
-        link.stop()
+        _retire(link)
     for info in _state.jobs.values():
         _cleanup(info)
     _state.jobs.clear()
@@ -152,6 +162,13 @@ def stop() -> None:
         bpy.app.timers.unregister(pump)
     _set_session(link_state="STOPPED", link_message="", job_running=False, job_progress=0.0)
     _status_bar(None)
+
+
+def _retire(link: Link) -> None:
+    """Stop ``link``'s runtime in the background (returns at once) and remember it until its process is gone."""
+    _state.retiring = [old for old in _state.retiring if old.client.running]
+    if link.stop() is not None:
+        _state.retiring.append(link)
 
 
 def _ensure_timer() -> None:
@@ -203,6 +220,11 @@ def current_link() -> Link | None:
     return _state.link
 
 
+def outcome(job_id: str) -> tuple[str, str] | None:
+    """('done' | 'cancelled' | 'failed', the message shown in the panel) of a finished job; None while it runs."""
+    return _state.outcomes.get(job_id)
+
+
 def add_listener(listener: Callable[[str, str], None]) -> None:
     """Call ``listener(job_id, outcome)`` when a job ends; outcome is 'done', 'cancelled' or 'failed'."""
     _state.listeners.append(listener)
@@ -223,19 +245,32 @@ def remove_path(path: Path) -> None:
 
 def _cleanup(info: JobInfo) -> None:
     for path in info.cleanup:
-        remove_path(path)
+        try:
+            remove_path(path)
+        except OSError as exc:
+            log.warning("could not remove the temporary %s: %s", path, exc)
 
 
 def _finish(job_id: str, outcome: str, message: str) -> None:
+    """End a job: forget it, remove its temporary files, show ``message`` and tell the listeners."""
     info = _state.jobs.pop(job_id, None)
     if info is not None:
         _cleanup(info)
+    _state.outcomes[job_id] = (outcome, message)
+    while len(_state.outcomes) > OUTCOMES_KEPT:
+        del _state.outcomes[next(iter(_state.outcomes))]
     running = bool(_state.jobs)
     _set_session(job_running=running, job_progress=0.0 if not running else _session_progress(), job_status=message)
     _status_bar(None if not running else f"MEGA: {len(_state.jobs)} job(s) running")
-    log.info("job %s %s: %s", job_id, outcome, message)
+    if outcome == "failed":
+        log.error("MEGA job %s failed: %s", job_id, message)
+    else:
+        log.info("job %s %s: %s", job_id, outcome, message)
     for listener in list(_state.listeners):
-        listener(job_id, outcome)
+        try:
+            listener(job_id, outcome)
+        except Exception:  # a listener's bug must not stop the timer or the other listeners
+            log.exception("a MEGA job listener failed for job %s", job_id)
 
 
 def _session_progress() -> float:
@@ -283,55 +318,114 @@ def _build_partial(job_id: str, json_path: Path) -> str:
 
 
 def pump() -> float | None:
-    """``bpy.app.timers`` callback: act on every event from the runtime; returns the next interval or None."""
+    """``bpy.app.timers`` callback: act on every event from the runtime; returns the next interval or None.
+
+    Never raises (Blender unregisters a timer that does, which would leave a job shown running forever): an
+    event that cannot be handled ends its job as failed, with the reason in the panel and the log.
+    """
     link = _state.link
     if link is None:
         return None
-    for event in link.pump():
-        if isinstance(event, Ready):
-            missing = event.hello.get("missing") or []
-            note = f" — missing: {missing[0].get('what')} ({missing[0].get('fix')})" if missing else ""
-            version = event.hello.get("runtime_version", "?")
-            devices = ", ".join(event.hello.get("devices") or [])
-            _set_session(link_state="READY", link_message=f"Runtime {version} ready on {devices}{note}")
-        elif isinstance(event, Progress):
-            info = _state.jobs.get(event.job)
-            label = info.label if info is not None else event.job
-            fraction = event.done / event.total if event.total else 0.0
-            count = f" {event.done}/{event.total}" if event.total else (f" {event.done}" if event.done else "")
-            text = f"{label}: {event.message or event.stage}{count}"
-            _set_session(job_progress=min(max(fraction, 0.0), 1.0), job_status=text)
-            _status_bar(f"MEGA: {text} (Esc cancels)")
-        elif isinstance(event, JobDone):
-            try:
-                message = _build(event)
-            except LinkError as exc:
-                _finish(event.job, "failed", str(exc))
-            else:
-                _finish(event.job, "cancelled" if event.cancelled else "done", message)
-        elif isinstance(event, JobFailed):
-            outcome = "cancelled" if event.code == "cancelled" else "failed"
-            _finish(event.job, outcome, event.sentence)
-        elif isinstance(event, RuntimeFailed):
-            _set_session(link_state="FAILED", link_message=event.reason, link_stderr=event.stderr)
-            for job_id in event.jobs:
-                partial = event.partials.get(job_id)
-                if partial is None:
-                    _finish(job_id, "failed", event.reason)
-                    continue
-                try:
-                    message = _build_partial(job_id, partial)
-                except LinkError as exc:
-                    _finish(job_id, "failed", f"{event.reason}; {exc}")
-                else:
-                    _finish(job_id, "failed", f"{event.reason}; {message}")
+    try:
+        events = link.pump()
+    except Exception as exc:  # the timer must survive anything; the link is pure Python and should not raise
+        log.exception("reading the MEGA runtime's replies failed")
+        events = [_link_failure(link, f"reading the runtime's replies failed: {type(exc).__name__}: {exc}")]
+    for event in events:
+        try:
+            _handle(event)
+        except Exception as exc:  # e.g. a bpy error while building: fail the job, keep the timer
+            _handle_failed(event, exc)
     if link.failed is not None and not _state.jobs:
         return None
     return POLL_S if (_state.jobs or not link.ready) else IDLE_POLL_S
 
 
+def _link_failure(link: Link, reason: str) -> RuntimeFailed:
+    """A :class:`RuntimeFailed` for ``link``'s jobs when the link itself broke; the runtime is stopped."""
+    failed = RuntimeFailed(reason, link.client.last_stderr(), tuple(link.jobs))
+    link.failed = failed
+    link.jobs.clear()
+    link.stop()
+    return failed
+
+
+def _label(job_id: str) -> str:
+    info = _state.jobs.get(job_id)
+    return info.label if info is not None else job_id
+
+
+def _handle(event: Event) -> None:
+    """Act on one event on the main thread (may raise; :func:`pump` turns that into a failed job)."""
+    if isinstance(event, Ready):
+        missing = event.hello.get("missing") or []
+        note = f" — missing: {missing[0].get('what')} ({missing[0].get('fix')})" if missing else ""
+        version = event.hello.get("runtime_version", "?")
+        devices = ", ".join(event.hello.get("devices") or [])
+        _set_session(link_state="READY", link_message=f"Runtime {version} ready on {devices}{note}")
+    elif isinstance(event, Progress):
+        label = _label(event.job)
+        fraction = event.done / event.total if event.total else 0.0
+        if event.stage == "download":  # bytes: shown in MB
+            size = f"/{event.total / 1e6:.1f}" if event.total else ""
+            count = f" {event.done / 1e6:.1f}{size} MB"
+        else:
+            count = f" {event.done}/{event.total}" if event.total else (f" {event.done}" if event.done else "")
+        text = f"{label}: {event.message or event.stage}{count}"
+        _set_session(job_progress=min(max(fraction, 0.0), 1.0), job_status=text)
+        _status_bar(f"MEGA: {text} (Esc cancels)")
+    elif isinstance(event, JobDone):
+        try:
+            message = _build(event)
+        except LinkError as exc:
+            _finish(event.job, "failed", str(exc))
+        else:
+            _finish(event.job, "cancelled" if event.cancelled else "done", message)
+    elif isinstance(event, JobFailed):
+        outcome = "cancelled" if event.code == "cancelled" else "failed"
+        _finish(event.job, outcome, event.sentence)
+    elif isinstance(event, RuntimeFailed):
+        _set_session(link_state="FAILED", link_message=event.reason, link_stderr=event.stderr)
+        for job_id in event.jobs:
+            partial = event.partials.get(job_id)
+            if partial is None:
+                _finish(job_id, "failed", event.reason)
+                continue
+            try:
+                message = _build_partial(job_id, partial)
+            except LinkError as exc:
+                _finish(job_id, "failed", f"{event.reason}; {exc}")
+            except Exception as exc:
+                log.exception("building the kept frames of job %s failed", job_id)
+                _finish(job_id, "failed", f"{event.reason}; its kept frames could not be built: {_what(exc)}")
+            else:
+                _finish(job_id, "failed", f"{event.reason}; {message}")
+
+
+def _what(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _handle_failed(event: Event, exc: Exception) -> None:
+    """``event`` could not be handled: end the job(s) it concerns as failed, saying why; never raises."""
+    log.exception("handling %s from the MEGA runtime failed", type(event).__name__)
+    try:
+        if isinstance(event, JobDone):
+            _finish(event.job, "failed", f"{_label(event.job)}: the result could not be built: {_what(exc)}")
+        elif isinstance(event, (Progress, JobFailed)):
+            if event.job in _state.jobs:
+                _finish(event.job, "failed", f"{_label(event.job)}: {_what(exc)}")
+        elif isinstance(event, RuntimeFailed):
+            for job_id in event.jobs:
+                if job_id in _state.jobs:
+                    _finish(job_id, "failed", f"{event.reason}; {_what(exc)}")
+    except Exception:  # the panel itself cannot be updated: the log has it; the timer must go on
+        log.exception("could not record the failure in the panel")
+
+
 @atexit.register
 def _stop_at_exit() -> None:
-    link = _state.link
-    if link is not None:
-        link.stop()
+    """At Blender's exit: end every runtime still running within a bounded time (no thread outlives exit)."""
+    links = [*_state.retiring, *([_state.link] if _state.link is not None else [])]
+    for link in links:
+        link.client.stop_now()

@@ -233,6 +233,9 @@ class MEGA_OT_reconstruct(bpy.types.Operator):
         if event.type == "TIMER" and not jobs.is_running(self._job_id):
             if context.window_manager is not None and self._timer is not None:
                 context.window_manager.event_timer_remove(self._timer)
+            ended = jobs.outcome(self._job_id)
+            if ended is not None and ended[0] == "failed":
+                self.report({"ERROR"}, f"MEGA Reconstruct: {ended[1]}")
             return {"FINISHED"}
         return {"PASS_THROUGH"}
 

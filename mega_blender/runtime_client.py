@@ -2,8 +2,9 @@
 
 The runtime runs as a child process (``<runtime command> serve``) speaking the JSON-Lines protocol of
 ``docs/protocol.md`` on its stdin/stdout. Two daemon threads read its stdout (parsed replies go to a queue)
-and its stderr (the last lines are kept for error messages); nothing here ever blocks on the runtime except
-:meth:`RuntimeClient.stop`, and nothing here touches Blender. The Blender side (:mod:`mega_blender.jobs`)
+and its stderr (the last lines are kept for error messages); nothing here ever blocks on the runtime (even
+:meth:`RuntimeClient.stop` returns at once: a third thread sends ``shutdown`` and escalates to terminate and
+kill), and nothing here touches Blender. The Blender side (:mod:`mega_blender.jobs`)
 calls :meth:`Link.pump` from a ``bpy.app.timers`` function on the main thread and acts on the events it returns.
 
 :class:`RuntimeClient` is the transport (process, lines, ids); :class:`Link` adds the handshake, the jobs and
@@ -36,8 +37,10 @@ PROTOCOL_VERSION = 1
 STDERR_LINES = 40
 #: Seconds the runtime gets to answer ``hello`` after it started (it imports torch first).
 HANDSHAKE_TIMEOUT_S = 120.0
-#: Seconds :meth:`RuntimeClient.stop` waits after ``shutdown`` before it terminates the process.
+#: Seconds the stopping thread waits after ``shutdown`` before it terminates the process (and again before kill).
 STOP_GRACE_S = 3.0
+#: Seconds :meth:`RuntimeClient.stop_now` may block in all (at Blender's exit, where no thread outlives it).
+STOP_NOW_BUDGET_S = 0.4
 
 
 class LinkError(Exception):
@@ -74,6 +77,8 @@ class RuntimeClient:
         self._write_lock = threading.Lock()
         self._exited = threading.Event()
         self._stderr_thread: threading.Thread | None = None
+        self._stopper: threading.Thread | None = None
+        self._stop_lock = threading.Lock()
 
     # -- life cycle ------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -103,27 +108,80 @@ class RuntimeClient:
     def running(self) -> bool:
         return self._process is not None and not self._exited.is_set()
 
-    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
-        """Ask the runtime to shut down, then terminate (and finally kill) it if it does not exit in time."""
+    def stop(self, grace_s: float = STOP_GRACE_S) -> threading.Thread | None:
+        """Stop the runtime without waiting for it; returns the thread doing it (None when nothing runs).
+
+        The thread sends ``shutdown`` and closes the runtime's input, waits ``grace_s`` for it to exit, then
+        terminates it, waits ``grace_s`` again and kills it. Calling this again while it works joins in.
+        """
+        process = self._process
+        if process is None or process.poll() is not None:
+            return None
+        with self._stop_lock:
+            if self._stopper is None:
+                self._stopper = threading.Thread(
+                    target=self._shut_down, args=(process, grace_s), name="mega-runtime-stop", daemon=True
+                )
+                self._stopper.start()
+            return self._stopper
+
+    def stop_now(self, budget_s: float = STOP_NOW_BUDGET_S) -> None:
+        """Stop the runtime within ``budget_s`` seconds, blocking (for interpreter exit, where threads die).
+
+        ``shutdown`` and end of input first; half the budget to exit; then terminate, the rest of the budget,
+        then kill (which needs no wait: the process is gone once the signal is delivered).
+        """
         process = self._process
         if process is None or process.poll() is not None:
             return
+        self._ask_to_exit()
+        for escalate in (process.terminate, process.kill):
+            try:
+                process.wait(timeout=budget_s / 2)
+            except subprocess.TimeoutExpired:
+                log.warning("the MEGA runtime (pid %d) did not exit in time; %s", process.pid, escalate.__name__)
+                escalate()
+            else:
+                return
+
+    def _ask_to_exit(self) -> None:
+        """Send ``shutdown`` and close the runtime's input (its end of input is a shutdown, too)."""
+        process = self._process
+        if process is None:
+            return
         try:
             self.send("shutdown")
-            if process.stdin is not None:
-                process.stdin.close()
         except LinkError:
-            pass  # its stdin is already closed: it is on its way out
+            log.debug("no shutdown sent: the runtime's input is already closed")
+        if process.stdin is not None:
+            try:
+                with self._write_lock:
+                    process.stdin.close()
+            except OSError as exc:  # a broken pipe while flushing: it is on its way out
+                log.debug("closing the runtime's input: %s", exc)
+
+    def _shut_down(self, process: subprocess.Popen[bytes], grace_s: float) -> None:
+        self._ask_to_exit()
         try:
             process.wait(timeout=grace_s)
+            return
         except subprocess.TimeoutExpired:
             log.warning("the MEGA runtime did not stop within %.1f s; terminating it", grace_s)
-            process.terminate()
-            try:
-                process.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        process.terminate()
+        try:
+            process.wait(timeout=grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            log.warning("the MEGA runtime ignored terminate for %.1f s; killing it", grace_s)
+        process.kill()
+        process.wait()
+
+    def wait_stopped(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for a :meth:`stop` to finish; True when the process is gone (or never ran)."""
+        stopper = self._stopper
+        if stopper is not None:
+            stopper.join(timeout_s)
+        return self._process is None or self._process.poll() is not None
 
     # -- messages --------------------------------------------------------------------------------------------
     def send(self, op: str, request_id: str | None = None, **fields: Any) -> str:
@@ -326,8 +384,9 @@ class Link:
         except LinkError:
             raise LinkError(self._exit_reason()) from None
 
-    def stop(self) -> None:
-        self.client.stop()
+    def stop(self) -> threading.Thread | None:
+        """Stop the runtime without waiting (see :meth:`RuntimeClient.stop`)."""
+        return self.client.stop()
 
     # -- jobs ------------------------------------------------------------------------------------------------
     def submit(

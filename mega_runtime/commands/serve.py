@@ -25,6 +25,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 
 #: Characters of a client's text that may appear in a file name the server makes.
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+#: Seconds between two ``download`` progress replies of one file (its first and last bytes are always reported).
+DOWNLOAD_REPORT_S = 0.25
 
 
 class JobCancelled(MegaError):
@@ -98,6 +101,9 @@ class Server:
         self._waiting: dict[str, _Job] = {}
         self._running: _Job | None = None
         self._lock = threading.Lock()
+        #: Held while a job's final reply is sent and while ``cancel`` flags the running job and acks: a client
+        #: that has read the ``ack`` knows the flag is set, and the job's end never overtakes the ``ack``.
+        self._end_lock = threading.Lock()
         self._numbers = itertools.count(1)
         self._pipelines: dict[tuple[str, str], Any] = {}
         self._smpl_models: dict[str, Any] = {}
@@ -228,11 +234,12 @@ class Server:
         with self._lock:
             queued = self._waiting.pop(request.job or "", None)
             running = self._running if self._running and self._running.request.request_id == request.job else None
-        self.writer.send("ack", request.request_id, found=queued is not None or running is not None)
+        with self._end_lock:
+            if running is not None:
+                running.cancel.set()
+            self.writer.send("ack", request.request_id, found=queued is not None or running is not None)
         if queued is not None:  # the worker skips it: it is no longer waiting
             self.writer.error(queued.request.request_id, "cancelled", "the job was cancelled before it started")
-        if running is not None:
-            running.cancel.set()
 
     # -- the worker -------------------------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -249,10 +256,12 @@ class Server:
             try:
                 self._run(job)
             except MegaError as exc:
-                self.writer.error(rid, exc.code, exc.message, exc.hint)
+                with self._end_lock:
+                    self.writer.error(rid, exc.code, exc.message, exc.hint)
             except Exception as exc:
                 log.error("job %s failed:\n%s", rid, traceback.format_exc())
-                self.writer.error(rid, "internal", f"{type(exc).__name__}: {exc}", "see the runtime's log (stderr)")
+                with self._end_lock:
+                    self.writer.error(rid, "internal", f"{type(exc).__name__}: {exc}", "see the runtime's log (stderr)")
             finally:
                 with self._lock:
                     self._running = None
@@ -260,7 +269,27 @@ class Server:
     def _progress(self, rid: str, stage: str, done: int, total: int | None, message: str = "") -> None:
         self.writer.send("progress", rid, stage=stage, done=done, total=total, message=message)
 
-    def _pipeline(self, request: InferRequest):
+    def _download_progress(self, job: _Job):
+        """The weights' progress callback for ``job``: ``download`` progress replies (at most one per
+        :data:`DOWNLOAD_REPORT_S` per file, plus its first and last), and :class:`JobCancelled` raised from inside
+        the transfer once the job is cancelled (the download removes its temporary file; nothing is installed)."""
+        rid = job.request.request_id
+        last: dict[str, float] = {}
+
+        def report(label: str, done: int, total: int | None) -> None:
+            if job.cancel.is_set():
+                raise JobCancelled(f"the job was cancelled while {label} was downloading")
+            now = time.monotonic()
+            finished = total is not None and done >= total
+            if label in last and not finished and now - last[label] < DOWNLOAD_REPORT_S:
+                return
+            last[label] = now
+            self._progress(rid, "download", done, total, f"downloading {label}")
+
+        return report
+
+    def _pipeline(self, job: _Job):
+        request = job.request
         from mega_runtime.decoding.sampling import CVQMAE_SAMPLING, SamplingConfig
         from mega_runtime.mega import resolve_device
         from mega_runtime.pipeline.chain import Pipeline, PipelineConfig
@@ -273,9 +302,13 @@ class Server:
             self._progress(request.request_id, "load", 0, 1, f"loading {request.model} on {device}")
             config = PipelineConfig(model=request.model, device=device)
             base = Pipeline.load(
-                config, self.config.checkpoint_dir, self.config.assets_dir, make_detector(self.config.detector)
+                config,
+                self.config.checkpoint_dir,
+                self.config.assets_dir,
+                make_detector(self.config.detector),
+                progress=self._download_progress(job),
             )
-            self._pipelines[key] = base
+            self._pipelines[key] = base  # kept even when the job was cancelled meanwhile: the next job needs it
             self._progress(request.request_id, "load", 1, 1, f"loaded {request.model}")
         try:
             sampling = SamplingConfig(
@@ -340,9 +373,9 @@ class Server:
             return False
 
         try:
-            pipeline = self._pipeline(request)
-            if job.cancel.is_set():
-                raise JobCancelled("the job was cancelled before it started")
+            pipeline = self._pipeline(job)
+            if job.cancel.is_set():  # cancelled while the model loaded: stop before the first frame
+                raise JobCancelled("the job was cancelled while the model was loading")
             if request.is_video:
                 source = Path(request.path) if request.path is not None else None
                 if source is None:
@@ -422,7 +455,8 @@ class Server:
                 temporary.unlink(missing_ok=True)
             if private and request.inline_result:
                 shutil.rmtree(out_dir, ignore_errors=True)
-        self.writer.send("result", rid, **reply)  # after the clean-up: what the client sees is final
+        with self._end_lock:
+            self.writer.send("result", rid, **reply)  # after the clean-up: what the client sees is final
 
 
 def _apply_temporal(result, settings: dict[str, Any]):

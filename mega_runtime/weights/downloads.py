@@ -73,6 +73,12 @@ def download(
     Content-Length, ``size``, ``sha256`` and ``md5`` (those given), and is then renamed onto
     ``dest`` with :func:`os.replace`. On any failure the temporary file is removed, nothing is
     left at ``dest``, and a :class:`WeightsError` naming the URL is raised (``hint`` is its fix).
+
+    ``progress(label, done_bytes, total_bytes_or_None)`` is called once before the first byte and after every
+    read from the connection (each returns as soon as some bytes arrived, so a slow link still reports often).
+    It may raise to abort the transfer (e.g. a cancelled job): the exception propagates unchanged and, as on any
+    failure, the temporary file is removed. While the server sends nothing at all, the next call waits for data
+    or for ``timeout``.
     """
     dest = Path(dest)
     label = label or dest.name
@@ -143,7 +149,7 @@ def _transfer(
             total = int(length) if length and length.strip().isdigit() else None
             if progress is not None:
                 progress(label, 0, total)
-            while chunk := response.read(CHUNK_BYTES):
+            while chunk := response.read1(CHUNK_BYTES):  # what has arrived, up to CHUNK_BYTES: progress on slow links
                 out.write(chunk)
                 for hasher in hashers.values():
                     hasher.update(chunk)

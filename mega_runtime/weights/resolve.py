@@ -70,7 +70,8 @@ def resolve_assets_dir(
         explicit: a local assets folder; else ``$MEGA_ASSETS_DIR``; else the download cache.
             A local folder is never downloaded into: a missing file raises.
         download: fetch files missing from (or damaged in) the cache; False raises instead.
-        progress: called as each download advances (see :data:`ProgressCallback`).
+        progress: called as each download advances (see :data:`ProgressCallback`); an exception it raises
+            stops the download and propagates unchanged (nothing half-downloaded is kept).
         sources: where to download from (default :func:`default_sources`).
 
     Raises:
@@ -141,7 +142,8 @@ def resolve_checkpoint_dir(
         explicit: a local checkpoint folder; else ``$MEGA_CHECKPOINTS_DIR``; else the download cache.
             A local folder is never downloaded into: a missing file raises.
         download: fetch missing checkpoints from the Zenodo record into the cache; False raises instead.
-        progress: called as each download advances.
+        progress: called as each download advances; an exception it raises stops the download and
+            propagates unchanged (nothing half-downloaded is kept or installed).
         assets_dir: assets folder used to check a downloaded Mesh-VQ-VAE (default: resolved as
             :func:`resolve_assets_dir` does, downloading if needed).
         sources: where to download from (default :func:`default_sources`).

@@ -1,10 +1,12 @@
 """A scripted stand-in for ``mega-runtime serve`` used by the transport tests (not a runtime: no model).
 
 It speaks just enough of docs/protocol.md to drive the client's code paths the real runtime cannot be made to
-take on demand: exiting before the handshake, a newer protocol, dying in the middle of a job, noise on stdout.
+take on demand: exiting before the handshake, a newer protocol, dying in the middle of a job, noise on stdout,
+ignoring ``shutdown`` and the end of its input (``ignore-shutdown``), and ignoring SIGTERM as well (``stubborn``).
 The real runtime is exercised by tests/contract/test_live_link.py and tests/runtime/test_serve.py.
 
-Usage: python fake_runtime.py MODE serve [args…]   (MODE: normal, exit-early, protocol-2, die-mid-job, noise)
+Usage: python fake_runtime.py MODE serve [args…]
+MODE: normal, exit-early, protocol-2, die-mid-job, noise, ignore-shutdown, stubborn
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import signal
 import sys
+import threading
 
 import numpy as np
 
@@ -27,6 +31,8 @@ def main() -> int:
     if mode == "exit-early":
         sys.stderr.write("Traceback (most recent call last):\nModuleNotFoundError: No module named 'torch'\n")
         return 3
+    if mode == "stubborn":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if mode == "noise":
         sys.stdout.write("a library printed this\n")
         sys.stdout.flush()
@@ -68,7 +74,10 @@ def main() -> int:
             reply(type="ack", id=rid)
         elif op == "shutdown":
             reply(type="ack", id=rid)
-            return 0
+            if mode not in ("ignore-shutdown", "stubborn"):
+                return 0
+    if mode in ("ignore-shutdown", "stubborn"):
+        threading.Event().wait()  # hang on after the end of input, until a signal ends the process
     return 0
 
 

@@ -6,6 +6,7 @@ The real runtime behind the same client is tested in tests/contract/test_live_li
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -59,6 +60,7 @@ def test_ok_handshake_then_job_with_progress_and_result_files(tmp_path):
         assert not link.busy
     finally:
         link.stop()
+    assert link.client.wait_exited(10.0), "the runtime did not exit within 10 s of stop()"
     assert not link.client.running
 
 
@@ -144,3 +146,57 @@ def test_ng_silent_runtime_fails_the_handshake_after_the_timeout():
     link.start()
     failed = pump_until(link, has(client_mod.RuntimeFailed), timeout_s=15)[-1]
     assert "did not answer within" in failed.reason
+
+
+# -- stopping never blocks the caller ----------------------------------------------------------------------------
+
+
+def _gone_within(pid: int, timeout_s: float) -> bool:
+    """Poll (every 10 ms) until no process ``pid`` exists any more (reaped), or ``timeout_s`` passed."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.mark.parametrize(
+    ("mode", "escalation"), [("ignore-shutdown", "terminate"), ("stubborn", "kill")], ids=["terminate", "kill"]
+)
+def test_ok_stop_returns_at_once_and_a_runtime_that_ignores_shutdown_is_gone_soon_after(mode, escalation, caplog):
+    link = fake_link(mode)
+    link.start()
+    pump_until(link, has(client_mod.Ready))
+    pid = link.client.pid
+    started = time.perf_counter()
+    stopper = link.client.stop(grace_s=0.3)
+    took_s = time.perf_counter() - started
+    print(f"stop() returned in {took_s * 1000:.1f} ms ({mode})")
+    assert took_s < 0.5, f"stop() blocked the caller for {took_s:.3f} s"
+    assert stopper is not None and link.client.stop(grace_s=0.3) is stopper, "a second stop joins the first"
+    assert _gone_within(pid, 15.0), f"the runtime (pid {pid}, {mode}) was still there 15 s after stop()"
+    assert link.client.wait_stopped(5.0) and link.client.wait_exited(5.0)
+    assert not link.client.running
+    words = {"terminate": "terminating it", "kill": "killing it"}[escalation]
+    assert any(words in record.getMessage() for record in caplog.records), "the escalation is logged"
+
+
+def test_ok_stop_now_at_exit_ends_a_stubborn_runtime_within_its_budget():
+    link = fake_link("stubborn")
+    link.start()
+    pump_until(link, has(client_mod.Ready))
+    pid = link.client.pid
+    started = time.perf_counter()
+    link.client.stop_now(budget_s=0.4)
+    took_s = time.perf_counter() - started
+    assert took_s < 0.5, f"stop_now() blocked for {took_s:.3f} s"
+    assert _gone_within(pid, 5.0), f"the runtime (pid {pid}) survived stop_now()"
+
+
+def test_ok_stop_of_a_runtime_that_is_not_running_does_nothing():
+    client = client_mod.RuntimeClient([sys.executable, str(FAKE), "normal"])
+    assert client.stop() is None and client.wait_stopped(0.1)
+    client.stop_now()
