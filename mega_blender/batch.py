@@ -52,6 +52,8 @@ from .scene_build import HYPOTHESIS_PROP, iter_people, num_hypotheses
 log = logging.getLogger(__name__)
 
 PROG_BLENDER = "blender -b --command mega"
+#: Longest wait for the runtime to exit after the batch (its stop escalates to kill within ~6 s).
+RUNTIME_EXIT_WAIT_S = 15.0
 PROG_PYTHON = "python -m mega_blender.batch"
 
 
@@ -370,7 +372,8 @@ def run_reconstruct(args: argparse.Namespace, report: dict[str, Any]) -> None:
     except LinkError as exc:
         raise BatchError(str(exc)) from exc
     finally:
-        link.stop()
+        link.stop()  # shutdown, then terminate and kill if need be (a few seconds at most) …
+        link.client.wait_stopped(RUNTIME_EXIT_WAIT_S)  # … waited for here: a headless batch leaves no runtime behind
     args.results = results
     run_import(args, report)
 
