@@ -261,7 +261,7 @@ class Server:
         self.writer.send("progress", rid, stage=stage, done=done, total=total, message=message)
 
     def _pipeline(self, request: InferRequest):
-        from mega_runtime.decoding.sampling import CVQMAE_SAMPLING, SamplingConfig
+        from mega_runtime.decoding.schedule import CVQMAE_SAMPLING, SamplingConfig
         from mega_runtime.mega import resolve_device
         from mega_runtime.pipeline.chain import Pipeline, PipelineConfig
         from mega_runtime.pipeline.detect import make_detector
