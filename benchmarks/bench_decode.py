@@ -43,7 +43,7 @@ def run_case(case: str, batch: int, device: str, precision: str, repeats: int, t
     import numpy as np
     import torch
 
-    from mega_runtime.decoding.sampling import sample_tokens_official
+    from mega_runtime.decoding.samplers import sample_tokens_official
     from mega_runtime.mega import Mega
     from mega_runtime.models.assets import load_connection_matrices
     from mega_runtime.models.config import PRESETS

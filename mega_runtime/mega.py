@@ -9,22 +9,21 @@ the pipeline's job.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mega_runtime.decoding.sampling import (
-    CVQMAE_SAMPLING,
-    VQMAE_SAMPLING,
-    SamplingConfig,
+from mega_runtime.decoding.samplers import (
     TokenSamples,
     argmax_with_logits,
     row_seeds,
     sample_tokens,
     sample_tokens_official,
 )
+from mega_runtime.decoding.schedule import CVQMAE_SAMPLING, VQMAE_SAMPLING, SamplingConfig
+from mega_runtime.decoding.scoring import score_tokens
 from mega_runtime.errors import ConfigError
 from mega_runtime.models.config import CVQMAEConfig, VQMAEConfig
 from mega_runtime.models.geometry import rotate_vertices, rotation_6d_to_matrix
@@ -40,7 +39,8 @@ class MeshHypotheses:
     """Meshes for B images with H hypotheses each (hypothesis 0 = the deterministic decode).
 
     tokens: (B, H, 54) int64 Mesh-VQ-VAE codes.
-    log_likelihood: (B, H) float32, natural log (see :mod:`mega_runtime.decoding.sampling`).
+    log_likelihood: (B, H) float32, natural log; every hypothesis, hypothesis 0 included, is scored by
+    the one estimator of :mod:`mega_runtime.decoding.scoring`.
     canonical: (B, H, 6890, 3) float32 metres, body frame (y up), mean-centred.
     vertices: (B, H, 6890, 3) float32 metres, v' = R·v in the camera-aligned frame (x right, y down, z forward).
     rotation: (B, 3, 3) float32 global rotation R (rows b1, b2, b3 of the 6D representation).
@@ -148,12 +148,18 @@ class Mega:
         b, extra = images.shape[0], num_hypotheses - 1
         cond = self.cvqmae.condition(images)
         first, first_logits = argmax_with_logits(self.cvqmae, cond, b, self.device)
-        tokens, log_likelihood = first.tokens[:, None], first.log_likelihood[:, None]
+        tokens = first.tokens[:, None]
         if extra:
             generator = generator if generator is not None else torch.Generator().manual_seed(0)
             samples = self._sample(cond, first_logits, b, extra, generator, sampling, sampler, numpy_rng)
             tokens = torch.cat([tokens, samples.tokens.reshape(b, extra, -1)], dim=1)
-            log_likelihood = torch.cat([log_likelihood, samples.log_likelihood.reshape(b, extra)], dim=1)
+        # One estimator for every hypothesis (the deterministic decode included), all rows in one batch.
+        log_likelihood = score_tokens(
+            self.cvqmae,
+            cond.repeat(num_hypotheses),
+            tokens.flatten(0, 1),
+            initial_logits=first_logits.repeat_interleave(num_hypotheses, dim=0),
+        ).reshape(b, num_hypotheses)
         canonical = self.decode_meshes(tokens.flatten(0, 1)).reshape(b, num_hypotheses, -1, 3)
         rotation = rotation_6d_to_matrix(cond.rot6d)
         vertices = rotate_vertices(rotation, canonical)
@@ -179,7 +185,7 @@ class Mega:
             sample_tokens_official(self.cvqmae, cond.rows(slice(i, i + 1)).repeat(extra), extra, rng, sampling)
             for i in range(b)
         ]
-        return TokenSamples(torch.cat([p.tokens for p in parts]), torch.cat([p.log_likelihood for p in parts]))
+        return TokenSamples(torch.cat([p.tokens for p in parts]))
 
     @torch.no_grad()
     def generate(
@@ -189,7 +195,7 @@ class Mega:
         sampling: SamplingConfig = VQMAE_SAMPLING,
         fixed: torch.Tensor | None = None,
     ) -> tuple[TokenSamples, torch.Tensor]:
-        """Bodies with no image from the pre-trained model: tokens and (N, 6890, 3) canonical meshes.
+        """Bodies with no image from the pre-trained model: scored tokens and (N, 6890, 3) canonical meshes.
 
         fixed: optional (N, 54) int64 with −1 where to sample and a code where the caller fixes one
         (completion). The official settings are 20 steps, temperature 1.3, power-5 annealing.
@@ -200,6 +206,7 @@ class Mega:
                 hint="load with Mega.from_checkpoints(..., pretrained=True)",
             )
         samples = sample_tokens(self.vqmae, None, row_seeds(generator, num_bodies), sampling, fixed=fixed)
+        samples = replace(samples, log_likelihood=score_tokens(self.vqmae, None, samples.tokens))
         return samples, self.decode_meshes(samples.tokens)
 
     @torch.no_grad()
@@ -210,10 +217,14 @@ class Mega:
         generator: torch.Generator,
         sampling: SamplingConfig = CVQMAE_SAMPLING,
     ) -> tuple[TokenSamples, torch.Tensor]:
-        """Image-conditioned completion: (B, 54) codes with −1 where to sample → tokens and canonical meshes."""
+        """Image-conditioned completion: (B, 54) codes with −1 where to sample → scored tokens and canonical meshes.
+
+        The log-likelihood scores the whole completed sequence (fixed tokens included).
+        """
         cond = self.cvqmae.condition(images.to(self.device))
         seeds = row_seeds(generator, images.shape[0])
         samples = sample_tokens(self.cvqmae, cond, seeds, sampling, fixed=fixed)
+        samples = replace(samples, log_likelihood=score_tokens(self.cvqmae, cond, samples.tokens))
         return samples, self.decode_meshes(samples.tokens)
 
 

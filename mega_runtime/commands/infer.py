@@ -65,7 +65,7 @@ def _model_name(value: str) -> str:
 
 
 def _sampling(args: argparse.Namespace):
-    from mega_runtime.decoding.sampling import SamplingConfig
+    from mega_runtime.decoding.schedule import SamplingConfig
 
     try:
         return SamplingConfig(steps=args.steps, temperature=args.temperature)

@@ -290,7 +290,7 @@ class Server:
 
     def _pipeline(self, job: _Job):
         request = job.request
-        from mega_runtime.decoding.sampling import CVQMAE_SAMPLING, SamplingConfig
+        from mega_runtime.decoding.schedule import CVQMAE_SAMPLING, SamplingConfig
         from mega_runtime.mega import resolve_device
         from mega_runtime.pipeline.chain import Pipeline, PipelineConfig
         from mega_runtime.pipeline.detect import make_detector

@@ -22,7 +22,7 @@ import numpy as np
 
 from mega_runtime import __version__
 from mega_runtime.constants import NUM_TOKENS, NUM_VERTICES
-from mega_runtime.decoding.sampling import CVQMAE_SAMPLING, SamplingConfig
+from mega_runtime.decoding.schedule import CVQMAE_SAMPLING, SamplingConfig
 from mega_runtime.io.result import Result
 from mega_runtime.pipeline.media import FrameRange, iter_frames, open_video, read_image
 from mega_runtime.pipeline.preprocess import Crop, crop_person, focal_length_px

@@ -33,7 +33,7 @@ def generate_bodies(
     """Sample ``count`` bodies (official settings: 20 steps, temperature 1.3, power-5 annealing)."""
     import torch
 
-    from mega_runtime.decoding.sampling import SamplingConfig
+    from mega_runtime.decoding.schedule import SamplingConfig
     from mega_runtime.mega import Mega, resolve_device
     from mega_runtime.models.assets import read_template_ply
     from mega_runtime.pipeline.chain import camera_meta

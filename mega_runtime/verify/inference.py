@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mega_runtime.decoding.sampling import official_decoder_mask, official_encoder_order
+from mega_runtime.decoding.samplers import official_decoder_mask, official_encoder_order
 from mega_runtime.errors import FixtureError
 from mega_runtime.models.config import CVQMAEConfig, VQMAEConfig
 from mega_runtime.verify.recipe import FixtureSpec, build_state_dict, save_official_checkpoint
@@ -145,7 +145,8 @@ def _token_model_checks(
     cond: condition of the reference batch (None for VQMAE); sample_cond: condition of the
     single image the sampler fixture repeats (None for VQMAE).
     """
-    from mega_runtime.decoding.sampling import SamplingConfig, sample_tokens_official
+    from mega_runtime.decoding.samplers import sample_tokens_official
+    from mega_runtime.decoding.schedule import SamplingConfig
 
     tokens = torch.from_numpy(ref["tokens"])
     visible = ref["partial_visible_mask"]
@@ -190,7 +191,7 @@ def _cvqmae_config(spec: FixtureSpec) -> CVQMAEConfig:
 
 
 def _verify_cvqmae(spec: FixtureSpec, workdir: Path, ref: dict[str, np.ndarray], compare: Comparator) -> dict:
-    from mega_runtime.decoding.sampling import argmax_decode_official
+    from mega_runtime.decoding.samplers import argmax_decode_official
     from mega_runtime.models.geometry import rotation_6d_to_matrix
     from mega_runtime.weights.loaders import load_cvqmae
 
@@ -217,7 +218,7 @@ def _verify_cvqmae(spec: FixtureSpec, workdir: Path, ref: dict[str, np.ndarray],
 
 
 def _verify_vqmae(spec: FixtureSpec, workdir: Path, ref: dict[str, np.ndarray], compare: Comparator) -> dict:
-    from mega_runtime.decoding.sampling import argmax_decode_official
+    from mega_runtime.decoding.samplers import argmax_decode_official
     from mega_runtime.models.config import transformer_from_official
     from mega_runtime.weights.loaders import load_vqmae
 
@@ -374,7 +375,7 @@ def _verify_pipeline_demo(
     spec: FixtureSpec, workdir: Path, ref: dict[str, np.ndarray], compare: Comparator, assets_dir: Path
 ) -> dict:
     """The official demo chain on real photos: crops, camera, tokens, canonical and posed vertices."""
-    from mega_runtime.decoding.sampling import argmax_decode_official
+    from mega_runtime.decoding.samplers import argmax_decode_official
     from mega_runtime.models.assets import load_connection_matrices
     from mega_runtime.models.geometry import cam_crop_to_full, rotate_vertices, rotation_6d_to_matrix
     from mega_runtime.pipeline.media import read_image
