@@ -83,7 +83,7 @@ SMPL_RESULT_ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
 }
 
 #: Optional arrays (checked when present), all since 1.1: added by mega_runtime.pipeline.temporal for videos, and
-#: the ``smpl_*`` arrays of an SMPL fit (``mega-runtime fit-smpl``, mega_runtime.smpl.skeleton).
+#: the ``smpl_*`` arrays of an SMPL fit (``mega-runtime fit-smpl``: :data:`SMPL_RESULT_ARRAYS` and the skinning).
 OPTIONAL_ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
     "path": ("int16", ("F", "P")),
     "smoothed_vertices": ("float32", ("F", "P", NUM_VERTICES, 3)),
@@ -182,7 +182,7 @@ def _create_temporary(path: Path) -> tuple[int, Path]:
     raise FileExistsError(f"no free temporary name beside {path}")
 
 
-def _write_temporary(path: Path, write: Callable[[IO[bytes]], None], digest: bool) -> _Written:
+def _write_temporary(path: Path, write: Callable[[IO[bytes]], object], digest: bool) -> _Written:
     """Write a temporary file beside ``path`` with ``write``, flush and fsync it; removed again on any failure."""
     fd, tmp = _create_temporary(path)
     try:
