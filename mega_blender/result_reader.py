@@ -1,12 +1,15 @@
-"""Torch-free reader of the MEGA result file pair, format version 1 (``docs/result-format.md``).
+"""Torch-free reader of the MEGA result file pair, format versions 1.x (``docs/result-format.md``).
 
 A result is ``<name>.json`` (metadata) + ``<name>.npz`` (arrays). This module re-implements reading on its own —
 the add-on shares only the documented format with ``mega_runtime``, never its code — and validates everything the
 Blender side relies on, so scene building can trust shapes, dtypes and values:
 
 * the files exist (the ``.json``, the ``.npz`` or their common stem may be given);
-* ``schema`` is ``"mega-result"`` and the MAJOR version is 1 (a newer MINOR is read; another MAJOR is refused
-  with a message naming both versions);
+* ``schema`` is ``"mega-result"`` and the MAJOR version is 1 (every 1.x is read: 1.0, 1.1 and newer MINORs,
+  which only add fields; another MAJOR is refused with a message naming both versions and what to update);
+* the ``.npz`` is the one the ``.json`` was written with: since 1.1 the JSON records its size
+  (``arrays_file_size``) and SHA-256 (``arrays_file_sha256``), and a pair whose files disagree is refused (the
+  files of two results mixed up, or an ``.npz`` replaced or damaged after the fact);
 * the camera (``focal_px``, ``principal_point_px``, OpenCV convention) and the image size are present;
 * every required array is present with the documented dtype and rank, and the sizes F (frames), P (people),
   H (hypotheses), V = 6890 (vertices) and the 13776 × 3 faces agree across arrays; face indices are in range;
@@ -18,6 +21,7 @@ this module is unit-tested in plain CPython.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -32,9 +36,11 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 SCHEMA = "mega-result"
-#: The format version this reader implements; any ``1.x`` is read.
-SUPPORTED_VERSION = "1.0"
+#: The newest format version this reader implements; every ``1.x`` is read (1.0 files have no size and hash of
+#: their ``.npz``, and are read without that check).
+SUPPORTED_VERSION = "1.1"
 SUPPORTED_MAJOR = 1
+_HASH_CHUNK_BYTES = 1 << 20
 
 NUM_VERTICES = 6890
 NUM_FACES = 13776
@@ -183,6 +189,7 @@ def read_result(path: str | Path) -> MegaResult:
     json_path, default_npz_path = result_paths(path)
     meta = _read_meta(json_path, default_npz_path)
     npz_path = _arrays_path(json_path, meta)
+    _check_pair(json_path, npz_path, meta)
     arrays = _read_arrays(npz_path)
     sizes = _check_arrays(arrays, npz_path)
     _check_values(arrays, npz_path)
@@ -260,7 +267,7 @@ def _check_version(version: Any, json_path: Path) -> None:
         newer = int(major_text) > SUPPORTED_MAJOR
         raise ResultFormatError(
             f"{json_path} has result format version {version}; this add-on reads version {SUPPORTED_VERSION} "
-            f"(major {SUPPORTED_MAJOR})",
+            f"(and every older {SUPPORTED_MAJOR}.x)",
             "update the MEGA add-on to a release that reads it"
             if newer
             else "re-export the result with a current mega-runtime",
@@ -310,6 +317,47 @@ def _arrays_path(json_path: Path, meta: dict[str, Any]) -> Path:
             "a result is a .json + .npz pair: keep both files side by side",
         )
     return npz_path
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_pair(json_path: Path, npz_path: Path, meta: dict[str, Any]) -> None:
+    """Refuse an ``.npz`` whose size or SHA-256 differ from those its ``.json`` records (format 1.1 and later;
+    1.0 files record neither). Hashing reads the file once more (about 1.5 GB/s)."""
+    size, sha256 = meta.get("arrays_file_size"), meta.get("arrays_file_sha256")
+    if size is None and sha256 is None:
+        return
+    if (size is not None and not _count(size)) or (sha256 is not None and not isinstance(sha256, str)):
+        raise ResultFormatError(
+            f"{json_path}: arrays_file_size {size!r} or arrays_file_sha256 {sha256!r} is malformed",
+            "re-export the result with mega-runtime",
+        )
+    fix = "keep the .json and .npz written together side by side, or re-export the result with mega-runtime"
+    try:
+        actual_size = npz_path.stat().st_size
+        if size is not None and actual_size != size:
+            raise ResultFormatError(
+                f"{npz_path} is {actual_size} bytes, but {json_path} was written with an arrays file of {size} "
+                "bytes: the two files are not one pair",
+                fix,
+            )
+        if sha256 is not None and _sha256(npz_path) != sha256.lower():
+            raise ResultFormatError(
+                f"{npz_path} does not match the SHA-256 recorded in {json_path}: the two files are not one pair",
+                fix,
+            )
+    except OSError as exc:
+        raise ResultFormatError(f"cannot read {npz_path} ({exc})", fix) from exc
 
 
 def _read_arrays(npz_path: Path) -> dict[str, np.ndarray]:

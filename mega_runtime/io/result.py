@@ -1,21 +1,38 @@
 """The result file pair: ``<name>.json`` (metadata) + ``<name>.npz`` (arrays).
 
-The format is documented in ``docs/result-format.md``; the Blender add-on reads it
-with its own torch-free reader. numpy + json only. Both files are written
-atomically (temporary file in the same folder, then rename), the arrays first, so
-a reader never sees a half-written pair. Existing files are never overwritten
-unless the caller says so.
+The format is documented in ``docs/result-format.md``; the Blender add-on reads it with its own torch-free reader.
+numpy + json only.
+
+How a pair is written (:func:`write_result`), so that a reader — or a user after a crash or a power cut — never
+finds a ``.json`` without its complete, matching ``.npz``:
+
+1. both files are written to temporary files in the destination folder (``.<name>.json.<random>.tmp``), created
+   with mode ``0o666`` so the operating system applies the user's umask (and default ACLs) exactly as for any
+   other file the user creates; each is flushed and ``os.fsync``-ed;
+2. the ``.npz`` is put in place first, then the directory is synced; the ``.json`` — which records the size and
+   SHA-256 of its ``.npz`` — is put in place last, and the directory is synced again (directories are not synced
+   on Windows, where they cannot be opened);
+3. without ``overwrite``, a file is put in place with a hard link, which fails rather than replace a file that
+   appeared meanwhile (a plain existence check then rename where the file system has no hard links); with
+   ``overwrite``, the old ``.json`` is removed before the new ``.npz`` replaces the old one, so a crash between
+   the two steps leaves an ``.npz`` without a ``.json``, never a ``.json`` beside the wrong ``.npz``.
+
+:func:`read_result` reads every 1.x version (1.0 files lack the size and hash and are read without the check) and
+refuses another MAJOR version with an error naming both versions.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
-import tempfile
+import secrets
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -25,9 +42,19 @@ from mega_runtime.errors import MegaError
 log = logging.getLogger(__name__)
 
 SCHEMA = "mega-result"
-VERSION = "1.0"
+#: The version this runtime writes. 1.1 (additive): the optional ``path``/``smoothed_*`` and ``smpl_*`` arrays,
+#: the ``temporal`` and ``smpl`` blocks and the ``arrays_file_size``/``arrays_file_sha256`` check.
+VERSION = "1.1"
+#: Every version this runtime reads: any ``1.x`` (a newer minor only adds fields, which are kept as read).
+READABLE_MAJOR = 1
+#: Result format versions and what each added, newest last (``docs/result-format.md``).
+VERSION_HISTORY: dict[str, str] = {
+    "1.0": "the required arrays, rotation and cam_crop; model, source, camera, sampling, warnings, timings",
+    "1.1": "optional path, smoothed_vertices, smoothed_cam_t and smpl_* arrays; temporal and smpl blocks; "
+    "arrays_file_size and arrays_file_sha256",
+}
 
-#: name → (dtype, shape with symbols F frames, P people, H hypotheses, V vertices, T tokens)
+#: name → (dtype, shape with symbols F frames, P people, H hypotheses, V vertices, T tokens). Required since 1.0.
 ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
     "faces": ("int32", (NUM_FACES, 3)),
     "vertices": ("float32", ("F", "P", "H", NUM_VERTICES, 3)),
@@ -55,8 +82,8 @@ SMPL_RESULT_ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
     "smpl_hypothesis": ("int16", ("F", "P")),
 }
 
-#: Optional arrays (checked when present): added by mega_runtime.pipeline.temporal for videos, and the ``smpl_*``
-#: arrays of an SMPL fit (``mega-runtime fit-smpl``, mega_runtime.smpl.skeleton).
+#: Optional arrays (checked when present), all since 1.1: added by mega_runtime.pipeline.temporal for videos, and
+#: the ``smpl_*`` arrays of an SMPL fit (``mega-runtime fit-smpl``: :data:`SMPL_RESULT_ARRAYS` and the skinning).
 OPTIONAL_ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
     "path": ("int16", ("F", "P")),
     "smoothed_vertices": ("float32", ("F", "P", NUM_VERTICES, 3)),
@@ -65,6 +92,8 @@ OPTIONAL_ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
     "smpl_rest_vertices": ("float32", ("P", NUM_VERTICES, 3)),
     "smpl_weights": ("float32", (NUM_VERTICES, 24)),
 }
+
+_HASH_CHUNK_BYTES = 1 << 20
 
 
 class ResultFormatError(MegaError):
@@ -117,17 +146,6 @@ def _check_arrays(arrays: dict[str, np.ndarray], source: str) -> None:
                 raise ResultFormatError(f"{source}: array {name} has {want}={got}, other arrays have {sizes[want]}")
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def result_paths(path: Path | str) -> tuple[Path, Path]:
     """(json, npz) paths of a result named by either file or by its stem."""
     path = Path(path)
@@ -135,53 +153,241 @@ def result_paths(path: Path | str) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".npz")
 
 
-def write_result(result: Result, path: Path | str, overwrite: bool = False) -> tuple[Path, Path]:
-    """Write ``result`` as ``<path>.json`` + ``<path>.npz``; returns both paths.
+# --- writing ---------------------------------------------------------------------------------------------------
 
-    Raises :class:`OutputExistsError` if either exists and ``overwrite`` is False.
+
+@dataclass(frozen=True)
+class _Written:
+    """A complete, synced temporary file: its ``path``, ``size`` in bytes and ``sha256`` (hex; "" when not asked)."""
+
+    path: Path
+    size: int
+    sha256: str
+
+
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """A new, empty file beside ``path`` (open file descriptor, its path), created exclusively with mode 0o666.
+
+    The kernel applies the process's umask (or the folder's default ACL) to that mode, as for any file the user
+    creates — unlike ``tempfile.mkstemp``'s 0o600 — without reading or changing the process-wide umask, which
+    would race with other threads creating files.
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
+def _write_temporary(path: Path, write: Callable[[IO[bytes]], object], digest: bool) -> _Written:
+    """Write a temporary file beside ``path`` with ``write``, flush and fsync it; removed again on any failure."""
+    fd, tmp = _create_temporary(path)
+    try:
+        with os.fdopen(fd, "w+b") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+            size = os.fstat(handle.fileno()).st_size
+            sha256 = ""
+            if digest:
+                handle.seek(0)
+                sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
+        return _Written(tmp, size, sha256)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _sync_directory(folder: Path) -> None:
+    """fsync ``folder`` so that the renames in it survive a power cut; skipped where directories cannot be synced
+    (Windows, some network and FUSE file systems)."""
+    if os.name == "nt":
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError as exc:
+        log.debug("cannot open %s to sync it: %s", folder, exc)
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        log.debug("cannot sync the folder %s: %s", folder, exc)
+    finally:
+        os.close(fd)
+
+
+def _exists_error(paths: list[Path]) -> OutputExistsError:
+    return OutputExistsError(
+        f"not overwriting existing file(s): {', '.join(str(p) for p in paths)}",
+        hint="choose another output name, or pass --overwrite",
+    )
+
+
+def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Give the complete temporary file ``tmp`` its final name ``path``.
+
+    With ``overwrite`` an existing ``path`` is replaced (``os.replace``, atomic). Without it, a hard link puts the
+    file in place only if ``path`` does not exist (atomic on POSIX and NTFS), so a file created by someone else in
+    the meantime is never replaced; file systems without hard links fall back to a check, then a rename.
+    """
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise _exists_error([path]) from None
+    except OSError as exc:
+        log.debug("no hard link in %s (%s): checking, then renaming", path.parent, exc)
+        if path.exists():
+            raise _exists_error([path]) from None
+        os.replace(tmp, path)
+        return
+    tmp.unlink()
+
+
+def write_result(result: Result, path: Path | str, overwrite: bool = False) -> tuple[Path, Path]:
+    """Write ``result`` as ``<path>.json`` + ``<path>.npz``; returns both paths (json, npz).
+
+    The ``.npz`` is written and synced before the ``.json``, which records the ``.npz``'s size and SHA-256; see
+    the module docstring for the exact order. Raises :class:`OutputExistsError` if either file exists and
+    ``overwrite`` is False (nothing is written then), :class:`ResultFormatError` if the arrays disagree with
+    :data:`ARRAYS`.
     """
     json_path, npz_path = result_paths(path)
     if not overwrite:
-        existing = [str(p) for p in (json_path, npz_path) if p.exists()]
+        existing = [p for p in (json_path, npz_path) if p.exists()]
         if existing:
-            raise OutputExistsError(
-                f"not overwriting existing file(s): {', '.join(existing)}",
-                hint="choose another output name, or pass --overwrite",
-            )
+            raise _exists_error(existing)
     _check_arrays(result.arrays, str(npz_path))
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"schema": SCHEMA, "version": VERSION, **result.meta, "arrays_file": npz_path.name}
-    meta["arrays"] = {k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in result.arrays.items()}
-    _atomic_write(npz_path, lambda f: np.savez(f, **result.arrays))
-    _atomic_write(json_path, lambda f: f.write((json.dumps(meta, indent=2) + "\n").encode()))
+    folder = json_path.parent
+    temporaries: list[Path] = []
+    published: list[Path] = []
+    try:
+        npz = _write_temporary(npz_path, lambda f: np.savez(f, **result.arrays), digest=True)
+        temporaries.append(npz.path)
+        meta = {
+            "schema": SCHEMA,
+            "version": VERSION,
+            **result.meta,
+            "arrays_file": npz_path.name,
+            "arrays_file_size": npz.size,
+            "arrays_file_sha256": npz.sha256,
+        }
+        meta["arrays"] = {k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in result.arrays.items()}
+        text = (json.dumps(meta, indent=2) + "\n").encode("utf-8")
+        meta_file = _write_temporary(json_path, lambda f: f.write(text), digest=False)
+        temporaries.append(meta_file.path)
+        if overwrite and json_path.exists():
+            json_path.unlink()  # no moment where the old .json stands beside the new .npz
+            _sync_directory(folder)
+        _publish(npz.path, npz_path, overwrite)
+        published.append(npz_path)
+        _sync_directory(folder)  # the .npz's name is on disk before the .json's
+        _publish(meta_file.path, json_path, overwrite)
+        published.append(json_path)
+        _sync_directory(folder)
+    except BaseException:
+        for tmp in temporaries:
+            tmp.unlink(missing_ok=True)
+        if not overwrite and published == [npz_path]:
+            npz_path.unlink(missing_ok=True)  # ours: it did not exist before this call
+        raise
     log.info("wrote %s and %s", json_path, npz_path)
     return json_path, npz_path
 
 
+# --- reading ---------------------------------------------------------------------------------------------------
+
+
+def _check_version(version: Any, json_path: Path) -> None:
+    text = str(version) if isinstance(version, str | int) and not isinstance(version, bool) else ""
+    major = text.split(".")[0]
+    if not major.isdigit():
+        raise ResultFormatError(
+            f"{json_path} has no valid result format version ({version!r}); this runtime reads version {VERSION}",
+            hint="re-export the result with mega-runtime",
+        )
+    if int(major) != READABLE_MAJOR:
+        newer = int(major) > READABLE_MAJOR
+        raise ResultFormatError(
+            f"{json_path} has result format version {text}; this runtime reads version {VERSION} "
+            f"(and every older {READABLE_MAJOR}.x)",
+            hint="update mega-runtime to a release that reads it"
+            if newer
+            else "re-export the result with this mega-runtime",
+        )
+
+
+def _file_sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_pair(json_path: Path, npz_path: Path, meta: dict[str, Any]) -> None:
+    """Refuse an ``.npz`` that is not the one its ``.json`` was written with (size and SHA-256 since 1.1)."""
+    size, sha256 = meta.get("arrays_file_size"), meta.get("arrays_file_sha256")
+    hint = "keep the .json and .npz written together side by side, or re-export the result with mega-runtime"
+    if size is None and sha256 is None:
+        return  # version 1.0: nothing recorded
+    if (size is not None and not _is_count(size)) or (sha256 is not None and not isinstance(sha256, str)):
+        raise ResultFormatError(
+            f"{json_path}: arrays_file_size {size!r} or arrays_file_sha256 {sha256!r} is malformed",
+            hint="re-export the result with mega-runtime",
+        )
+    actual_size = npz_path.stat().st_size
+    if size is not None and actual_size != size:
+        raise ResultFormatError(
+            f"{npz_path} is {actual_size} bytes, but {json_path} was written with an arrays file of {size} bytes: "
+            "the two files are not one pair",
+            hint=hint,
+        )
+    if sha256 is not None and _file_sha256(npz_path) != sha256.lower():
+        raise ResultFormatError(
+            f"{npz_path} does not match the SHA-256 recorded in {json_path}: the two files are not one pair",
+            hint=hint,
+        )
+
+
 def read_result(path: Path | str) -> Result:
-    """Read and validate a result pair (either file's path, or the common stem)."""
+    """Read and validate a result pair (either file's path, or the common stem); any version 1.x.
+
+    Raises :class:`ResultFormatError` for a missing or malformed file, another MAJOR version, or an ``.npz`` whose
+    size or SHA-256 differ from those its ``.json`` records.
+    """
     json_path, _ = result_paths(path)
     if not json_path.is_file():
         raise ResultFormatError(f"result file {json_path} does not exist", hint="pass the .json of a result pair")
     try:
-        meta = json.loads(json_path.read_text())
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ResultFormatError(f"{json_path} is not valid JSON: {exc}") from exc
-    if meta.get("schema") != SCHEMA:
-        raise ResultFormatError(f"{json_path} is not a MEGA result (schema {meta.get('schema')!r})")
-    major = str(meta.get("version", "")).split(".")[0]
-    if major != VERSION.split(".")[0]:
+    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
+        schema = meta.get("schema") if isinstance(meta, dict) else None
+        raise ResultFormatError(f"{json_path} is not a MEGA result (schema {schema!r})")
+    _check_version(meta.get("version"), json_path)
+    name = meta.get("arrays_file", json_path.with_suffix(".npz").name)
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
         raise ResultFormatError(
-            f"{json_path} has result format version {meta.get('version')}, this runtime reads version {VERSION}",
-            hint="update the runtime (or the add-on) to a version that reads it",
+            f"{json_path}: arrays_file {name!r} is not a file name beside the .json",
+            hint="re-export the result with mega-runtime",
         )
-    npz_path = json_path.with_name(str(meta.get("arrays_file", json_path.with_suffix(".npz").name)))
+    npz_path = json_path.with_name(name)
     if not npz_path.is_file():
         raise ResultFormatError(f"{json_path}: its arrays file {npz_path} is missing")
+    _check_pair(json_path, npz_path, meta)
     try:
         with np.load(npz_path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ResultFormatError(f"{npz_path} is not a readable .npz file: {exc}") from exc
     _check_arrays(arrays, str(npz_path))
     return Result(meta=meta, arrays=arrays)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 from collections.abc import Callable
@@ -167,8 +168,8 @@ def _no_camera_focal(arrays: dict, meta: dict) -> None:
 
 
 NG_CASES = {
-    "unknown_major_version": (_set("meta", "version", "2.0"), r"version 2\.0.*reads version 1\.0"),
-    "older_major_version": (_set("meta", "version", "0.9"), r"version 0\.9.*reads version 1\.0"),
+    "unknown_major_version": (_set("meta", "version", "2.0"), r"version 2\.0.*reads version 1\.1"),
+    "older_major_version": (_set("meta", "version", "0.9"), r"version 0\.9.*reads version 1\.1"),
     "garbled_version": (_set("meta", "version", "one"), r"no valid format version"),
     "not_a_mega_result": (_set("meta", "schema", "something-else"), r"not a MEGA result"),
     "missing_faces": (_set("arrays", "faces", _DELETE), r"lacks the array\(s\) faces"),
@@ -210,8 +211,45 @@ def test_ng_unknown_major_version_names_both_versions_and_the_fix(tmp_path):
     json_path, _ = write_pair(tmp_path, meta={**make_meta(), "version": "2.1"})
     with pytest.raises(rr.ResultFormatError) as info:
         rr.read_result(json_path)
-    assert "2.1" in info.value.problem and "1.0" in info.value.problem
+    assert "2.1" in info.value.problem and "1.1" in info.value.problem
     assert "update the MEGA add-on" in info.value.hint
+
+
+def write_pair_1_1(folder: Path, name: str = "people", seed: int = 0) -> tuple[Path, Path]:
+    """A format 1.1 pair: the JSON records its npz's size and SHA-256."""
+    json_path, npz_path = write_pair(folder, name, arrays=make_arrays(seed=seed))
+    data = npz_path.read_bytes()
+    meta = {**make_meta(), "version": "1.1", "arrays_file": npz_path.name, "arrays_file_size": len(data)}
+    json_path.write_text(json.dumps({**meta, "arrays_file_sha256": hashlib.sha256(data).hexdigest()}))
+    return json_path, npz_path
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1", "1.9"])
+def test_ok_every_1_x_version_is_read(tmp_path, version):
+    json_path, _ = write_pair(tmp_path, meta={**make_meta(), "version": version})
+    assert rr.read_result(json_path).num_people == 2
+
+
+def test_ok_a_1_1_pair_whose_npz_matches_reads(tmp_path):
+    json_path, _ = write_pair_1_1(tmp_path)
+    assert rr.read_result(json_path).meta["version"] == "1.1"
+
+
+def test_ng_a_1_1_json_beside_another_results_npz_of_the_same_size(tmp_path):
+    json_path, npz_path = write_pair_1_1(tmp_path, "a", seed=1)
+    _, other_npz = write_pair_1_1(tmp_path, "b", seed=2)
+    assert other_npz.stat().st_size == npz_path.stat().st_size
+    other_npz.replace(npz_path)
+    with pytest.raises(rr.ResultFormatError, match=r"does not match the SHA-256.*not one pair") as info:
+        rr.read_result(json_path)
+    assert "side by side" in info.value.hint
+
+
+def test_ng_a_1_1_json_beside_a_truncated_npz(tmp_path):
+    json_path, npz_path = write_pair_1_1(tmp_path)
+    npz_path.write_bytes(npz_path.read_bytes()[:-10])
+    with pytest.raises(rr.ResultFormatError, match=r"bytes: the two files are not one pair"):
+        rr.read_result(json_path)
 
 
 def test_ng_missing_npz(tmp_path):

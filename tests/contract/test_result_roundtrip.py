@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 
 import numpy as np
 import pytest
@@ -76,7 +78,7 @@ def test_ok_addon_knows_every_array_the_runtime_writes_with_the_same_dtype_and_s
     addon = {**rr.REQUIRED_ARRAYS, **rr.OPTIONAL_ARRAYS}
     assert addon == runtime_result.ARRAYS
     assert rr.SCHEMA == runtime_result.SCHEMA
-    assert rr.SUPPORTED_VERSION.split(".")[0] == runtime_result.VERSION.split(".")[0]
+    assert rr.SUPPORTED_VERSION == runtime_result.VERSION
 
 
 def test_ng_addon_refuses_what_the_runtime_refuses_a_future_major_version(tmp_path):
@@ -84,9 +86,88 @@ def test_ng_addon_refuses_what_the_runtime_refuses_a_future_major_version(tmp_pa
     meta = json.loads(json_path.read_text())
     meta["version"] = "2.0"
     json_path.write_text(json.dumps(meta))
-    with pytest.raises(runtime_result.ResultFormatError):
+    with pytest.raises(runtime_result.ResultFormatError, match=r"version 2\.0.*reads version 1\.1") as runtime_info:
         runtime_result.read_result(json_path)
-    with pytest.raises(rr.ResultFormatError, match=r"version 2\.0.*reads version 1\.0"):
+    assert "update mega-runtime" in str(runtime_info.value.hint)
+    with pytest.raises(rr.ResultFormatError, match=r"version 2\.0.*reads version 1\.1") as addon_info:
+        rr.read_result(json_path)
+    assert "update the MEGA add-on" in addon_info.value.hint
+
+
+def as_version_1_0(json_path) -> None:
+    """Rewrite a result's JSON the way format 1.0 wrote it: version "1.0", no size and hash of the npz."""
+    meta = json.loads(json_path.read_text())
+    meta["version"] = "1.0"
+    del meta["arrays_file_size"], meta["arrays_file_sha256"]
+    json_path.write_text(json.dumps(meta, indent=2))
+
+
+def test_ok_both_readers_read_a_version_1_0_result(tmp_path):
+    written = make_runtime_result(frames=2, people=1, hypotheses=3)
+    json_path, _ = runtime_result.write_result(written, tmp_path / "old")
+    as_version_1_0(json_path)
+    addon_read, runtime_read = rr.read_result(json_path), runtime_result.read_result(json_path)
+    assert addon_read.meta["version"] == runtime_read.meta["version"] == "1.0"
+    assert np.array_equal(addon_read.vertices, written.arrays["vertices"])
+    assert np.array_equal(runtime_read.arrays["vertices"], written.arrays["vertices"])
+
+
+def test_ok_a_newer_minor_version_is_read_with_its_new_fields_kept(tmp_path):
+    json_path, _ = runtime_result.write_result(make_runtime_result(frames=1, people=1, hypotheses=2), tmp_path / "r")
+    meta = json.loads(json_path.read_text())
+    json_path.write_text(json.dumps({**meta, "version": "1.7", "added_later": {"x": 1}}))
+    assert rr.read_result(json_path).meta["added_later"] == {"x": 1}
+    assert runtime_result.read_result(json_path).meta["added_later"] == {"x": 1}
+
+
+def test_ok_the_json_records_the_size_and_sha256_of_its_npz(tmp_path):
+    json_path, npz_path = runtime_result.write_result(make_runtime_result(), tmp_path / "r")
+    meta = json.loads(json_path.read_text())
+    assert meta["version"] == "1.1" and meta["arrays_file"] == npz_path.name
+    assert meta["arrays_file_size"] == npz_path.stat().st_size
+    assert meta["arrays_file_sha256"] == hashlib.sha256(npz_path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("same_size", [True, False], ids=["same_size", "other_size"])
+def test_ng_both_readers_refuse_a_json_beside_another_results_npz(tmp_path, same_size):
+    # Same shapes give npz files of identical size: only the hash tells them apart.
+    first, _ = runtime_result.write_result(
+        make_runtime_result(frames=2, people=1, hypotheses=3, seed=1), tmp_path / "a"
+    )
+    other = make_runtime_result(frames=2, people=1 if same_size else 2, hypotheses=3, seed=2)
+    _, other_npz = runtime_result.write_result(other, tmp_path / "b")
+    os.replace(other_npz, tmp_path / "a.npz")
+    with pytest.raises(runtime_result.ResultFormatError, match="not one pair") as runtime_info:
+        runtime_result.read_result(first)
+    assert "side by side" in str(runtime_info.value.hint)
+    with pytest.raises(rr.ResultFormatError, match="not one pair") as addon_info:
+        rr.read_result(first)
+    assert "side by side" in addon_info.value.hint
+
+
+def test_ng_both_readers_refuse_a_damaged_npz_of_the_same_size(tmp_path):
+    json_path, npz_path = runtime_result.write_result(
+        make_runtime_result(frames=1, people=1, hypotheses=2), tmp_path / "r"
+    )
+    data = bytearray(npz_path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    npz_path.write_bytes(bytes(data))
+    with pytest.raises(runtime_result.ResultFormatError, match="SHA-256"):
+        runtime_result.read_result(json_path)
+    with pytest.raises(rr.ResultFormatError, match="SHA-256"):
+        rr.read_result(json_path)
+
+
+@pytest.mark.parametrize(
+    "field,value", [("arrays_file_size", "12"), ("arrays_file_sha256", 5), ("arrays_file_size", -1)]
+)
+def test_ng_both_readers_refuse_a_malformed_pair_check(tmp_path, field, value):
+    json_path, _ = runtime_result.write_result(make_runtime_result(frames=1, people=1, hypotheses=2), tmp_path / "r")
+    meta = json.loads(json_path.read_text())
+    json_path.write_text(json.dumps({**meta, field: value}))
+    with pytest.raises(runtime_result.ResultFormatError, match="malformed"):
+        runtime_result.read_result(json_path)
+    with pytest.raises(rr.ResultFormatError, match="malformed"):
         rr.read_result(json_path)
 
 
