@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mega_runtime import defaults
 from mega_runtime.models.masked_transformer import Condition, TokenModel
 
 Annealing = Callable[[float, float], float]
@@ -52,9 +53,9 @@ ANNEALING: dict[str, Annealing] = {"linear": linear_annealing, "power5": power5_
 class SamplingConfig:
     """Iterative decoding settings. Defaults are the official CVQMAE ones (5 steps, 4.5, linear)."""
 
-    steps: int = 5
-    temperature: float = 4.5
-    annealing: str = "linear"
+    steps: int = defaults.SAMPLING_STEPS
+    temperature: float = defaults.SAMPLING_TEMPERATURE
+    annealing: str = defaults.SAMPLING_ANNEALING
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -69,7 +70,9 @@ class SamplingConfig:
 
 
 CVQMAE_SAMPLING = SamplingConfig()
-VQMAE_SAMPLING = SamplingConfig(steps=20, temperature=1.3, annealing="power5")
+VQMAE_SAMPLING = SamplingConfig(
+    steps=defaults.GENERATE_STEPS, temperature=defaults.GENERATE_TEMPERATURE, annealing=defaults.GENERATE_ANNEALING
+)
 
 
 def cosine_hidden_count(num_hidden: int, step: int, steps: int) -> int:
