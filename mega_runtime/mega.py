@@ -33,7 +33,7 @@ from mega_runtime.weights.loaders import CHECKPOINT_FILES, load_cvqmae, load_mes
 
 log = logging.getLogger(__name__)
 
-SAMPLERS = ("full", "official")
+SAMPLERS = defaults.SAMPLERS
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ class TemporalConfig:
 
     def __post_init__(self) -> None:
         if self.path not in defaults.TEMPORAL_PATHS:
-            raise ValueError(f"path must be one of {', '.join(defaults.TEMPORAL_PATHS)}, got {self.path!r}")
+            raise ValueError(f"path must be {' or '.join(map(repr, defaults.TEMPORAL_PATHS))}, got {self.path!r}")
         weights = (self.smoothness_weight, self.likelihood_weight)
         if not all(math.isfinite(w) and w >= 0 for w in weights):
             raise ValueError(f"the path's weights must be finite and not negative, got {weights}")
