@@ -46,6 +46,7 @@ from typing import Any, NoReturn
 import bpy
 
 from . import animation
+from . import runtime_defaults as defaults
 from .result_reader import MegaResult, ResultFormatError, read_result
 from .scene_build import HYPOTHESIS_PROP, iter_people, num_hypotheses
 
@@ -275,16 +276,54 @@ def build_parser(prog: str = PROG_PYTHON) -> argparse.ArgumentParser:
         "'python -m mega_runtime')",
     )
     r.add_argument("--checkpoint-dir", type=Path, metavar="DIR", help="the runtime's checkpoint folder")
-    r.add_argument("--model", default="hrnet", help="resnet, hrnet or vit (default hrnet)")
-    r.add_argument("--hypotheses", type=int, default=8, help="hypotheses per person incl. the deterministic one")
-    r.add_argument("--steps", type=int, help="sampling steps (default 5)")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    r.add_argument(
+        "--model",
+        default=defaults.DEFAULT_MODEL,
+        help=f"{', '.join(defaults.MODEL_SHORT_NAMES)} (default %(default)s)",
+    )
+    r.add_argument(
+        "--hypotheses",
+        type=int,
+        default=defaults.NUM_HYPOTHESES,
+        help="hypotheses per person incl. the deterministic one (default %(default)s)",
+    )
+    r.add_argument("--steps", type=int, help=f"sampling steps (default {defaults.SAMPLING_STEPS})")
+    r.add_argument("--seed", type=int, default=defaults.SEED)
+    r.add_argument("--device", default=defaults.DEVICE, help="auto, cpu, cuda, mps (default %(default)s)")
     r.add_argument("--frames", metavar="START:STOP:STEP", help="video frame range (stop exclusive)")
-    r.add_argument("--path", choices=("zero", "coherent"), default="zero", help="videos: hypothesis path")
-    r.add_argument("--smooth", action="store_true", help="videos: One-Euro smoothing of the bodies")
-    r.add_argument("--one-euro-min-cutoff", type=float, default=1.0, help="One-Euro min cut-off, Hz")
-    r.add_argument("--one-euro-beta", type=float, default=0.5, help="One-Euro speed coefficient")
+    r.add_argument(
+        "--path", choices=defaults.TEMPORAL_PATHS, default=defaults.TEMPORAL_PATH, help="videos: hypothesis path"
+    )
+    r.add_argument(
+        "--smooth",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.SMOOTH,
+        help="videos: One-Euro smoothing of the bodies (default %(default)s)",
+    )
+    r.add_argument(
+        "--one-euro-min-cutoff",
+        type=float,
+        default=defaults.ONE_EURO_MIN_CUTOFF_HZ,
+        help="One-Euro cut-off at rest, Hz (default %(default)s)",
+    )
+    r.add_argument(
+        "--one-euro-beta",
+        type=float,
+        default=defaults.ONE_EURO_BETA,
+        help="One-Euro speed coefficient, Hz per m/s (default %(default)s)",
+    )
+    r.add_argument(
+        "--one-euro-d-cutoff",
+        type=float,
+        default=defaults.ONE_EURO_D_CUTOFF_HZ,
+        help="One-Euro cut-off of the speed, Hz (default %(default)s)",
+    )
+    r.add_argument(
+        "--one-euro-causal",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.ONE_EURO_CAUSAL,
+        help="forward-only One-Euro (lags moving bodies); off: forwards and backwards averaged (default %(default)s)",
+    )
     r.add_argument(
         "--smpl-model", type=Path, metavar="PATH", help="your SMPL model file: also fit SMPL and build armatures"
     )
@@ -346,6 +385,8 @@ def run_reconstruct(args: argparse.Namespace, report: dict[str, Any]) -> None:
             "smooth": args.smooth,
             "min_cutoff": args.one_euro_min_cutoff,
             "beta": args.one_euro_beta,
+            "d_cutoff": args.one_euro_d_cutoff,
+            "causal": args.one_euro_causal,
         }
     command, serve_args = _runtime_command(args)
     link = Link(command, serve_args)

@@ -62,6 +62,10 @@ class MEGA_PT_main(_SidebarPanel):
             row.enabled = settings.smooth
             row.prop(settings, "one_euro_min_cutoff")
             row.prop(settings, "one_euro_beta")
+            row = column.row(align=True)
+            row.enabled = settings.smooth
+            row.prop(settings, "one_euro_d_cutoff")
+            row.prop(settings, "one_euro_causal")
         if session is not None and session.job_running:
             row = box.row(align=True)
             row.progress(factor=session.job_progress, text=session.job_status or "Working…")

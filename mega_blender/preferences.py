@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 import bpy
 from bpy.props import EnumProperty, IntProperty, StringProperty
 
+from . import runtime_defaults as defaults
+
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems, OperatorTypeFlagItems
 
@@ -225,7 +227,7 @@ class MEGA_AddonPreferences(bpy.types.AddonPreferences):
             ("CUDA", "CUDA", "Run on an NVIDIA GPU"),
             ("MPS", "Apple Metal", "Run on an Apple GPU"),
         ),
-        default="AUTO",
+        default=defaults.DEVICE.upper(),
     )
     model: EnumProperty(
         name="Model",
@@ -234,18 +236,22 @@ class MEGA_AddonPreferences(bpy.types.AddonPreferences):
             ("resnet", "ResNet", "MEGA with the ResNet backbone"),
             ("vit", "ViT", "MEGA with the ViT backbone"),
         ),
-        default="hrnet",
+        default=defaults.DEFAULT_MODEL,
     )
     num_hypotheses: IntProperty(
         name="Hypotheses",
         description="Hypotheses per person, including the deterministic one (the Basis)",
-        default=8,
+        default=defaults.NUM_HYPOTHESES,
         min=1,
         soft_max=32,
         max=256,
     )
-    num_steps: IntProperty(name="Steps", description="Sampling steps (official: 5)", default=5, min=1, max=64)
-    seed: IntProperty(name="Seed", description="Seed of the sampler (same seed, same hypotheses)", default=0, min=0)
+    num_steps: IntProperty(
+        name="Steps", description="Sampling steps (official: 5)", default=defaults.SAMPLING_STEPS, min=1, max=64
+    )
+    seed: IntProperty(
+        name="Seed", description="Seed of the sampler (same seed, same hypotheses)", default=defaults.SEED, min=0
+    )
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout

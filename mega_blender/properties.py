@@ -16,6 +16,8 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
+from . import runtime_defaults as defaults
+
 
 class MEGA_PG_scene(bpy.types.PropertyGroup):
     """Per-scene state of the MEGA panel."""
@@ -54,14 +56,37 @@ class MEGA_PG_scene(bpy.types.PropertyGroup):
             ("zero", "Deterministic", "Hypothesis 0 of every frame"),
             ("coherent", "Coherent", "Per frame the hypothesis that keeps the motion smooth and likely"),
         ),
-        default="coherent",
+        default=defaults.PANEL_TEMPORAL_PATH,
     )
-    smooth: BoolProperty(name="Smooth", description="Videos: One-Euro smoothing of the bodies", default=True)
+    smooth: BoolProperty(
+        name="Smooth", description="Videos: One-Euro smoothing of the bodies", default=defaults.PANEL_SMOOTH
+    )
     one_euro_min_cutoff: FloatProperty(
-        name="Min Cut-off", description="One-Euro: lower smooths more at rest (Hz)", default=1.0, min=0.01, max=30.0
+        name="Min Cut-off",
+        description="One-Euro: lower smooths more at rest (Hz)",
+        default=defaults.ONE_EURO_MIN_CUTOFF_HZ,
+        min=0.01,
+        max=30.0,
     )
     one_euro_beta: FloatProperty(
-        name="Beta", description="One-Euro: higher follows fast motion with less lag", default=0.5, min=0.0, max=100.0
+        name="Beta",
+        description="One-Euro: higher follows fast motion with less lag (Hz per m/s)",
+        default=defaults.ONE_EURO_BETA,
+        min=0.0,
+        max=100.0,
+    )
+    one_euro_d_cutoff: FloatProperty(
+        name="Speed Cut-off",
+        description="One-Euro: cut-off of the speed estimate (Hz)",
+        default=defaults.ONE_EURO_D_CUTOFF_HZ,
+        min=0.01,
+        max=30.0,
+    )
+    one_euro_causal: BoolProperty(
+        name="Forward Only",
+        description="One-Euro: filter forwards only, as a live view would (lags moving bodies); "
+        "off: forwards and backwards averaged, no lag",
+        default=defaults.ONE_EURO_CAUSAL,
     )
 
 

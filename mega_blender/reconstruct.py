@@ -24,6 +24,7 @@ import numpy as np
 from bpy.props import IntProperty, StringProperty
 
 from . import jobs
+from . import runtime_defaults as defaults
 from .preferences import addon_user_dir, get_preferences
 from .runtime_client import LinkError
 from .sources import clip_file_frames, write_png
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NOT_UNDOABLE: set[OperatorTypeFlagItems] = {"REGISTER"}
-VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ogv", ".wmv"}
+VIDEO_SUFFIXES = defaults.VIDEO_SUFFIXES
 #: Seconds between two checks of the modal Reconstruct operator.
 MODAL_POLL_S = 0.2
 
@@ -137,6 +138,18 @@ def resolve_source(context: bpy.types.Context) -> Source:
     return Source(path, path.name, path.suffix.lower() in VIDEO_SUFFIXES)
 
 
+def temporal_options(settings: Any) -> dict[str, Any]:
+    """The protocol's ``temporal`` object (docs/protocol.md) from the panel's settings (``Scene.mega``)."""
+    return {
+        "path": str(settings.temporal_path),
+        "smooth": bool(settings.smooth),
+        "min_cutoff": float(settings.one_euro_min_cutoff),
+        "beta": float(settings.one_euro_beta),
+        "d_cutoff": float(settings.one_euro_d_cutoff),
+        "causal": bool(settings.one_euro_causal),
+    }
+
+
 def results_dir(context: bpy.types.Context) -> Path:
     """Where result pairs go: the preference, else ``MEGA results`` beside the saved .blend, else the add-on's
     user folder."""
@@ -155,7 +168,9 @@ class MEGA_OT_reconstruct(bpy.types.Operator):
     bl_label = "Reconstruct"
     bl_options = NOT_UNDOABLE  # the scene is built later, with its own undo step
 
-    model: StringProperty(name="Model", description="resnet, hrnet or vit; empty = preferences", default="")
+    model: StringProperty(
+        name="Model", description=f"{', '.join(defaults.MODEL_SHORT_NAMES)}; empty = preferences", default=""
+    )
     hypotheses: IntProperty(name="Hypotheses", description="0 = preferences", default=0, min=0, max=256)
     steps: IntProperty(name="Steps", description="0 = preferences", default=0, min=0, max=64)
     seed: IntProperty(name="Seed", description="-1 = preferences", default=-1, min=-1)
@@ -199,12 +214,7 @@ class MEGA_OT_reconstruct(bpy.types.Operator):
             options["smpl_model"] = bpy.path.abspath(preferences.smpl_model_path)
         if source.is_video and context.scene is not None:
             settings = context.scene.mega  # type: ignore[attr-defined]
-            options["temporal"] = {
-                "path": settings.temporal_path,
-                "smooth": bool(settings.smooth),
-                "min_cutoff": float(settings.one_euro_min_cutoff),
-                "beta": float(settings.one_euro_beta),
-            }
+            options["temporal"] = temporal_options(settings)
         try:
             self._job_id = jobs.submit(
                 context, source.path, results_dir(context), options, label=source.label, cleanup=source.cleanup

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mega_runtime import defaults
 from mega_runtime.decoding.samplers import (
     TokenSamples,
     argmax_with_logits,
@@ -31,7 +32,7 @@ from mega_runtime.weights.loaders import CHECKPOINT_FILES, load_cvqmae, load_mes
 
 log = logging.getLogger(__name__)
 
-SAMPLERS = ("full", "official")
+SAMPLERS = defaults.SAMPLERS
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class Mega:
     def from_checkpoints(
         cls,
         folder: Path | str,
-        model: str | None = "mega_hrnet",
+        model: str | None = defaults.MODEL_SHORT_NAMES[defaults.DEFAULT_MODEL],
         assets_dir: Path | str | None = None,
         device: torch.device | str = "cpu",
         pretrained: bool = False,
@@ -96,8 +97,8 @@ class Mega:
         folder = Path(folder)
         cvqmae = None
         if model is not None:
-            if model not in ("mega_resnet", "mega_hrnet", "mega_vit"):
-                raise ConfigError(f"unknown model {model!r}; expected mega_resnet, mega_hrnet or mega_vit")
+            if model not in defaults.IMAGE_MODELS:
+                raise ConfigError(f"unknown model {model!r}; expected one of {', '.join(defaults.IMAGE_MODELS)}")
             config = model_config(folder, model)
             if not isinstance(config, CVQMAEConfig):
                 raise ConfigError(f"{folder}/config.json describes {model} as a {type(config).__name__}")
@@ -105,13 +106,15 @@ class Mega:
         if model is not None:
             cvqmae = load_cvqmae(folder / CHECKPOINT_FILES[model], config, device)
         connections = load_connection_matrices(assets / "connection_matrices")
-        mesh_vqvae = load_mesh_vqvae(folder / CHECKPOINT_FILES["mesh_vqvae_54"], connections, device)
+        mesh_vqvae = load_mesh_vqvae(folder / CHECKPOINT_FILES[defaults.TOKENIZER_MODEL], connections, device)
         vqmae = None
         if pretrained:
-            vq_config = model_config(folder, "mega_pretrained")
+            vq_config = model_config(folder, defaults.PRETRAINED_MODEL)
             if not isinstance(vq_config, VQMAEConfig):
-                raise ConfigError(f"{folder}/config.json describes mega_pretrained as a {type(vq_config).__name__}")
-            vqmae = load_vqmae(folder / CHECKPOINT_FILES["mega_pretrained"], vq_config, device)
+                raise ConfigError(
+                    f"{folder}/config.json describes {defaults.PRETRAINED_MODEL} as a {type(vq_config).__name__}"
+                )
+            vqmae = load_vqmae(folder / CHECKPOINT_FILES[defaults.PRETRAINED_MODEL], vq_config, device)
         return cls(cvqmae, mesh_vqvae, vqmae)
 
     @torch.no_grad()

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mega_runtime import __version__
+from mega_runtime import __version__, defaults
 from mega_runtime.errors import MegaError
 
 log = logging.getLogger("mega_runtime")
@@ -69,8 +69,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _add_serve_command(sub: Any) -> None:
-    from mega_runtime.io.protocol import MAX_INLINE_BYTES, MAX_MESSAGE_BYTES
-
     p = sub.add_parser(
         "serve",
         help="answer JSON-Lines requests on stdin/stdout (the Blender add-on's live link)",
@@ -83,11 +81,11 @@ def _add_serve_command(sub: Any) -> None:
     p.add_argument(
         "--work-dir", type=Path, metavar="DIR", help="where jobs without out_dir write (default: a temporary folder)"
     )
-    p.add_argument("--device", default="auto", help="default device: auto, cpu, cuda, cuda:N, mps")
-    p.add_argument("--detector", default="default", choices=("default", "yolo"), help="person detector")
-    p.add_argument("--max-message-bytes", type=int, default=MAX_MESSAGE_BYTES, help=argparse.SUPPRESS)
-    p.add_argument("--max-inline-bytes", type=int, default=MAX_INLINE_BYTES, help=argparse.SUPPRESS)
-    p.add_argument("--checkpoint-every-s", type=float, default=10.0, help=argparse.SUPPRESS)
+    p.add_argument("--device", default=defaults.DEVICE, help="default device: auto, cpu, cuda, cuda:N, mps")
+    p.add_argument("--detector", default=defaults.DETECTOR, choices=defaults.DETECTOR_CHOICES, help="person detector")
+    p.add_argument("--max-message-bytes", type=int, default=defaults.MAX_MESSAGE_BYTES, help=argparse.SUPPRESS)
+    p.add_argument("--max-inline-bytes", type=int, default=defaults.MAX_INLINE_BYTES, help=argparse.SUPPRESS)
+    p.add_argument("--checkpoint-every-s", type=float, default=defaults.CHECKPOINT_EVERY_S, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_serve)
 
 

@@ -14,13 +14,14 @@ import logging
 import sys
 from pathlib import Path
 
+from mega_runtime import defaults
 from mega_runtime.errors import MegaError
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-MODEL_NAMES = {"resnet": "mega_resnet", "hrnet": "mega_hrnet", "vit": "mega_vit"}
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pgm", ".ppm", ".pnm", ".exr"}
+MODEL_NAMES = defaults.MODEL_SHORT_NAMES
+IMAGE_SUFFIXES = defaults.IMAGE_SUFFIXES
 
 
 def parse_boxes(text: str) -> list[list[float]]:
@@ -36,13 +37,11 @@ def parse_boxes(text: str) -> list[list[float]]:
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
     """Files as given; folders → their photos and videos (sorted). A missing path is a usage error."""
-    from mega_runtime.pipeline.media import VIDEO_SUFFIXES
-
     found: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            media = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+            media = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | defaults.VIDEO_SUFFIXES)
             if not media:
                 raise MegaError(f"folder {path} holds no photo or video", hint="pass image or video files")
             found.extend(media)
@@ -213,8 +212,8 @@ def _common(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="folder with template.ply and connection_matrices/ (default $MEGA_ASSETS_DIR or the download cache)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampler (default 0)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("--seed", type=int, default=defaults.SEED, help="seed of the sampler (default %(default)s)")
+    p.add_argument("--device", default=defaults.DEVICE, help="auto, cpu, cuda, cuda:N or mps (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 
@@ -230,50 +229,80 @@ def add_infer_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="photos, videos or folders")
     _common(p)
-    p.add_argument("--model", default="hrnet", help="resnet, hrnet or vit (default hrnet)")
-    p.add_argument("--hypotheses", type=int, default=8, help="hypotheses per person, incl. the most likely (default 8)")
-    p.add_argument("--steps", type=int, default=5, help="sampling steps (official 5)")
-    p.add_argument("--temperature", type=float, default=4.5, help="initial sampling temperature (official 4.5)")
+    p.add_argument(
+        "--model", default=defaults.DEFAULT_MODEL, help=f"{', '.join(defaults.MODEL_SHORT_NAMES)} (default %(default)s)"
+    )
+    p.add_argument(
+        "--hypotheses",
+        type=int,
+        default=defaults.NUM_HYPOTHESES,
+        help="hypotheses per person, incl. the most likely (default %(default)s)",
+    )
+    p.add_argument("--steps", type=int, default=defaults.SAMPLING_STEPS, help="sampling steps (official %(default)s)")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=defaults.SAMPLING_TEMPERATURE,
+        help="initial sampling temperature (official %(default)s)",
+    )
     p.add_argument(
         "--sampler",
-        choices=["full", "official"],
-        default="full",
+        choices=defaults.SAMPLERS,
+        default=defaults.SAMPLER,
         help="official = bit-exact official generate() (numpy RNG, one token left at code 0)",
     )
-    p.add_argument("--batch-size", type=int, default=16, help="crops per network batch")
-    p.add_argument("--detector", default="default", choices=["default", "yolo"], help="person detector")
+    p.add_argument("--batch-size", type=int, default=defaults.BATCH_SIZE, help="crops per network batch")
+    p.add_argument("--detector", default=defaults.DETECTOR, choices=defaults.DETECTOR_CHOICES, help="person detector")
     p.add_argument("--yolo-weights", type=Path, help="YOLOv8 weights for --detector yolo (needs ultralytics)")
     p.add_argument("--boxes", help="person boxes for photos instead of a detector: x1,y1,x2,y2;x1,y1,x2,y2 (pixels)")
     p.add_argument("--frames", metavar="START:END:STEP", help="video frame range (default: all)")
     p.add_argument(
         "--path",
-        choices=("zero", "coherent"),
-        default="zero",
+        choices=defaults.TEMPORAL_PATHS,
+        default=defaults.TEMPORAL_PATH,
         help="videos: per-frame hypothesis to animate — zero (the deterministic decode) or coherent (dynamic "
         "programming over frames × hypotheses for smooth, likely motion); stored as the result's 'path'",
     )
     p.add_argument(
         "--path-smoothness",
         type=float,
-        default=10.0,
+        default=defaults.PATH_SMOOTHNESS_WEIGHT,
         metavar="W",
-        help="weight of smoothness vs likelihood in --path coherent, nats per (m/s)² of vertex speed (10)",
-    )
-    p.add_argument("--smooth", action="store_true", help="videos: One-Euro smoothing of the chosen bodies")
-    p.add_argument(
-        "--one-euro-min-cutoff", type=float, default=1.0, metavar="HZ", help="One-Euro cut-off at rest, Hz (1.0)"
+        help="weight of smoothness vs likelihood in --path coherent, nats per (m/s)² of vertex speed (%(default)s)",
     )
     p.add_argument(
-        "--one-euro-beta", type=float, default=0.5, metavar="B", help="One-Euro speed coefficient, Hz per m/s (0.5)"
+        "--smooth",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.SMOOTH,
+        help="videos: One-Euro smoothing of the chosen bodies (default: %(default)s)",
     )
     p.add_argument(
-        "--one-euro-d-cutoff", type=float, default=1.0, metavar="HZ", help="One-Euro cut-off of the speed, Hz (1.0)"
+        "--one-euro-min-cutoff",
+        type=float,
+        default=defaults.ONE_EURO_MIN_CUTOFF_HZ,
+        metavar="HZ",
+        help="One-Euro cut-off at rest, Hz (%(default)s)",
+    )
+    p.add_argument(
+        "--one-euro-beta",
+        type=float,
+        default=defaults.ONE_EURO_BETA,
+        metavar="B",
+        help="One-Euro speed coefficient, Hz per m/s (%(default)s)",
+    )
+    p.add_argument(
+        "--one-euro-d-cutoff",
+        type=float,
+        default=defaults.ONE_EURO_D_CUTOFF_HZ,
+        metavar="HZ",
+        help="One-Euro cut-off of the speed, Hz (%(default)s)",
     )
     p.add_argument(
         "--one-euro-causal",
-        action="store_true",
-        help="forward-only One-Euro, as a live view would filter (lags moving bodies); default: forwards and "
-        "backwards averaged, no lag",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.ONE_EURO_CAUSAL,
+        help="forward-only One-Euro, as a live view would filter (lags moving bodies); off: forwards and "
+        "backwards averaged, no lag (default: %(default)s)",
     )
     p.add_argument(
         "--preview",
@@ -289,9 +318,14 @@ def add_infer_commands(sub: argparse._SubParsersAction) -> None:
         description="Sample bodies from MEGA's pre-trained model (official: 20 steps, temperature 1.3) and write "
         "them as one result pair, standing side by side 1 m apart, 3 m in front of a nominal camera.",
     )
-    p.add_argument("--count", type=int, default=4, help="number of bodies (default 4)")
+    p.add_argument("--count", type=int, default=defaults.GENERATE_COUNT, help="number of bodies (default %(default)s)")
     p.add_argument("--name", default="generated", help="result name in --out (default 'generated')")
-    p.add_argument("--steps", type=int, default=20, help="sampling steps (official 20)")
-    p.add_argument("--temperature", type=float, default=1.3, help="sampling temperature (official 1.3)")
+    p.add_argument("--steps", type=int, default=defaults.GENERATE_STEPS, help="sampling steps (official %(default)s)")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=defaults.GENERATE_TEMPERATURE,
+        help="sampling temperature (official %(default)s)",
+    )
     _common(p)
     p.set_defaults(func=_cmd_generate)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from mega_runtime import __version__
+from mega_runtime import __version__, defaults
 from mega_runtime.errors import MegaError
 from mega_runtime.io.protocol import (
     MAX_INLINE_BYTES,
@@ -42,6 +42,8 @@ from mega_runtime.io.protocol import (
     ProtocolError,
     ReplyWriter,
     Request,
+    TemporalOptions,
+    infer_defaults,
     parse_request,
 )
 
@@ -64,12 +66,12 @@ class ServeConfig:
     checkpoint_dir: Path | None = None
     assets_dir: Path | None = None
     work_dir: Path | None = None
-    device: str = "auto"
-    detector: str = "default"
+    device: str = defaults.DEVICE
+    detector: str = defaults.DETECTOR
     max_message_bytes: int = MAX_MESSAGE_BYTES
     max_inline_bytes: int = MAX_INLINE_BYTES
     #: Seconds between two partial result pairs of a video job (kept should the process die).
-    checkpoint_every_s: float = 10.0
+    checkpoint_every_s: float = defaults.CHECKPOINT_EVERY_S
 
 
 @dataclass
@@ -227,6 +229,7 @@ class Server:
                 "max_message_bytes": self.config.max_message_bytes,
                 "max_inline_bytes": self.config.max_inline_bytes,
             },
+            defaults=infer_defaults(),
         )
 
     def _cancel(self, request: Request) -> None:
@@ -459,22 +462,26 @@ class Server:
             self.writer.send("result", rid, **reply)  # after the clean-up: what the client sees is final
 
 
-def _apply_temporal(result, settings: dict[str, Any]):
+def _apply_temporal(result, options: TemporalOptions):
+    """The result with the request's ``temporal`` post-processing (checked by the protocol; see infer's)."""
     from mega_runtime.pipeline.temporal import OneEuroConfig, TemporalConfig, apply_temporal
 
+    if not options.does_anything:
+        return result
     try:
         config = TemporalConfig(
-            path=str(settings.get("path", "zero")),
-            smooth=bool(settings.get("smooth", False)),
+            path=options.path,
+            smooth=options.smooth,
             one_euro=OneEuroConfig(
-                min_cutoff=float(settings.get("min_cutoff", 1.0)), beta=float(settings.get("beta", 0.5))
+                min_cutoff=options.min_cutoff,
+                beta=options.beta,
+                d_cutoff=options.d_cutoff,
+                two_sided=not options.causal,
             ),
-            smoothness_weight=float(settings.get("smoothness", 10.0)),
+            smoothness_weight=options.smoothness,
         )
-    except (TypeError, ValueError) as exc:
+    except ValueError as exc:
         raise ProtocolError("bad_request", f"'temporal': {exc}") from exc
-    if config.path == "zero" and not config.smooth:
-        return result
     return apply_temporal(result, config)
 
 

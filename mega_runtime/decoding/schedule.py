@@ -18,6 +18,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mega_runtime import defaults
+
 Annealing = Callable[[float, float], float]
 
 
@@ -45,9 +47,9 @@ class SamplingConfig:
     ``SamplingConfig(temperature=1.0)`` with the ``official`` sampler to reproduce those numbers.
     """
 
-    steps: int = 5
-    temperature: float = 4.5
-    annealing: str = "linear"
+    steps: int = defaults.SAMPLING_STEPS
+    temperature: float = defaults.SAMPLING_TEMPERATURE
+    annealing: str = defaults.SAMPLING_ANNEALING
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -63,7 +65,9 @@ class SamplingConfig:
 
 
 CVQMAE_SAMPLING = SamplingConfig()
-VQMAE_SAMPLING = SamplingConfig(steps=20, temperature=1.3, annealing="power5")
+VQMAE_SAMPLING = SamplingConfig(
+    steps=defaults.GENERATE_STEPS, temperature=defaults.GENERATE_TEMPERATURE, annealing=defaults.GENERATE_ANNEALING
+)
 #: The official evaluation's setting for the published stochastic (best-of-25) numbers.
 CVQMAE_EVAL_SAMPLING = SamplingConfig(temperature=1.0)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import math
 import os
@@ -18,16 +19,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
+from mega_runtime import defaults
+from mega_runtime.defaults import MAX_INLINE_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, VIDEO_SUFFIXES
 from mega_runtime.errors import MegaError
 
-PROTOCOL_VERSION = 1
-#: Longest request line accepted, in bytes (an inline image travels as base64 inside it).
-MAX_MESSAGE_BYTES = 96 * 2**20
-#: Largest decoded inline ``source.data``, in bytes.
-MAX_INLINE_BYTES = 64 * 2**20
 OPS = ("hello", "infer", "cancel", "shutdown")
-MODELS = {"resnet": "mega_resnet", "hrnet": "mega_hrnet", "vit": "mega_vit"}
-VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ogv", ".wmv"}
+MODELS = defaults.MODEL_SHORT_NAMES
+#: Keys of an ``infer`` request's ``temporal`` object.
+TEMPORAL_KEYS = ("path", "smooth", "min_cutoff", "beta", "d_cutoff", "causal", "smoothness")
 READ_CHUNK = 1 << 16
 
 
@@ -47,6 +46,30 @@ class Request:
     request_id: str
     op: str
     job: str | None = None
+
+
+@dataclass(frozen=True)
+class TemporalOptions:
+    """The ``temporal`` object of a video ``infer`` (docs/protocol.md), checked, with the defaults filled in.
+
+    ``path`` ``zero`` / ``coherent``; ``smooth`` One-Euro on/off; ``min_cutoff`` (Hz, > 0), ``beta`` (Hz per m/s,
+    ≥ 0), ``d_cutoff`` (Hz, > 0) and ``causal`` (forward-only instead of forwards-and-backwards) set the filter;
+    ``smoothness`` (nats per (m/s)², ≥ 0) weighs the coherent path — as ``infer --path/--smooth/--one-euro-*/
+    --path-smoothness``.
+    """
+
+    path: str = defaults.TEMPORAL_PATH
+    smooth: bool = defaults.SMOOTH
+    min_cutoff: float = defaults.ONE_EURO_MIN_CUTOFF_HZ
+    beta: float = defaults.ONE_EURO_BETA
+    d_cutoff: float = defaults.ONE_EURO_D_CUTOFF_HZ
+    causal: bool = defaults.ONE_EURO_CAUSAL
+    smoothness: float = defaults.PATH_SMOOTHNESS_WEIGHT
+
+    @property
+    def does_anything(self) -> bool:
+        """False for the plain result (hypothesis 0, no smoothing): nothing to compute."""
+        return self.path != "zero" or self.smooth
 
 
 @dataclass(frozen=True)
@@ -71,7 +94,7 @@ class InferRequest:
     frame_start: int
     frame_stop: int | None
     frame_step: int
-    temporal: dict[str, Any] | None = None
+    temporal: TemporalOptions | None = None
     smpl_model: str | None = None
 
     @property
@@ -242,9 +265,9 @@ def _parse_infer(message: dict[str, Any], rid: str, max_inline_bytes: int) -> In
     returned = message.get("return", "files")
     if returned not in ("files", "inline"):
         raise ProtocolError("bad_request", "'return' must be 'files' or 'inline'", request_id=rid)
-    model = message.get("model", "hrnet")
+    model = message.get("model", defaults.DEFAULT_MODEL)
     if not isinstance(model, str) or MODELS.get(model, model) not in MODELS.values():
-        raise ProtocolError("bad_request", f"unknown model {model!r}", "use resnet, hrnet or vit", rid)
+        raise ProtocolError("bad_request", f"unknown model {model!r}", f"use {', '.join(MODELS)}", rid)
     temperature = message.get("temperature")
     if temperature is not None and (
         isinstance(temperature, bool)
@@ -253,18 +276,14 @@ def _parse_infer(message: dict[str, Any], rid: str, max_inline_bytes: int) -> In
         or temperature < 0
     ):
         raise ProtocolError("bad_request", f"'temperature' must be a number ≥ 0, got {temperature!r}", request_id=rid)
-    sampler = message.get("sampler", "full")
-    if sampler not in ("full", "official"):
-        raise ProtocolError("bad_request", "'sampler' must be 'full' or 'official'", request_id=rid)
+    sampler = message.get("sampler", defaults.SAMPLER)
+    if sampler not in defaults.SAMPLERS:
+        raise ProtocolError("bad_request", f"'sampler' must be one of {', '.join(defaults.SAMPLERS)}", request_id=rid)
     device = message.get("device")
     if device is not None and not isinstance(device, str):
         raise ProtocolError("bad_request", "'device' must be a string such as cpu or cuda", request_id=rid)
     boxes = _boxes(message.get("boxes"), rid)
-    temporal = message.get("temporal")
-    if temporal is not None and not isinstance(temporal, dict):
-        raise ProtocolError(
-            "bad_request", "'temporal' must be an object (path, smooth, min_cutoff, beta)", request_id=rid
-        )
+    temporal = _temporal(message.get("temporal"), rid)
     smpl_model = message.get("smpl_model")
     if smpl_model is not None and (not isinstance(smpl_model, str) or not smpl_model):
         raise ProtocolError("bad_request", "'smpl_model' must be the path of an SMPL model file", request_id=rid)
@@ -280,10 +299,10 @@ def _parse_infer(message: dict[str, Any], rid: str, max_inline_bytes: int) -> In
         result_name=result_name,
         inline_result=returned == "inline",
         model=MODELS.get(model, model),
-        hypotheses=_int(message, "hypotheses", 8, 1, rid) or 8,
+        hypotheses=_int(message, "hypotheses", defaults.NUM_HYPOTHESES, 1, rid) or defaults.NUM_HYPOTHESES,
         steps=_int(message, "steps", None, 1, rid),
         temperature=float(temperature) if temperature is not None else None,
-        seed=_int(message, "seed", 0, 0, rid) or 0,
+        seed=_int(message, "seed", defaults.SEED, 0, rid) or 0,
         sampler=sampler,
         device=device,
         boxes=boxes,
@@ -308,3 +327,62 @@ def _boxes(value: Any, rid: str) -> tuple[tuple[float, float, float, float], ...
         x1, y1, x2, y2 = (float(v) for v in box)
         out.append((x1, y1, x2, y2))
     return tuple(out)
+
+
+def _temporal(value: Any, rid: str) -> TemporalOptions | None:
+    """The ``temporal`` object checked: known keys only, each of its type and range; None when absent."""
+    if value is None:
+        return None
+    keys = ", ".join(TEMPORAL_KEYS)
+    if not isinstance(value, dict):
+        raise ProtocolError("bad_request", f"'temporal' must be an object with some of {keys}", request_id=rid)
+    unknown = sorted(set(value) - set(TEMPORAL_KEYS))
+    if unknown:
+        raise ProtocolError(
+            "bad_request", f"'temporal' has unknown key(s) {', '.join(map(repr, unknown))}", f"use {keys}", rid
+        )
+    path = value.get("path", defaults.TEMPORAL_PATH)
+    if path not in defaults.TEMPORAL_PATHS:
+        choices = " or ".join(map(repr, defaults.TEMPORAL_PATHS))
+        raise ProtocolError("bad_request", f"'temporal.path' must be {choices}, got {path!r}", request_id=rid)
+    flags = {}
+    for key, default in (("smooth", defaults.SMOOTH), ("causal", defaults.ONE_EURO_CAUSAL)):
+        flags[key] = value.get(key, default)
+        if not isinstance(flags[key], bool):
+            raise ProtocolError(
+                "bad_request", f"'temporal.{key}' must be true or false, got {flags[key]!r}", request_id=rid
+            )
+    numbers = {}
+    for key, default, positive, unit in (
+        ("min_cutoff", defaults.ONE_EURO_MIN_CUTOFF_HZ, True, "Hz"),
+        ("beta", defaults.ONE_EURO_BETA, False, "Hz per m/s"),
+        ("d_cutoff", defaults.ONE_EURO_D_CUTOFF_HZ, True, "Hz"),
+        ("smoothness", defaults.PATH_SMOOTHNESS_WEIGHT, False, "nats per (m/s)²"),
+    ):
+        number = value.get(key, default)
+        if (
+            isinstance(number, bool)
+            or not isinstance(number, int | float)
+            or not math.isfinite(number)
+            or number < 0
+            or (positive and number == 0)
+        ):
+            bound = "> 0" if positive else "≥ 0"
+            raise ProtocolError(
+                "bad_request", f"'temporal.{key}' must be a number {bound} ({unit}), got {number!r}", request_id=rid
+            )
+        numbers[key] = float(number)
+    return TemporalOptions(path=path, **flags, **numbers)
+
+
+def infer_defaults() -> dict[str, Any]:
+    """What an ``infer`` request gets for each field it leaves out (``hello`` reports it; docs/protocol.md)."""
+    return {
+        "model": defaults.DEFAULT_MODEL,
+        "hypotheses": defaults.NUM_HYPOTHESES,
+        "steps": defaults.SAMPLING_STEPS,
+        "temperature": defaults.SAMPLING_TEMPERATURE,
+        "seed": defaults.SEED,
+        "sampler": defaults.SAMPLER,
+        "temporal": dataclasses.asdict(TemporalOptions()),
+    }

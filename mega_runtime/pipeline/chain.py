@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from mega_runtime import __version__
+from mega_runtime import __version__, defaults
 from mega_runtime.constants import NUM_TOKENS, NUM_VERTICES
 from mega_runtime.decoding.schedule import CVQMAE_SAMPLING, SamplingConfig
 from mega_runtime.io.result import Result
@@ -39,13 +39,13 @@ ShouldStop = Callable[[], bool]
 class PipelineConfig:
     """How to reconstruct. ``num_hypotheses`` counts hypothesis 0 (the deterministic decode)."""
 
-    model: str = "mega_hrnet"
-    num_hypotheses: int = 8
+    model: str = defaults.MODEL_SHORT_NAMES[defaults.DEFAULT_MODEL]
+    num_hypotheses: int = defaults.NUM_HYPOTHESES
     sampling: SamplingConfig = field(default_factory=lambda: CVQMAE_SAMPLING)
-    sampler: str = "full"
-    seed: int = 0
-    device: str = "auto"
-    batch_size: int = 16
+    sampler: str = defaults.SAMPLER
+    seed: int = defaults.SEED
+    device: str = defaults.DEVICE
+    batch_size: int = defaults.BATCH_SIZE
 
     def __post_init__(self) -> None:
         if self.num_hypotheses < 1:
@@ -112,7 +112,7 @@ class Pipeline:
 
         assets = resolve_assets_dir(assets_dir, progress=progress)
         checkpoints = resolve_checkpoint_dir(
-            [config.model, "mesh_vqvae_54"], checkpoint_dir, progress=progress, assets_dir=assets
+            [config.model, defaults.TOKENIZER_MODEL], checkpoint_dir, progress=progress, assets_dir=assets
         )
         device = resolve_device(config.device)
         mega = Mega.from_checkpoints(checkpoints, config.model, assets_dir=assets, device=device)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mega_runtime import __version__
+from mega_runtime import __version__, defaults
 from mega_runtime.constants import NUM_TOKENS, NUM_VERTICES
 from mega_runtime.io.result import Result
 
@@ -23,12 +23,12 @@ SPACING_M = 1.0
 
 def generate_bodies(
     count: int,
-    seed: int = 0,
+    seed: int = defaults.SEED,
     checkpoint_dir: Path | str | None = None,
     assets_dir: Path | str | None = None,
-    device: str = "auto",
-    steps: int = 20,
-    temperature: float = 1.3,
+    device: str = defaults.DEVICE,
+    steps: int = defaults.GENERATE_STEPS,
+    temperature: float = defaults.GENERATE_TEMPERATURE,
 ) -> Result:
     """Sample ``count`` bodies (official settings: 20 steps, temperature 1.3, power-5 annealing)."""
     import torch
@@ -40,9 +40,11 @@ def generate_bodies(
     from mega_runtime.weights import resolve_assets_dir, resolve_checkpoint_dir
 
     assets = resolve_assets_dir(assets_dir)
-    folder = resolve_checkpoint_dir(["mega_pretrained", "mesh_vqvae_54"], checkpoint_dir, assets_dir=assets)
+    folder = resolve_checkpoint_dir(
+        [defaults.PRETRAINED_MODEL, defaults.TOKENIZER_MODEL], checkpoint_dir, assets_dir=assets
+    )
     mega = Mega.from_checkpoints(folder, None, assets_dir=assets, device=resolve_device(device), pretrained=True)
-    sampling = SamplingConfig(steps=steps, temperature=temperature, annealing="power5")
+    sampling = SamplingConfig(steps=steps, temperature=temperature, annealing=defaults.GENERATE_ANNEALING)
     samples, canonical = mega.generate(count, torch.Generator().manual_seed(seed), sampling)
     turn = np.diag([1.0, -1.0, -1.0]).astype(np.float32)
     offsets = (np.arange(count) - (count - 1) / 2) * SPACING_M
@@ -67,7 +69,7 @@ def generate_bodies(
     size = NOMINAL_IMAGE_PX
     meta = {
         "runtime_version": __version__,
-        "model": {"name": "mega_pretrained"},
+        "model": {"name": defaults.PRETRAINED_MODEL},
         "source": {"kind": "generated", "width": size, "height": size},
         "camera": camera_meta(size, size),
         "sampling": {"sampler": "full", "num_hypotheses": 1, "seed": seed, "steps": steps, "temperature": temperature},

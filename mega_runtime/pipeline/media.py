@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mega_runtime.defaults import VIDEO_SUFFIXES
 from mega_runtime.errors import MegaError
 
 log = logging.getLogger(__name__)
-
-VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif"}
 
 
 class MediaError(MegaError):

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from mega_runtime import defaults
 from mega_runtime.errors import MegaError
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,10 @@ class OneEuroConfig:
     forwards (the classic causal filter, what a live view would use: it trails a moving body by about
     speed / (2π · cut-off), e.g. 13 cm for a person walking 1.4 m/s with the default settings)."""
 
-    min_cutoff: float = 1.0
-    beta: float = 0.5
-    d_cutoff: float = 1.0
-    two_sided: bool = True
+    min_cutoff: float = defaults.ONE_EURO_MIN_CUTOFF_HZ
+    beta: float = defaults.ONE_EURO_BETA
+    d_cutoff: float = defaults.ONE_EURO_D_CUTOFF_HZ
+    two_sided: bool = not defaults.ONE_EURO_CAUSAL
 
     def __post_init__(self) -> None:
         values = (self.min_cutoff, self.beta, self.d_cutoff)
@@ -69,15 +70,15 @@ class TemporalConfig:
     switches the One-Euro filter on; ``smoothness_weight`` (nats per (m/s)²) and ``likelihood_weight`` weigh the
     path's two costs."""
 
-    path: str = "zero"
-    smooth: bool = False
+    path: str = defaults.TEMPORAL_PATH
+    smooth: bool = defaults.SMOOTH
     one_euro: OneEuroConfig = field(default_factory=OneEuroConfig)
-    smoothness_weight: float = 10.0
-    likelihood_weight: float = 1.0
+    smoothness_weight: float = defaults.PATH_SMOOTHNESS_WEIGHT
+    likelihood_weight: float = defaults.PATH_LIKELIHOOD_WEIGHT
 
     def __post_init__(self) -> None:
-        if self.path not in ("zero", "coherent"):
-            raise ValueError(f"path must be 'zero' or 'coherent', got {self.path!r}")
+        if self.path not in defaults.TEMPORAL_PATHS:
+            raise ValueError(f"path must be {' or '.join(map(repr, defaults.TEMPORAL_PATHS))}, got {self.path!r}")
         weights = (self.smoothness_weight, self.likelihood_weight)
         if not all(math.isfinite(w) and w >= 0 for w in weights):
             raise ValueError(f"the path's weights must be finite and not negative, got {weights}")

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mega_runtime import defaults
 from mega_runtime.constants import CHECKPOINT_CONFIG_FILE
 from mega_runtime.errors import CheckpointError, ConfigError
 from mega_runtime.models.config import PRESETS, CVQMAEConfig, VQMAEConfig, config_from_dict, with_vit_positions
@@ -34,13 +35,7 @@ from mega_runtime.weights.checkpoint import load_into, read_state_dict
 log = logging.getLogger(__name__)
 
 #: Official relative paths inside a checkpoint folder, by model name.
-CHECKPOINT_FILES: dict[str, str] = {
-    "mega_resnet": "CVQMAE/mega_resnet",
-    "mega_hrnet": "CVQMAE/mega_hrnet",
-    "mega_vit": "CVQMAE/mega_vit",
-    "mega_pretrained": "VQMAE/mega_pretrained",
-    "mesh_vqvae_54": "MESH_VQVAE/mesh_vqvae_54",
-}
+CHECKPOINT_FILES: dict[str, str] = defaults.CHECKPOINT_FILES
 CONFIG_FORMAT = "mega-runtime-checkpoints"
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mega_runtime import __version__
+from mega_runtime import __version__, defaults
 from mega_runtime.errors import ConfigError
 
 log = logging.getLogger(__package__)  # one logger for the package: mega_runtime.weights
@@ -131,16 +131,19 @@ class CheckpointFile:
 CHECKPOINTS: dict[str, CheckpointFile] = {
     c.name: c
     for c in (
-        CheckpointFile("mega_resnet", "CVQMAE/mega_resnet", "cvqmae", "MEGA, ResNet-50 image backbone"),
-        CheckpointFile("mega_hrnet", "CVQMAE/mega_hrnet", "cvqmae", "MEGA, HRNet-W48 image backbone"),
-        CheckpointFile("mega_vit", "CVQMAE/mega_vit", "cvqmae", "MEGA, ViT-H image backbone"),
-        CheckpointFile("mega_pretrained", "VQMAE/mega_pretrained", "vqmae", "unconditional pre-trained VQ-MAE"),
-        CheckpointFile("mesh_vqvae_54", "MESH_VQVAE/mesh_vqvae_54", "mesh_vqvae", "Mesh-VQ-VAE tokenizer (54 tokens)"),
+        CheckpointFile(name, defaults.CHECKPOINT_FILES[name], kind, description)
+        for name, kind, description in (
+            ("mega_resnet", "cvqmae", "MEGA, ResNet-50 image backbone"),
+            ("mega_hrnet", "cvqmae", "MEGA, HRNet-W48 image backbone"),
+            ("mega_vit", "cvqmae", "MEGA, ViT-H image backbone"),
+            (defaults.PRETRAINED_MODEL, "vqmae", "unconditional pre-trained VQ-MAE"),
+            (defaults.TOKENIZER_MODEL, "mesh_vqvae", "Mesh-VQ-VAE tokenizer (54 tokens)"),
+        )
     )
 }
 
 #: What inference needs by default (the official demo path): one MEGA model and the mesh tokenizer.
-DEFAULT_MODELS: tuple[str, ...] = ("mega_hrnet", "mesh_vqvae_54")
+DEFAULT_MODELS: tuple[str, ...] = defaults.DEFAULT_CHECKPOINTS
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mega_runtime import defaults
 from mega_runtime.errors import ConfigError
 from mega_runtime.pipeline.detect.base import Detection, PersonDetector
 from mega_runtime.pipeline.detect.blazepose import BLAZEPOSE_MODEL_FILES, BlazePoseDetector, find_blazepose_models
@@ -67,7 +68,7 @@ DETECTOR_NAMES: tuple[str, ...] = ("default", "blazepose", "yolo", "boxes")
 """Names :func:`make_detector` accepts; ``"default"`` is ``"blazepose"``."""
 
 
-def make_detector(name: str = "default", **options: Any) -> PersonDetector:
+def make_detector(name: str = defaults.DETECTOR, **options: Any) -> PersonDetector:
     """Build a person detector by name.
 
     * ``"default"`` / ``"blazepose"``: :class:`BlazePoseDetector` (options ``conf=0.5``, ``max_people``,

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from mega_runtime import defaults
 from mega_runtime.errors import ConfigError, DetectorError
 from mega_runtime.pipeline.detect.base import Detection, box_iou, check_common_options, check_image, finish_detections
 
@@ -223,9 +224,9 @@ class BlazePoseDetector:
 
     def __init__(
         self,
-        conf: float = 0.5,
-        max_people: int | None = None,
-        min_size: float = 0.0,
+        conf: float = defaults.DETECTOR_CONF,
+        max_people: int | None = defaults.DETECTOR_MAX_PEOPLE,
+        min_size: float = defaults.DETECTOR_MIN_SIZE_PX,
         model_dir: str | os.PathLike[str] | None = None,
         num_threads: int | None = None,
         tiles: bool = True,

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from mega_runtime import defaults
 from mega_runtime.errors import DetectorError
 from mega_runtime.pipeline.detect.base import Detection, check_common_options, check_image, finish_detections
 
@@ -27,9 +28,9 @@ class YoloDetector:
     def __init__(
         self,
         weights: str | os.PathLike[str] | None = None,
-        conf: float = 0.5,
-        max_people: int | None = None,
-        min_size: float = 0.0,
+        conf: float = defaults.DETECTOR_CONF,
+        max_people: int | None = defaults.DETECTOR_MAX_PEOPLE,
+        min_size: float = defaults.DETECTOR_MIN_SIZE_PX,
         device: str | None = None,
     ) -> None:
         self.conf, self.max_people, self.min_size = check_common_options(conf, max_people, min_size)

@@ -1,0 +1,127 @@
+"""The runtime's defaults, for the add-on (which never imports ``mega_runtime``).
+
+GENERATED from mega_runtime/defaults.py by ``python -m mega_runtime.defaults --write-addon-module``;
+do not edit: change the default there and regenerate (tests/runtime/test_defaults.py fails while this
+file is stale).
+"""
+
+from __future__ import annotations
+
+#: Short model names (CLI ``--model``, protocol ``model``, add-on preferences) → full model names.
+MODEL_SHORT_NAMES = {
+    "resnet": "mega_resnet",
+    "hrnet": "mega_hrnet",
+    "vit": "mega_vit",
+}
+#: The image-conditioned MEGA models (full names).
+IMAGE_MODELS = ("mega_resnet", "mega_hrnet", "mega_vit")
+#: Short name of the model used when none is asked for.
+DEFAULT_MODEL = "hrnet"
+#: The unconditional pre-trained masked transformer (``generate``).
+PRETRAINED_MODEL = "mega_pretrained"
+#: The Mesh-VQ-VAE tokenizer every MEGA model decodes through.
+TOKENIZER_MODEL = "mesh_vqvae_54"
+#: Official path of each model's checkpoint file inside a checkpoint folder (Zenodo record 14974141's layout).
+CHECKPOINT_FILES = {
+    "mega_resnet": "CVQMAE/mega_resnet",
+    "mega_hrnet": "CVQMAE/mega_hrnet",
+    "mega_vit": "CVQMAE/mega_vit",
+    "mega_pretrained": "VQMAE/mega_pretrained",
+    "mesh_vqvae_54": "MESH_VQVAE/mesh_vqvae_54",
+}
+#: What inference needs by default (the official demo path): one MEGA model and the mesh tokenizer.
+DEFAULT_CHECKPOINTS = ("mega_hrnet", "mesh_vqvae_54")
+#: File suffixes (lower case) read as videos; everything else is read as an image.
+VIDEO_SUFFIXES = frozenset(
+    {
+        ".avi",
+        ".flv",
+        ".gif",
+        ".m4v",
+        ".mkv",
+        ".mov",
+        ".mp4",
+        ".mpeg",
+        ".mpg",
+        ".ogv",
+        ".webm",
+        ".wmv",
+    }
+)
+#: File suffixes (lower case) a folder given to ``infer`` is searched for as photos.
+IMAGE_SUFFIXES = frozenset(
+    {
+        ".bmp",
+        ".exr",
+        ".jp2",
+        ".jpeg",
+        ".jpg",
+        ".pgm",
+        ".png",
+        ".pnm",
+        ".ppm",
+        ".tif",
+        ".tiff",
+        ".webp",
+    }
+)
+#: Hypotheses per person, hypothesis 0 (the deterministic decode) included.
+NUM_HYPOTHESES = 8
+#: Iterative decoding steps of the image models (official CVQMAE setting).
+SAMPLING_STEPS = 5
+#: Initial sampling temperature of the image models (official CVQMAE setting).
+SAMPLING_TEMPERATURE = 4.5
+#: Temperature annealing of the image models (official CVQMAE setting).
+SAMPLING_ANNEALING = "linear"
+#: Seed of the sampler (same seed, same hypotheses).
+SEED = 0
+#: ``full`` (this runtime's sampler) or ``official`` (bit-exact official generate()).
+SAMPLERS = ("full", "official")
+SAMPLER = "full"
+#: Person crops per network batch.
+BATCH_SIZE = 16
+#: ``auto`` picks a GPU when one is available, else the CPU.
+DEVICE = "auto"
+#: Bodies ``generate`` makes.
+GENERATE_COUNT = 4
+#: Official settings of the unconditional model: 20 steps, temperature 1.3, power-5 annealing.
+GENERATE_STEPS = 20
+GENERATE_TEMPERATURE = 1.3
+GENERATE_ANNEALING = "power5"
+#: Hypothesis played per frame: ``zero`` (hypothesis 0) or ``coherent`` (the smooth, likely path).
+TEMPORAL_PATHS = ("zero", "coherent")
+TEMPORAL_PATH = "zero"
+#: One-Euro smoothing of the chosen bodies (CLI, protocol and batch: off unless asked for).
+SMOOTH = False
+#: One-Euro cut-off at rest, Hz: lower smooths more when the body is still.
+ONE_EURO_MIN_CUTOFF_HZ = 1.0
+#: One-Euro speed coefficient, Hz per m/s: higher follows fast motion more closely.
+ONE_EURO_BETA = 0.5
+#: One-Euro cut-off of the speed estimate, Hz.
+ONE_EURO_D_CUTOFF_HZ = 1.0
+#: Forward-only (causal) One-Euro, as a live view filters; False: forwards and backwards averaged, no lag.
+ONE_EURO_CAUSAL = False
+#: Weight of smoothness against likelihood in the coherent path, nats per (m/s)² of vertex speed.
+PATH_SMOOTHNESS_WEIGHT = 10.0
+#: Weight of the log-likelihood in the coherent path.
+PATH_LIKELIHOOD_WEIGHT = 1.0
+#: The add-on panel's starting choice for videos (an interactive user wants the smooth result at once).
+PANEL_TEMPORAL_PATH = "coherent"
+PANEL_SMOOTH = True
+#: Detectors the CLI and ``serve`` offer (``default`` is BlazePose).
+DETECTOR_CHOICES = ("default", "yolo")
+DETECTOR = "default"
+#: Minimum detector score of a person (0.5, as in MediaPipe).
+DETECTOR_CONF = 0.5
+#: Minimum length in pixels of a box's longer side.
+DETECTOR_MIN_SIZE_PX = 0.0
+#: Most people kept per image, best first; None keeps all.
+DETECTOR_MAX_PEOPLE = None
+#: Version of the JSON-Lines protocol (docs/protocol.md).
+PROTOCOL_VERSION = 1
+#: Longest request line accepted, in bytes (an inline image travels as base64 inside it).
+MAX_MESSAGE_BYTES = 100663296
+#: Largest decoded inline ``source.data``, in bytes.
+MAX_INLINE_BYTES = 67108864
+#: Seconds between two partial result pairs of a video job (kept should the process die).
+CHECKPOINT_EVERY_S = 10.0

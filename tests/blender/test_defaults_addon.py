@@ -1,0 +1,107 @@
+"""The add-on's defaults (panel, preferences, ``mega reconstruct``) are the runtime's (``mega_runtime.defaults``),
+read through the generated ``mega_blender/runtime_defaults.py``; the panel's temporal options reach the protocol."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mega_runtime import defaults
+from mega_runtime.io.protocol import TEMPORAL_KEYS, InferRequest, TemporalOptions, parse_request
+from tests.blender.conftest import BPY_SKIP_REASON
+
+bpy = pytest.importorskip("bpy", reason=BPY_SKIP_REASON)
+
+from mega_blender import batch, preferences, properties, reconstruct, runtime_client  # noqa: E402
+
+
+def _default(cls, name):
+    return cls.bl_rna.properties[name].default
+
+
+def test_ok_panel_settings_start_at_the_shared_defaults(blender):
+    scene = properties.MEGA_PG_scene
+    assert _default(scene, "temporal_path") == defaults.PANEL_TEMPORAL_PATH
+    assert _default(scene, "smooth") == defaults.PANEL_SMOOTH
+    assert _default(scene, "one_euro_min_cutoff") == pytest.approx(defaults.ONE_EURO_MIN_CUTOFF_HZ)
+    assert _default(scene, "one_euro_beta") == pytest.approx(defaults.ONE_EURO_BETA)
+    assert _default(scene, "one_euro_d_cutoff") == pytest.approx(defaults.ONE_EURO_D_CUTOFF_HZ)
+    assert _default(scene, "one_euro_causal") == defaults.ONE_EURO_CAUSAL
+    settings = bpy.context.scene.mega
+    assert settings.one_euro_d_cutoff == pytest.approx(defaults.ONE_EURO_D_CUTOFF_HZ)
+
+
+def test_ok_preferences_start_at_the_shared_defaults(blender):
+    prefs = preferences.MEGA_AddonPreferences
+    assert _default(prefs, "model") == defaults.DEFAULT_MODEL
+    assert _default(prefs, "num_hypotheses") == defaults.NUM_HYPOTHESES
+    assert _default(prefs, "num_steps") == defaults.SAMPLING_STEPS
+    assert _default(prefs, "seed") == defaults.SEED
+    assert _default(prefs, "device").lower() == defaults.DEVICE
+    models = {item.identifier for item in prefs.bl_rna.properties["model"].enum_items}
+    assert models == set(defaults.MODEL_SHORT_NAMES)
+
+
+def test_ok_batch_reconstruct_arguments_default_to_the_shared_defaults():
+    args = batch.build_parser().parse_args(["reconstruct", "clip.mp4", "--export", "out.blend"])
+    assert (args.model, args.hypotheses, args.seed, args.device) == (
+        defaults.DEFAULT_MODEL,
+        defaults.NUM_HYPOTHESES,
+        defaults.SEED,
+        defaults.DEVICE,
+    )
+    assert (args.path, args.smooth) == (defaults.TEMPORAL_PATH, defaults.SMOOTH)
+    assert args.one_euro_min_cutoff == defaults.ONE_EURO_MIN_CUTOFF_HZ
+    assert args.one_euro_beta == defaults.ONE_EURO_BETA
+    assert args.one_euro_d_cutoff == defaults.ONE_EURO_D_CUTOFF_HZ
+    assert args.one_euro_causal == defaults.ONE_EURO_CAUSAL
+    assert reconstruct.VIDEO_SUFFIXES == defaults.VIDEO_SUFFIXES
+
+
+def _parsed(temporal) -> TemporalOptions:
+    message = {"v": runtime_client.PROTOCOL_VERSION, "id": "j", "op": "infer", "source": {"path": "/c.mp4"}}
+    request = parse_request(json.dumps({**message, "temporal": temporal}).encode())
+    assert isinstance(request, InferRequest) and request.temporal is not None
+    return request.temporal
+
+
+def test_ok_panel_sends_every_one_euro_option_the_runtime_takes(blender):
+    settings = bpy.context.scene.mega
+    settings.one_euro_d_cutoff, settings.one_euro_causal, settings.one_euro_beta = 2.5, True, 1.5
+    sent = reconstruct.temporal_options(settings)
+    assert set(sent) <= set(TEMPORAL_KEYS) and {"d_cutoff", "causal"} <= set(sent)
+    parsed = _parsed(sent)
+    assert (parsed.d_cutoff, parsed.causal, parsed.beta) == (2.5, True, 1.5)
+    assert parsed.path == defaults.PANEL_TEMPORAL_PATH and parsed.smooth is defaults.PANEL_SMOOTH
+
+
+def test_ok_batch_reconstruct_sends_d_cutoff_and_causal(monkeypatch, tmp_path):
+    media = tmp_path / "clip.avi"
+    media.write_bytes(b"not read: the fake link stops first")
+    sent: list[dict] = []
+
+    class FakeLink:
+        def __init__(self, command, serve_args):
+            pass
+
+        def start(self):
+            pass
+
+        def submit(self, path, results_dir, options):
+            sent.append(options)
+            raise runtime_client.LinkError("stopped by the test")
+
+        def stop(self):
+            pass
+
+    monkeypatch.setattr(runtime_client, "Link", FakeLink)
+    argv = ["reconstruct", str(media), "--export", str(tmp_path / "out.blend"), "--runtime", "unused"]
+    argv += ["--smooth", "--one-euro-d-cutoff", "3", "--one-euro-causal"]
+    args = batch.build_parser().parse_args(argv)
+    with pytest.raises(batch.BatchError, match="stopped by the test"):
+        batch.run_reconstruct(args, {"files": [], "warnings": []})
+    (options,) = sent
+    parsed = _parsed(options["temporal"])
+    assert (parsed.smooth, parsed.d_cutoff, parsed.causal) == (True, 3.0, True)
+    assert parsed.min_cutoff == defaults.ONE_EURO_MIN_CUTOFF_HZ
