@@ -64,7 +64,7 @@ def draw_meshes(
         poly = np.round(pts * 4).astype(np.int32)
         fill = tuple(int(c * shade) for c in colour)
         cv2.fillConvexPoly(layer, poly, fill, lineType=cv2.LINE_8, shift=2)
-        cv2.fillConvexPoly(drawn, poly, 255, lineType=cv2.LINE_8, shift=2)
+        cv2.fillConvexPoly(drawn, poly, (255,), lineType=cv2.LINE_8, shift=2)
     mask = drawn > 0
     canvas[mask] = (alpha * layer[mask] + (1 - alpha) * image_bgr[mask]).astype(np.uint8)
     return canvas

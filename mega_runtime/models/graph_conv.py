@@ -99,6 +99,13 @@ def _neighbour_structure(spec: GraphLayerSpec, matrix: np.ndarray) -> tuple[np.n
     return crow.astype(np.int32), cols.astype(np.int32), gather.astype(np.int64), valid.astype(np.float32)
 
 
+def _sum_of_bases(out: torch.Tensor | None, spec: GraphLayerSpec) -> torch.Tensor:
+    """The conv sum over a layer's weight bases; None means the layer had none (its spec is inconsistent)."""
+    if out is None:
+        raise ConfigError(f"layer {spec.index}: a conv layer needs weight_num >= 1, got {spec.weight_num}")
+    return out
+
+
 class FullyConvAE(nn.Module):
     """Mesh graph autoencoder with the official parameter names and shapes.
 
@@ -209,23 +216,22 @@ class FullyConvAE(nn.Module):
         basis = getattr(self, f"weights{li}").to(dtype).view(k_num, out_ch, in_ch)
         w_weights = getattr(self, f"w_weights{li}").to(dtype)
         values = w_weights.reshape(out_pn * spec.max_neighbours, k_num)[getattr(self, f"_gather{li}")].t().contiguous()
+        out: torch.Tensor | None = None
         if out_ch > in_ch:
             # aggregate neighbours on the narrow input side, then mix channels: sum_k (A_k @ x) @ W_k^T
-            out = None
             for k in range(k_num):
                 z = (self._sparse(spec, values[k]) @ h).view(out_pn * batch, in_ch)
                 if out is None:
                     out = z @ basis[k].t()
                 else:
                     out.addmm_(z, basis[k].t())
-            out = out.view(out_pn, batch * out_ch)
+            out = _sum_of_bases(out, spec).view(out_pn, batch * out_ch)
         else:
             # mix channels first (narrow output side), then aggregate neighbours: sum_k A_k @ (x @ W_k^T)
             flat = h.view(in_pn * batch, in_ch)
             stacked = None
             if k_num * out_ch <= in_ch:  # one matmul for all bases is cheaper than re-reading x per basis
                 stacked = (flat @ basis.reshape(k_num * out_ch, in_ch).t()).view(in_pn, batch, k_num, out_ch)
-            out = None
             for k in range(k_num):
                 if stacked is None:
                     y = (flat @ basis[k].t()).view(in_pn, batch * out_ch)
@@ -235,6 +241,7 @@ class FullyConvAE(nn.Module):
                     out = self._sparse(spec, values[k]) @ y
                 else:
                     out.addmm_(self._sparse(spec, values[k]), y)
+            out = _sum_of_bases(out, spec)
         out.view(out_pn, batch, out_ch).add_(getattr(self, f"bias{li}").to(dtype))
         if not spec.is_final:
             out = F.elu(out, inplace=True)

@@ -13,6 +13,8 @@ to 1/32 resolution by stride-2 conv-BN-ReLU stacks and concatenated with branch 
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -115,14 +117,17 @@ class HighResolutionModule(nn.Module):
             for k in range(num_branches)
         )
         self.fuse_layers = nn.ModuleList(
-            nn.ModuleList(_fuse_path(i, j) for j in range(num_branches)) for i in range(num_branches)
+            # torch's stubs say Iterable[Module], but ModuleList keeps None slots (add_module accepts None).
+            nn.ModuleList(_fuse_path(i, j) for j in range(num_branches))  # type: ignore[misc]
+            for i in range(num_branches)
         )
         self.relu = nn.ReLU(inplace=False)
 
     def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         xs = [branch(x) for branch, x in zip(self.branches, xs, strict=False)]
         out = []
-        for i, paths in enumerate(self.fuse_layers):
+        for i, fuse_layer in enumerate(self.fuse_layers):
+            paths = cast(nn.ModuleList, fuse_layer)  # built in __init__ as a ModuleList per output branch
             y = xs[0] if i == 0 else paths[0](xs[0])
             for j in range(1, len(xs)):
                 y = y + (xs[j] if i == j else paths[j](xs[j]))
@@ -139,7 +144,8 @@ def _transition(pre_channels: tuple[int, ...], num_cur: int) -> nn.ModuleList:
             layers.append(None if pre_channels[k] == cout else _conv_bn(pre_channels[k], cout, 1, relu=True))
         else:
             layers.append(nn.Sequential(_conv_bn(pre_channels[-1], cout, 2, relu=True)))
-    return nn.ModuleList(layers)
+    # torch's stubs say Iterable[Module], but ModuleList keeps None slots (add_module accepts None).
+    return nn.ModuleList(layers)  # type: ignore[arg-type]
 
 
 def _downsample_head(channels: int, times: int) -> nn.Sequential:

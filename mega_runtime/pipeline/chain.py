@@ -206,10 +206,12 @@ class Pipeline:
             width, height,
         )  # fmt: skip
 
-    def _assemble(self, per_frame: list[dict[int, tuple[np.ndarray, _PersonOutput]]], frame_indices: list[int]):
+    def _assemble(
+        self, per_frame: list[dict[int, tuple[np.ndarray, _PersonOutput]]], frame_indices: list[int]
+    ) -> dict[str, np.ndarray]:
         track_ids = sorted({tid for frame in per_frame for tid in frame})
         f, p, h = len(per_frame), len(track_ids), self.config.num_hypotheses
-        arrays = {
+        arrays: dict[str, np.ndarray] = {
             "faces": self.faces,
             "vertices": np.zeros((f, p, h, NUM_VERTICES, 3), np.float32),
             "cam_t": np.zeros((f, p, h, 3), np.float32),

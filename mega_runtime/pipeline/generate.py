@@ -8,6 +8,7 @@ facing −z) and placed 3 m in front of it, 1 m apart along x.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +68,7 @@ def generate_bodies(
         "frame_indices": np.zeros(1, np.int32),
     }
     size = NOMINAL_IMAGE_PX
-    meta = {
+    meta: dict[str, Any] = {
         "runtime_version": __version__,
         "model": {"name": defaults.PRETRAINED_MODEL},
         "source": {"kind": "generated", "width": size, "height": size},

@@ -144,6 +144,8 @@ def iter_frames(
                 continue
             failures = 0
             if wanted:
+                if frame is None:
+                    raise MediaError(f"video {path}: OpenCV reported frame {index} as read but returned no image")
                 yield index, frame
             index += 1
     finally:

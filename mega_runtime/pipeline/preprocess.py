@@ -57,7 +57,9 @@ def square_box(box_xyxy: np.ndarray | tuple[float, ...]) -> tuple[np.ndarray, np
     return center, np.float32(max(size))
 
 
-def crop_affine(center: np.ndarray, box_size: float, patch: tuple[int, int] = (PATCH_SIZE, PATCH_SIZE)) -> np.ndarray:
+def crop_affine(
+    center: np.ndarray, box_size: float | np.float32, patch: tuple[int, int] = (PATCH_SIZE, PATCH_SIZE)
+) -> np.ndarray:
     """(2, 3) float64 affine mapping the square (centre, side) onto a patch of (height, width) pixels.
 
     Built like the official ``gen_trans_from_patch_cv`` (three float32 point pairs, ``cv2.getAffineTransform``).
@@ -78,7 +80,7 @@ def crop_affine(center: np.ndarray, box_size: float, patch: tuple[int, int] = (P
     return cv2.getAffineTransform(src, dst)
 
 
-def antialias_sigma(box_size: float, patch_width: int = PATCH_SIZE) -> float:
+def antialias_sigma(box_size: float | np.float32, patch_width: int = PATCH_SIZE) -> float:
     """Gaussian σ (pixels) the official demo blurs with before cropping, 0 when it does not blur."""
     d = float(box_size) * 1.0 / patch_width / 2.0
     return (d - 1.0) / 2.0 if d > ANTIALIAS_THRESHOLD else 0.0

@@ -434,9 +434,12 @@ def fit_smpl(
     if verts.ndim != 3 or verts.shape[1:] != (SMPL_NUM_VERTICES, 3):
         raise SmplError(f"SMPL fitting needs vertices of shape (F, 6890, 3), got {verts.shape}")
     num_frames = verts.shape[0]
-    mask = np.ones(num_frames, dtype=bool) if valid is None else np.asarray(valid, dtype=bool).reshape(-1)
-    if mask.shape != (num_frames,):
-        raise SmplError(f"valid has shape {np.shape(valid)}, expected ({num_frames},)")
+    if valid is None:
+        mask = np.ones(num_frames, dtype=bool)
+    else:
+        mask = np.asarray(valid, dtype=bool).reshape(-1)
+        if mask.shape != (num_frames,):
+            raise SmplError(f"valid has shape {np.shape(valid)}, expected ({num_frames},)")
     mask = mask & np.isfinite(verts).all(axis=(1, 2))
     if options.vertex_stride < 1 or options.batch_frames < 1:
         raise SmplError("vertex_stride and batch_frames must be at least 1")
@@ -569,7 +572,7 @@ def fit_result(result: Result, model: SmplModel, source: str = "auto", options: 
     valid = arrays["valid"]
     num_frames = valid.shape[0]
     fits: list[SmplFit | None] = []
-    people = []
+    people: list[dict[str, int | float]] = []
     for p in range(valid.shape[1]):
         track = int(arrays["track_ids"][p])
         if not valid[:, p].any():

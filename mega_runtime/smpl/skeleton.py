@@ -293,6 +293,8 @@ def _sparse_to_dense(obj: _SparseStandIn, key: str, path: Path) -> np.ndarray:
     state = getattr(obj, "state", None)
     state = state if isinstance(state, dict) else {}
     shape = state.get("_shape", state.get("shape"))
+    if shape is None:
+        raise SmplError(f"{path}: {key} is a sparse matrix without a shape")
     try:
         rows, cols = (int(s) for s in shape)
         data = np.asarray(state["data"], dtype=np.float64)
@@ -452,7 +454,8 @@ def smpl_result_arrays(fits: Sequence[SmplFit | None], hypothesis: np.ndarray) -
     num_frames, num_people = hyp.shape
     if len(fits) != num_people:
         raise ValueError(f"{len(fits)} fits for {num_people} people")
-    out = {name: np.zeros([{"F": num_frames, "P": num_people}.get(s, s) for s in shape], dtype=dtype)
+    sizes = {"F": num_frames, "P": num_people}
+    out = {name: np.zeros([sizes[s] if isinstance(s, str) else s for s in shape], dtype=dtype)
            for name, (dtype, shape) in SMPL_RESULT_ARRAYS.items()}  # fmt: skip
     out["smpl_hypothesis"][:] = hyp.astype(np.int16)
     for p, fit in enumerate(fits):

@@ -114,6 +114,8 @@ class Comparator:
             diff = int(np.count_nonzero(got != ref))
             passed = diff == 0
             detail = "identical" if passed else f"{diff} of {ref.size} entries differ"
+        elif isinstance(rule, str):
+            raise FixtureError(f"{self.report.name}: unknown tolerance {rule!r} for {name} (a dict or 'exact')")
         else:
             err = np.abs(got.astype(np.float64) - ref.astype(np.float64))
             if "rtol_of_max_abs" in rule:
@@ -167,11 +169,18 @@ def _token_model_checks(
     cond_rows = sample_cond.repeat(rows) if sample_cond is not None else None
     out = sample_tokens_official(model, cond_rows, rows, np.random.RandomState(seed), sampling, record=True)
     compare(f"{prefix}_tokens", out.tokens)
-    compare(f"{prefix}_tokens_per_step", out.tokens_per_step)
-    compare(f"{prefix}_mask_per_step", out.visible_per_step.long())
+    compare(f"{prefix}_tokens_per_step", _recorded(out.tokens_per_step, "tokens per step"))
+    compare(f"{prefix}_mask_per_step", _recorded(out.visible_per_step, "visible masks per step").long())
     if cond_rows is not None:
         compare(f"{prefix}_pred_rot6d", cond_rows.rot6d)
         compare(f"{prefix}_pred_cam", cond_rows.cam)
+
+
+def _recorded(steps: torch.Tensor | None, what: str) -> torch.Tensor:
+    """A per-step record of a decoder run that was asked to record it (None there is a runtime bug)."""
+    if steps is None:
+        raise RuntimeError(f"the decoder returned no {what} although it was asked to record them")
+    return steps
 
 
 def _cvqmae_config(spec: FixtureSpec) -> CVQMAEConfig:
@@ -209,7 +218,7 @@ def _verify_cvqmae(spec: FixtureSpec, workdir: Path, ref: dict[str, np.ndarray],
         compare("argmax_indices", logits.argmax(-1))
         tokens = torch.from_numpy(ref["tokens"])
         demo = argmax_decode_official(model, model.condition(img), tokens, np.random.RandomState(DETERMINISTIC_SEED))
-        compare("mask", demo.visible_per_step[-1].logical_not().float())
+        compare("mask", _recorded(demo.visible_per_step, "visible masks per step")[-1].logical_not().float())
         compare("mesh_indices_demo", demo.tokens)
         compare("rotmat", rotation_6d_to_matrix(rot6d))
         compare("encoder_features_fixed_ratio1", model.encoder(tokens, tokens[:, :0]).transpose(0, 1))
@@ -231,7 +240,7 @@ def _verify_vqmae(spec: FixtureSpec, workdir: Path, ref: dict[str, np.ndarray], 
         compare("logits", logits)
         tokens = torch.from_numpy(ref["tokens"])
         demo = argmax_decode_official(model, None, tokens, np.random.RandomState(DETERMINISTIC_SEED))
-        compare("mask", demo.visible_per_step[-1].logical_not().float())
+        compare("mask", _recorded(demo.visible_per_step, "visible masks per step")[-1].logical_not().float())
         compare("argmax_indices", logits.argmax(-1))
         _token_model_checks(spec, model, None, None, ref, compare, "gen")
     return {"mega_pretrained": config.to_dict()}

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-from mega_runtime.errors import MegaError, WeightsError
+from mega_runtime.errors import ConfigError, MegaError, WeightsError
 from mega_runtime.weights.registry import CHECKPOINTS
 
 log = logging.getLogger(__package__)  # one logger for the package: mega_runtime.weights
@@ -79,13 +79,20 @@ def verify_checkpoint(
     config_folder: the folder whose ``config.json`` (if any) gives the model's sizes; the official
     presets otherwise. assets_dir: needed for ``mesh_vqvae_54`` (its connection matrices).
     """
+    from mega_runtime.models.config import CVQMAEConfig, VQMAEConfig
     from mega_runtime.weights import loaders
 
     kind = CHECKPOINTS[name].kind
-    if kind == "cvqmae":
-        loaders.load_cvqmae(path, loaders.model_config(config_folder, name))
-    elif kind == "vqmae":
-        loaders.load_vqmae(path, loaders.model_config(config_folder, name))
+    if kind in ("cvqmae", "vqmae"):
+        config = loaders.model_config(config_folder, name)
+        if kind == "cvqmae" and isinstance(config, CVQMAEConfig):
+            loaders.load_cvqmae(path, config)
+        elif kind == "vqmae" and isinstance(config, VQMAEConfig):
+            loaders.load_vqmae(path, config)
+        else:
+            raise ConfigError(
+                f"{config_folder}: config.json describes {name} (a {kind} model) as a {type(config).__name__}"
+            )
     else:
         from mega_runtime.models.assets import load_connection_matrices
 

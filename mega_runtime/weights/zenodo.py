@@ -68,7 +68,9 @@ def parse_zenodo_files(data: Any, record_url: str) -> list[RemoteFile]:
         key = entry.get("key") or entry.get("filename")
         if not isinstance(key, str) or not key:
             continue
-        links = entry.get("links") if isinstance(entry.get("links"), dict) else {}
+        links = entry.get("links")
+        if not isinstance(links, dict):
+            links = {}
         link = links.get("content") or links.get("download") or links.get("self")
         if not isinstance(link, str) or not link:
             link = f"{record_url.rstrip('/')}/files/{urllib.parse.quote(key)}/content"
@@ -222,8 +224,8 @@ def extract_archive(archive: Path | str, dest: Path | str) -> list[Path]:
                     if target is None:
                         log.warning("skipping archive member %s: unsafe path", member.name)
                         continue
-                    source = tf.extractfile(member)
-                    if source is not None and _write_member(source, target, member.name):
+                    extracted = tf.extractfile(member)
+                    if extracted is not None and _write_member(extracted, target, member.name):
                         written.append(target)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
         raise WeightsError(

@@ -222,6 +222,21 @@ class BlazePoseDetector:
     OPTIONS = ("conf", "max_people", "min_size", "model_dir", "num_threads", "tiles")
     name = "blazepose"
 
+    # Set in __init__ (where OpenCV and the models are loaded); declared here so that mypy knows their types.
+    tiles: bool
+    model_files: dict[str, Path]
+    _cv2: Any
+    _detector: Any  # a TFLite Interpreter (tflite_runtime / ai_edge_litert / tensorflow: no type information)
+    _landmarks: Any
+    _det_input: int
+    _det_coords: int
+    _det_scores: int
+    _lmk_input: int
+    _lmk_points: int
+    _lmk_presence: int
+    _lmk_mask: int
+    _anchors: np.ndarray
+
     def __init__(
         self,
         conf: float = defaults.DETECTOR_CONF,
