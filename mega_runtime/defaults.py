@@ -154,7 +154,7 @@ def _literal(value: object, indent: str) -> str:
     """``value`` as Python source equal to it, laid out as ``ruff format`` would (sets sorted: reproducible)."""
     inner = indent + "    "
     if isinstance(value, frozenset | set):
-        items = [_literal(v, inner) for v in sorted(value)]  # type: ignore[type-var]
+        items = [_literal(v, inner) for v in sorted(value)]
         flat = "frozenset({" + ", ".join(items) + "})"
         if len(indent) + len(flat) <= 80:
             return flat

@@ -96,14 +96,16 @@ class Mega:
 
         folder = Path(folder)
         cvqmae = None
+        config: CVQMAEConfig | None = None
         if model is not None:
             if model not in defaults.IMAGE_MODELS:
                 raise ConfigError(f"unknown model {model!r}; expected one of {', '.join(defaults.IMAGE_MODELS)}")
-            config = model_config(folder, model)
-            if not isinstance(config, CVQMAEConfig):
-                raise ConfigError(f"{folder}/config.json describes {model} as a {type(config).__name__}")
+            found = model_config(folder, model)
+            if not isinstance(found, CVQMAEConfig):
+                raise ConfigError(f"{folder}/config.json describes {model} as a {type(found).__name__}")
+            config = found
         assets = _assets_dir(assets_dir)
-        if model is not None:
+        if model is not None and config is not None:
             cvqmae = load_cvqmae(folder / CHECKPOINT_FILES[model], config, device)
         connections = load_connection_matrices(assets / "connection_matrices")
         mesh_vqvae = load_mesh_vqvae(folder / CHECKPOINT_FILES[defaults.TOKENIZER_MODEL], connections, device)

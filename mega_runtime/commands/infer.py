@@ -10,6 +10,7 @@ input error, or at least one input failed (see docs/cli.md).
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from pathlib import Path
@@ -143,9 +144,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         try:
             if is_video(path):
                 image = None
-                result = pipeline.run_video(
-                    path, frames, progress=lambda done, total, name=path.name: frames_bar(name, done, total)
-                )
+                result = pipeline.run_video(path, frames, progress=functools.partial(frames_bar, path.name))
                 frames_bar.close()
                 if temporal is not None:
                     from mega_runtime.pipeline.temporal import apply_temporal

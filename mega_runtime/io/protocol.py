@@ -232,9 +232,10 @@ def _parse_infer(message: dict[str, Any], rid: str, max_inline_bytes: int) -> In
             raise ProtocolError("bad_request", "'source.path' must be a non-empty string", request_id=rid)
         name = path.replace("\\", "/").rsplit("/", 1)[-1]
     else:
-        encoded, name = source.get("data"), source.get("name")
-        if not isinstance(encoded, str) or not isinstance(name, str) or not name:
+        encoded, given_name = source.get("data"), source.get("name")
+        if not isinstance(encoded, str) or not isinstance(given_name, str) or not given_name:
             raise ProtocolError("bad_request", "inline 'source' needs 'data' (base64) and 'name'", request_id=rid)
+        name = given_name
         if len(encoded) // 4 * 3 > max_inline_bytes:
             raise ProtocolError(
                 "too_large",
@@ -345,21 +346,20 @@ def _temporal(value: Any, rid: str) -> TemporalOptions | None:
     if path not in defaults.TEMPORAL_PATHS:
         choices = " or ".join(map(repr, defaults.TEMPORAL_PATHS))
         raise ProtocolError("bad_request", f"'temporal.path' must be {choices}, got {path!r}", request_id=rid)
-    flags = {}
+    flags: dict[str, bool] = {}
     for key, default in (("smooth", defaults.SMOOTH), ("causal", defaults.ONE_EURO_CAUSAL)):
-        flags[key] = value.get(key, default)
-        if not isinstance(flags[key], bool):
-            raise ProtocolError(
-                "bad_request", f"'temporal.{key}' must be true or false, got {flags[key]!r}", request_id=rid
-            )
-    numbers = {}
-    for key, default, positive, unit in (
+        flag = value.get(key, default)
+        if not isinstance(flag, bool):
+            raise ProtocolError("bad_request", f"'temporal.{key}' must be true or false, got {flag!r}", request_id=rid)
+        flags[key] = flag
+    numbers: dict[str, float] = {}
+    for key, fallback, positive, unit in (
         ("min_cutoff", defaults.ONE_EURO_MIN_CUTOFF_HZ, True, "Hz"),
         ("beta", defaults.ONE_EURO_BETA, False, "Hz per m/s"),
         ("d_cutoff", defaults.ONE_EURO_D_CUTOFF_HZ, True, "Hz"),
         ("smoothness", defaults.PATH_SMOOTHNESS_WEIGHT, False, "nats per (m/s)²"),
     ):
-        number = value.get(key, default)
+        number = value.get(key, fallback)
         if (
             isinstance(number, bool)
             or not isinstance(number, int | float)
@@ -372,7 +372,15 @@ def _temporal(value: Any, rid: str) -> TemporalOptions | None:
                 "bad_request", f"'temporal.{key}' must be a number {bound} ({unit}), got {number!r}", request_id=rid
             )
         numbers[key] = float(number)
-    return TemporalOptions(path=path, **flags, **numbers)
+    return TemporalOptions(
+        path=path,
+        smooth=flags["smooth"],
+        causal=flags["causal"],
+        min_cutoff=numbers["min_cutoff"],
+        beta=numbers["beta"],
+        d_cutoff=numbers["d_cutoff"],
+        smoothness=numbers["smoothness"],
+    )
 
 
 def infer_defaults() -> dict[str, Any]:

@@ -47,6 +47,8 @@ def generate_bodies(
     mega = Mega.from_checkpoints(folder, None, assets_dir=assets, device=resolve_device(device), pretrained=True)
     sampling = SamplingConfig(steps=steps, temperature=temperature, annealing=defaults.GENERATE_ANNEALING)
     samples, canonical = mega.generate(count, torch.Generator().manual_seed(seed), sampling)
+    if samples.log_likelihood is None:  # Mega.generate scores every body; a None here is a bug, not an input
+        raise RuntimeError("Mega.generate returned unscored samples")
     turn = np.diag([1.0, -1.0, -1.0]).astype(np.float32)
     offsets = (np.arange(count) - (count - 1) / 2) * SPACING_M
     cam_t = np.stack([offsets, np.zeros(count), np.full(count, DISTANCE_M)], axis=1).astype(np.float32)
