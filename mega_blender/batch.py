@@ -414,7 +414,7 @@ def run_reconstruct(args: argparse.Namespace, report: dict[str, Any]) -> None:
         raise BatchError(str(exc)) from exc
     finally:
         link.stop()  # shutdown, then terminate and kill if need be (a few seconds at most) …
-        link.client.wait_stopped(RUNTIME_EXIT_WAIT_S)  # … waited for here: a headless batch leaves no runtime behind
+        link.wait_stopped(RUNTIME_EXIT_WAIT_S)  # … waited for here: a headless batch leaves no runtime behind
     args.results = results
     run_import(args, report)
 

@@ -89,7 +89,7 @@ class MegaResult:
     """
 
     path: Path
-    """The ``.json`` file of the pair."""
+    """The ``.json`` file of the pair, absolute."""
     meta: dict[str, Any]
     """The JSON document as read."""
     faces: np.ndarray = field(repr=False)
@@ -196,7 +196,7 @@ def read_result(path: str | Path) -> MegaResult:
     log.debug("read %s: F=%d P=%d H=%d", json_path, sizes["F"], sizes["P"], sizes["H"])
     extra = {name: arr for name, arr in arrays.items() if name not in REQUIRED_ARRAYS}
     return MegaResult(
-        path=json_path,
+        path=json_path.absolute(),  # objects store it: it must not depend on the working folder
         meta=meta,
         **{name: arrays[name] for name in REQUIRED_ARRAYS},
         extra_arrays=extra,

@@ -388,6 +388,10 @@ class Link:
         """Stop the runtime without waiting (see :meth:`RuntimeClient.stop`)."""
         return self.client.stop()
 
+    def wait_stopped(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for a :meth:`stop` to finish; True when the runtime is gone."""
+        return self.client.wait_stopped(timeout_s)
+
     # -- jobs ------------------------------------------------------------------------------------------------
     def submit(
         self,

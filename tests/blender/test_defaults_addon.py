@@ -95,6 +95,9 @@ def test_ok_batch_reconstruct_sends_d_cutoff_and_causal(monkeypatch, tmp_path):
         def stop(self):
             pass
 
+        def wait_stopped(self, timeout_s):
+            return True
+
     monkeypatch.setattr(runtime_client, "Link", FakeLink)
     argv = ["reconstruct", str(media), "--export", str(tmp_path / "out.blend"), "--runtime", "unused"]
     argv += ["--smooth", "--one-euro-d-cutoff", "3", "--one-euro-causal"]

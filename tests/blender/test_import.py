@@ -299,6 +299,14 @@ def test_ok_meshes_project_onto_the_people_in_camera_view(blender, tmp_path, arr
         np.testing.assert_allclose(pixel, expected, atol=5e-3)
 
 
+def test_ok_result_path_is_stored_absolute_when_imported_by_a_relative_path(blender, tmp_path, arrays, monkeypatch):
+    write_result(tmp_path, "photo", arrays, make_meta(source_path=None))
+    monkeypatch.chdir(tmp_path)
+    assert _import(Path("photo.json")) == {"FINISHED"}
+    stored = [obj["mega_result_path"] for obj in [bpy.context.scene.camera, *_people()]]
+    assert stored and all(Path(s).is_absolute() and Path(s) == tmp_path / "photo.json" for s in stored)
+
+
 def test_ok_runtime_warnings_are_reported_on_import(blender, tmp_path, arrays):
     meta = make_meta(source_path=None)
     meta["warnings"] = ["person 1 is behind the camera: its box or crop is probably wrong"]
