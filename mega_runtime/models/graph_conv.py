@@ -30,7 +30,8 @@ Two evaluations of the neighbour sums, same numbers to float32 rounding (summati
   batched matmul, then the bases are applied in one matmul — only dense ops, so it runs everywhere.
 
 ``graph_path="auto"`` (the default) takes ``$MEGA_GRAPH_PATH`` if set, else ``csr`` where
-:func:`sparse_csr_supported` finds CSR working on the input's device type, else ``gather``.
+:func:`sparse_csr_supported` finds CSR working on the input's device type in the compute dtype
+(float32 for narrower models on the CPU), else ``gather``.
 """
 
 from __future__ import annotations
@@ -65,8 +66,8 @@ GRAPH_PATHS = ("auto", "csr", "gather")
 #: Environment variable that overrides ``auto`` (``csr`` or ``gather``), e.g. to compare the paths.
 ENV_GRAPH_PATH = "MEGA_GRAPH_PATH"
 
-# Probe results per device type ("cpu", "cuda", "mps", ...): whether sparse CSR @ dense works there.
-_CSR_SUPPORT: dict[str, bool] = {}
+# Probe results per (device type, dtype): whether sparse CSR @ dense works there.
+_CSR_SUPPORT: dict[tuple[str, torch.dtype], bool] = {}
 
 # The gather path gathers neighbour rows in blocks of at most this many elements (64 MB of float32).
 _GATHER_ELEMENTS = 1 << 24
@@ -75,37 +76,40 @@ _GATHER_ELEMENTS = 1 << 24
 _CPU_SPARSE_DTYPES = (torch.float32, torch.float64)
 
 
-def sparse_csr_supported(device: torch.device | str) -> bool:
-    """Whether PyTorch can build a sparse CSR matrix on ``device`` and multiply it with a dense one.
+def sparse_csr_supported(device: torch.device | str, dtype: torch.dtype = torch.float32) -> bool:
+    """Whether PyTorch can build a sparse CSR matrix of ``dtype`` on ``device`` and multiply it with a dense one.
 
-    Probed once per device type (``cpu``, ``cuda``, ``mps``, ...) with a 2x2 int32-indexed float32
+    Probed once per (device type, dtype) (``cpu``, ``cuda``, ``mps``, ...) with a 2x2 int32-indexed
     CSR matrix: ``A @ x`` and ``out.addmm_(A, x)``, the two products the ``csr`` path uses, checked
-    against their known values. Backends without CSR support raise ``NotImplementedError`` (no
-    kernel for the dispatch key) or ``RuntimeError``; both mean "not supported", anything else
-    propagates. The answer is cached for the process.
+    against their known values (exact in every float dtype). Backends without CSR support raise
+    ``NotImplementedError`` (no kernel for the dispatch key) or ``RuntimeError`` (e.g. a dtype the
+    sparse library lacks); both mean "not supported", anything else propagates. The answer is
+    cached for the process.
     """
     device = torch.device(device)
-    if device.type not in _CSR_SUPPORT:
+    key = (device.type, dtype)
+    if key not in _CSR_SUPPORT:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # CSR is "beta"
                 crow = torch.tensor([0, 1, 2], dtype=torch.int32, device=device)
                 col = torch.tensor([1, 0], dtype=torch.int32, device=device)
-                matrix = torch.sparse_csr_tensor(crow, col, torch.tensor([2.0, 3.0], device=device), (2, 2))
-                dense = torch.tensor([[1.0], [4.0]], device=device)
+                values = torch.tensor([2.0, 3.0], dtype=dtype, device=device)
+                matrix = torch.sparse_csr_tensor(crow, col, values, (2, 2))
+                dense = torch.tensor([[1.0], [4.0]], dtype=dtype, device=device)
                 out = matrix @ dense
                 out.addmm_(matrix, dense)
-                supported = torch.equal(out.cpu(), torch.tensor([[16.0], [6.0]]))
+                supported = torch.equal(out.cpu().float(), torch.tensor([[16.0], [6.0]]))
         except (NotImplementedError, RuntimeError) as exc:
-            log.debug("sparse CSR is not usable on %s: %s", device.type, exc)
+            log.debug("sparse CSR (%s) is not usable on %s: %s", dtype, device.type, exc)
             supported = False
-        log.debug("sparse CSR on %s: %s", device.type, "supported" if supported else "not supported")
-        _CSR_SUPPORT[device.type] = supported
-    return _CSR_SUPPORT[device.type]
+        log.debug("sparse CSR (%s) on %s: %s", dtype, device.type, "supported" if supported else "not supported")
+        _CSR_SUPPORT[key] = supported
+    return _CSR_SUPPORT[key]
 
 
-def resolve_graph_path(requested: str, device: torch.device | str) -> str:
-    """``csr`` or ``gather`` for evaluating the graph layers on ``device``.
+def resolve_graph_path(requested: str, device: torch.device | str, dtype: torch.dtype = torch.float32) -> str:
+    """``csr`` or ``gather`` for evaluating the graph layers on ``device`` with CSR values of ``dtype``.
 
     ``requested`` ``csr``/``gather`` is taken as is (``csr`` on a device without CSR support is a
     ConfigError); ``auto`` takes ``$MEGA_GRAPH_PATH`` when set, else ``csr`` where
@@ -122,11 +126,11 @@ def resolve_graph_path(requested: str, device: torch.device | str) -> str:
             )
         requested, source = env or "auto", f"${ENV_GRAPH_PATH}"
     if requested == "auto":
-        return "csr" if sparse_csr_supported(device) else "gather"
-    if requested == "csr" and not sparse_csr_supported(device):
+        return "csr" if sparse_csr_supported(device, dtype) else "gather"
+    if requested == "csr" and not sparse_csr_supported(device, dtype):
         raise ConfigError(
-            f"graph path csr was asked for ({source}), but PyTorch cannot use sparse CSR tensors on "
-            f"{torch.device(device).type}",
+            f"graph path csr was asked for ({source}), but PyTorch cannot use sparse CSR tensors "
+            f"({str(dtype).removeprefix('torch.')}) on {torch.device(device).type}",
             hint=f"use graph path gather or auto (unset ${ENV_GRAPH_PATH})",
         )
     return requested
@@ -416,14 +420,13 @@ class FullyConvAE(nn.Module):
                 f"layer {start} expects input (batch, {first.in_points}, {first.in_channels}), got {tuple(x.shape)}"
             )
         param_dtype = next(self.parameters()).dtype
-        dtype = param_dtype
-        path = resolve_graph_path(self.graph_path, x.device)
-        if path == "csr":
-            conv, residual = self._conv, self._residual
-            if x.device.type == "cpu" and dtype not in _CPU_SPARSE_DTYPES:
-                dtype = torch.float32
+        csr_dtype = param_dtype
+        if x.device.type == "cpu" and csr_dtype not in _CPU_SPARSE_DTYPES:
+            csr_dtype = torch.float32
+        if resolve_graph_path(self.graph_path, x.device, csr_dtype) == "csr":
+            conv, residual, dtype = self._conv, self._residual, csr_dtype
         else:
-            conv, residual = self._conv_gather, self._residual_gather
+            conv, residual, dtype = self._conv_gather, self._residual_gather, param_dtype
         batch = x.shape[0]
         h = x.to(dtype).transpose(0, 1).reshape(first.in_points, batch * first.in_channels)
         for spec in self.layers[start:stop]:

@@ -120,6 +120,24 @@ def test_csr_is_supported_on_the_cpu_and_the_answer_is_cached(monkeypatch: pytes
     assert sparse_csr_supported("cpu") is True and not calls  # cached per device type
 
 
+def test_the_probe_is_per_dtype_and_cpu_half_models_still_take_csr_in_float32(
+    model, monkeypatch: pytest.MonkeyPatch, no_env
+) -> None:
+    assert sparse_csr_supported("cpu", torch.float64) is True
+    chosen = []
+    real = graph_conv.FullyConvAE._conv
+
+    def spy(self, spec, h, batch, dtype):
+        chosen.append(dtype)
+        return real(self, spec, h, batch, dtype)
+
+    monkeypatch.setattr(graph_conv.FullyConvAE, "_conv", spy)
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    with torch.no_grad():
+        vertices = half.decode(_random_tokens(1, seed=4))
+    assert vertices.dtype == torch.bfloat16 and set(chosen) == {torch.float32}
+
+
 def test_a_device_without_csr_is_probed_as_unsupported_and_auto_takes_gather(
     monkeypatch: pytest.MonkeyPatch, model, no_env
 ) -> None:
