@@ -5,6 +5,7 @@ runs in a fresh subprocess so peak-memory figures do not leak between cases.
 
     python benchmarks/bench_decode.py                  # CPU (2 threads) and, if present, CUDA
     python benchmarks/bench_decode.py --device cuda --precision bf16
+    python benchmarks/bench_decode.py --device cpu --only mesh_decode1 mesh_decode16 --graph-path gather
 
 Needs MEGA_ASSETS_DIR (connection matrices for Mesh-VQ-VAE). Never run as a test.
 """
@@ -29,6 +30,7 @@ CASES = [
     ("hypotheses16", 1),
     ("hypotheses16", 8),
     ("official16", 1),  # the official algorithm on this runtime's kernels, for a same-run ratio
+    ("mesh_decode1", 1),
     ("mesh_decode16", 1),
 ]
 #: Stop repeating a case once this many seconds were spent on it (the first run counts when slow).
@@ -39,7 +41,9 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_case(case: str, batch: int, device: str, precision: str, repeats: int, threads: int) -> dict:
+def run_case(
+    case: str, batch: int, device: str, precision: str, repeats: int, threads: int, graph_path: str = "auto"
+) -> dict:
     import numpy as np
     import torch
 
@@ -47,6 +51,7 @@ def run_case(case: str, batch: int, device: str, precision: str, repeats: int, t
     from mega_runtime.mega import Mega
     from mega_runtime.models.assets import load_connection_matrices
     from mega_runtime.models.config import PRESETS
+    from mega_runtime.models.graph_conv import resolve_graph_path
     from mega_runtime.models.masked_transformer import CVQMAE
     from mega_runtime.models.mesh_vqvae import MeshVQVAE, MeshVQVAEConfig
 
@@ -56,7 +61,8 @@ def run_case(case: str, batch: int, device: str, precision: str, repeats: int, t
         torch.backends.cudnn.allow_tf32 = precision == "tf32"
     connections = load_connection_matrices(Path(os.environ["MEGA_ASSETS_DIR"]) / "connection_matrices")
     mega = Mega(
-        CVQMAE(PRESETS["mega_resnet"]).eval().to(device), MeshVQVAE(MeshVQVAEConfig(), connections).eval().to(device)
+        CVQMAE(PRESETS["mega_resnet"]).eval().to(device),
+        MeshVQVAE(MeshVQVAEConfig(), connections, graph_path=graph_path).eval().to(device),
     )
     images = torch.randn(batch, 3, 224, 224, device=device)
     tokens = torch.randint(0, 512, (16 * batch, 54), device=device)
@@ -73,6 +79,8 @@ def run_case(case: str, batch: int, device: str, precision: str, repeats: int, t
             cond = mega.cvqmae.condition(images.repeat_interleave(16, dim=0))
             samples = sample_tokens_official(mega.cvqmae, cond, 16 * batch, np.random.RandomState(0))
             return mega.decode_meshes(samples.tokens)
+        if case == "mesh_decode1":
+            return mega.decode_meshes(tokens[:1])
         return mega.decode_meshes(tokens)
 
     autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=precision == "bf16")
@@ -96,6 +104,7 @@ def run_case(case: str, batch: int, device: str, precision: str, repeats: int, t
         "batch": batch,
         "device": device,
         "precision": precision,
+        "graph_path": resolve_graph_path(graph_path, device),
         "runs": len(times),
         "median_ms": 1e3 * statistics.median(times),
     }
@@ -114,6 +123,12 @@ def main() -> int:
     parser.add_argument("--precision", choices=["fp32", "tf32", "bf16", "all"], default="all")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--graph-path",
+        choices=["auto", "csr", "gather"],
+        default="auto",
+        help="how the Mesh-VQ-VAE evaluates its graph layers (auto: CSR where the device supports it)",
+    )
     parser.add_argument("--only", nargs="+", metavar="CASE", help="run only these cases (e.g. hypotheses16)")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
@@ -121,7 +136,8 @@ def main() -> int:
     if "MEGA_ASSETS_DIR" not in os.environ:
         parser.error("set MEGA_ASSETS_DIR to the folder holding connection_matrices/")
     if args.case:
-        print(json.dumps(run_case(args.case, args.batch, args.device, args.precision, args.repeats, args.threads)))
+        res = run_case(args.case, args.batch, args.device, args.precision, args.repeats, args.threads, args.graph_path)
+        print(json.dumps(res))
         return 0
     import torch
 
@@ -153,6 +169,8 @@ def main() -> int:
                 str(args.repeats),
                 "--threads",
                 str(args.threads),
+                "--graph-path",
+                args.graph_path,
             ]
             res = json.loads(
                 subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
@@ -161,7 +179,7 @@ def main() -> int:
                 f"peak GPU {res['peak_gpu_mb']:.0f} MB" if device == "cuda" else f"peak RSS {res['peak_rss_mb']:.0f} MB"
             )
             print(
-                f"{device:4} {precision:4} {case:14} batch {batch}: {res['median_ms']:9.1f} ms "
+                f"{device:4} {precision:4} {res['graph_path']:6} {case:14} batch {batch}: {res['median_ms']:9.1f} ms "
                 f"({res['per_image_ms']:8.1f} ms/image, {res['runs']} runs), {mem}",
                 flush=True,
             )

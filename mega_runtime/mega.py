@@ -247,21 +247,80 @@ def _assets_dir(explicit: Path | str | None) -> Path:
     return Path(value)
 
 
+def device_problem(device: str) -> str | None:
+    """None if the ops the models need run on ``device``, else the first line of PyTorch's error.
+
+    A tiny float32 run of what the networks and decoding use: bmm, index_select, scaled-dot-product
+    attention, ELU, top-k, argmax and a copy back to the CPU. Takes a few milliseconds.
+    """
+    try:
+        x = torch.arange(24, dtype=torch.float32, device=device).view(2, 3, 4) / 24
+        y = torch.bmm(x, x.transpose(1, 2)).index_select(0, torch.tensor([1, 0], device=device))
+        att = torch.nn.functional.scaled_dot_product_attention(x[None], x[None], x[None])
+        torch.nn.functional.elu(att).flatten().topk(3).indices.sum().item()
+        y.argmax(-1).cpu()
+    except (RuntimeError, NotImplementedError, TypeError) as exc:
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return None
+
+
 def resolve_device(name: str = "auto") -> str:
-    """``auto`` → cuda, else mps, else cpu; other names are checked to exist on this machine."""
+    """The device MEGA runs on, checked to exist and to run the models here.
+
+    ``auto`` → ``cuda`` when PyTorch sees a CUDA GPU; else ``mps`` when Apple's MPS is available and a
+    tiny run of the ops the models need (float32 matmul, bmm, index_select, ELU, attention, top-k)
+    works on it; else ``cpu``. The Mesh-VQ-VAE takes its gather path where sparse CSR is missing
+    (MPS), and nothing the models or the decoding run on the device is float64 (float64 stays on the
+    CPU: SMPL fitting, pre-processing, tracking), which MPS lacks.
+
+    An explicit name (``cpu``, ``cuda``, ``cuda:N``, ``mps``) is returned as given when it can run here;
+    otherwise a MegaError says why and how to fix it.
+    """
     from mega_runtime.errors import MegaError
+
+    def mps_available() -> bool:
+        mps = getattr(torch.backends, "mps", None)
+        return bool(mps is not None and mps.is_available())
 
     if name == "auto":
         if torch.cuda.is_available():
             return "cuda"
-        mps = getattr(torch.backends, "mps", None)
-        return "mps" if mps is not None and mps.is_available() else "cpu"
+        if mps_available():
+            problem = device_problem("mps")
+            if problem is None:
+                return "mps"
+            log.warning("MPS is available but cannot run the models (%s); using the CPU", problem)
+        return "cpu"
     try:
         device = torch.device(name)
     except RuntimeError as exc:
         raise MegaError(f"unknown device {name!r}", hint="use auto, cpu, cuda, cuda:N or mps") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise MegaError("device cuda was asked for, but this PyTorch sees no CUDA GPU", hint="use --device cpu")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise MegaError("device mps was asked for, but it is not available here", hint="use --device cpu")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise MegaError(
+                "device cuda was asked for, but this PyTorch sees no CUDA GPU",
+                hint="use --device auto or cpu; for an NVIDIA GPU install a CUDA build of PyTorch "
+                "(https://pytorch.org/get-started/locally/) and check that nvidia-smi lists the GPU",
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise MegaError(
+                f"device {name} was asked for, but PyTorch sees {count} CUDA GPU(s) (cuda:0 … cuda:{count - 1})",
+                hint="use --device cuda (the first GPU) or a listed index",
+            )
+    elif device.type == "mps":
+        if not mps_available():
+            raise MegaError(
+                "device mps was asked for, but Apple's MPS is not available here",
+                hint="use --device auto or cpu; MPS needs an Apple-silicon Mac with macOS 12.3 or later "
+                "and a PyTorch build with MPS",
+            )
+        problem = device_problem("mps")
+        if problem is not None:
+            raise MegaError(
+                f"device mps is available but cannot run the models: {problem}",
+                hint="update PyTorch (pip install -U torch), or use --device cpu",
+            )
+    elif device.type != "cpu":
+        raise MegaError(f"device {name!r} is not supported", hint="use auto, cpu, cuda, cuda:N or mps")
     return name

@@ -11,7 +11,8 @@ Differences from the official code, all on purpose:
 * batch-agnostic: decoding B token rows returns B meshes (the official model broadcasts a single
   row to its configured batch size);
 * sparse evaluation of the graph layers (see ``mega_runtime.models.graph_conv``), same numbers to
-  float32 rounding.
+  float32 rounding: sparse CSR where the device supports it, a dense gather path elsewhere (MPS)
+  or when asked (``graph_path`` / ``$MEGA_GRAPH_PATH``).
 
 Gradients are not disabled here; wrap inference calls in ``torch.no_grad()``.
 """
@@ -30,7 +31,7 @@ from torch import nn
 from mega_runtime.constants import CODEBOOK_SIZE, NUM_VERTICES, TOKEN_DIM
 from mega_runtime.errors import ConfigError
 from mega_runtime.models.assets import CONNECTION_LAYERS, load_connection_matrices
-from mega_runtime.models.graph_conv import FullyConvAE
+from mega_runtime.models.graph_conv import GRAPH_PATHS, FullyConvAE
 
 __all__ = ["CONFIG_MEDIUM", "GraphStage", "MeshVQVAE", "MeshVQVAEConfig", "VectorQuantizerEMA"]
 
@@ -146,11 +147,15 @@ class MeshVQVAE(nn.Module):
         config: layer lists and codebook size (``CONFIG_MEDIUM`` for the released checkpoint).
         connections: ``{layer name: connection matrix}`` for every name in ``config.connection_layer_lst``
             (see :func:`mega_runtime.models.assets.load_connection_matrices`).
+        graph_path: how the graph layers are evaluated: ``auto`` (default: CSR where the device
+            supports it, else gather), ``csr`` or ``gather``; see :mod:`mega_runtime.models.graph_conv`.
 
     The weights start at zero; load the official state dict with ``load_state_dict(sd, strict=True)``.
     """
 
-    def __init__(self, config: MeshVQVAEConfig, connections: Mapping[str, np.ndarray]) -> None:
+    def __init__(
+        self, config: MeshVQVAEConfig, connections: Mapping[str, np.ndarray], graph_path: str = "auto"
+    ) -> None:
         super().__init__()
         self.config = config
         graph = FullyConvAE(
@@ -160,6 +165,7 @@ class MeshVQVAE(nn.Module):
             config.residual_rate_lst,
             connections,
             in_points=config.point_num,
+            graph_path=graph_path,
         )
         split = config.split
         self.num_tokens = graph.layers[split - 1].out_points
@@ -168,6 +174,17 @@ class MeshVQVAE(nn.Module):
         self.vq_vae = VectorQuantizerEMA(config.num_embeddings, config.embedding_dim)
         self.decoder = GraphStage(graph, split, len(graph.layers))
         logger.debug("built Mesh-VQ-VAE: %d graph layers, %d tokens", len(graph.layers), self.num_tokens)
+
+    @property
+    def graph_path(self) -> str:
+        """``auto``, ``csr`` or ``gather``: how the (shared) graph autoencoder evaluates its layers."""
+        return self.encoder.model.graph_path
+
+    @graph_path.setter
+    def graph_path(self, value: str) -> None:
+        if value not in GRAPH_PATHS:
+            raise ConfigError(f"unknown graph path {value!r}", hint=f"use one of {', '.join(GRAPH_PATHS)}")
+        self.encoder.model.graph_path = value
 
     @classmethod
     def from_connection_folder(cls, folder: Path | str, config: MeshVQVAEConfig = CONFIG_MEDIUM) -> MeshVQVAE:

@@ -140,7 +140,14 @@ def _checkpoint_from_fixture(spec: FixtureSpec, out_dir: Path, rel_path: str) ->
 
 
 def _token_model_checks(
-    spec: FixtureSpec, model, cond: Any, sample_cond: Any, ref: dict[str, np.ndarray], compare: Comparator, prefix: str
+    spec: FixtureSpec,
+    model,
+    cond: Any,
+    sample_cond: Any,
+    ref: dict[str, np.ndarray],
+    compare: Comparator,
+    prefix: str,
+    device: torch.device | str = "cpu",
 ) -> None:
     """Partial-mask path and official sampler checks shared by CVQMAE and VQMAE fixtures.
 
@@ -150,12 +157,12 @@ def _token_model_checks(
     from mega_runtime.decoding.samplers import sample_tokens_official
     from mega_runtime.decoding.schedule import SamplingConfig
 
-    tokens = torch.from_numpy(ref["tokens"])
+    tokens = torch.from_numpy(ref["tokens"]).to(device)
     visible = ref["partial_visible_mask"]
     order = official_encoder_order(visible, np.random.RandomState(2))
     compare("partial_backward_indexes", np.argsort(order, axis=1).T.copy())
     kept = int(visible[0].sum())
-    compare("partial_logits", model.logits(tokens, torch.from_numpy(order[:, :kept].copy()), cond))
+    compare("partial_logits", model.logits(tokens, torch.from_numpy(order[:, :kept].copy()).to(device), cond))
     compare("partial_mask_out", official_decoder_mask(order, kept))
     if f"{prefix}_tokens" not in ref:
         return
@@ -199,7 +206,9 @@ def _cvqmae_config(spec: FixtureSpec) -> CVQMAEConfig:
     return CVQMAEConfig(BackboneConfig(backbone_type, vit), transformer_from_official(spec.meta["config"]["model"]))
 
 
-def _verify_cvqmae(spec: FixtureSpec, workdir: Path, ref: dict[str, np.ndarray], compare: Comparator) -> dict:
+def _verify_cvqmae(
+    spec: FixtureSpec, workdir: Path, ref: dict[str, np.ndarray], compare: Comparator, device: str = "cpu"
+) -> dict:
     from mega_runtime.decoding.samplers import argmax_decode_official
     from mega_runtime.models.geometry import rotation_6d_to_matrix
     from mega_runtime.weights.loaders import load_cvqmae
@@ -207,8 +216,8 @@ def _verify_cvqmae(spec: FixtureSpec, workdir: Path, ref: dict[str, np.ndarray],
     config = _cvqmae_config(spec)
     name = f"mega_{config.backbone.type}"
     path = save_official_checkpoint(build_state_dict(spec.path), workdir / CHECKPOINT_FILES[name])
-    model = load_cvqmae(path, config)
-    img = torch.from_numpy(ref["img"])
+    model = load_cvqmae(path, config, device)
+    img = torch.from_numpy(ref["img"]).to(device)
     with torch.no_grad():
         compare("backbone_features", model.backbone(img))
         logits, rot6d, cam = model(img)
@@ -216,53 +225,60 @@ def _verify_cvqmae(spec: FixtureSpec, workdir: Path, ref: dict[str, np.ndarray],
         compare("pred_rot6d", rot6d)
         compare("pred_cam", cam)
         compare("argmax_indices", logits.argmax(-1))
-        tokens = torch.from_numpy(ref["tokens"])
+        tokens = torch.from_numpy(ref["tokens"]).to(device)
         demo = argmax_decode_official(model, model.condition(img), tokens, np.random.RandomState(DETERMINISTIC_SEED))
         compare("mask", _recorded(demo.visible_per_step, "visible masks per step")[-1].logical_not().float())
         compare("mesh_indices_demo", demo.tokens)
         compare("rotmat", rotation_6d_to_matrix(rot6d))
         compare("encoder_features_fixed_ratio1", model.encoder(tokens, tokens[:, :0]).transpose(0, 1))
-        _token_model_checks(spec, model, model.condition(img), model.condition(img[:1]), ref, compare, "stoch")
+        _token_model_checks(spec, model, model.condition(img), model.condition(img[:1]), ref, compare, "stoch", device)
     return {name: config.to_dict()}
 
 
-def _verify_vqmae(spec: FixtureSpec, workdir: Path, ref: dict[str, np.ndarray], compare: Comparator) -> dict:
+def _verify_vqmae(
+    spec: FixtureSpec, workdir: Path, ref: dict[str, np.ndarray], compare: Comparator, device: str = "cpu"
+) -> dict:
     from mega_runtime.decoding.samplers import argmax_decode_official
     from mega_runtime.models.config import transformer_from_official
     from mega_runtime.weights.loaders import load_vqmae
 
     config = VQMAEConfig(transformer_from_official(spec.meta["config"]["model"]))
     path = save_official_checkpoint(build_state_dict(spec.path), workdir / CHECKPOINT_FILES["mega_pretrained"])
-    model = load_vqmae(path, config)
+    model = load_vqmae(path, config, device)
     rows = ref["logits"].shape[0]
     with torch.no_grad():
         logits = model(rows)
         compare("logits", logits)
-        tokens = torch.from_numpy(ref["tokens"])
+        tokens = torch.from_numpy(ref["tokens"]).to(device)
         demo = argmax_decode_official(model, None, tokens, np.random.RandomState(DETERMINISTIC_SEED))
         compare("mask", _recorded(demo.visible_per_step, "visible masks per step")[-1].logical_not().float())
         compare("argmax_indices", logits.argmax(-1))
-        _token_model_checks(spec, model, None, None, ref, compare, "gen")
+        _token_model_checks(spec, model, None, None, ref, compare, "gen", device)
     return {"mega_pretrained": config.to_dict()}
 
 
 def _verify_mesh_vqvae(
-    spec: FixtureSpec, workdir: Path, ref: dict[str, np.ndarray], compare: Comparator, assets_dir: Path
+    spec: FixtureSpec,
+    workdir: Path,
+    ref: dict[str, np.ndarray],
+    compare: Comparator,
+    assets_dir: Path,
+    device: str = "cpu",
 ) -> dict:
     from mega_runtime.models.assets import load_connection_matrices, read_template_ply
     from mega_runtime.weights.loaders import load_mesh_vqvae
 
     connections = load_connection_matrices(assets_dir / "connection_matrices")
     path = save_official_checkpoint(build_state_dict(spec.path), workdir / CHECKPOINT_FILES["mesh_vqvae_54"])
-    model = load_mesh_vqvae(path, connections)
+    model = load_mesh_vqvae(path, connections, device)
     template = read_template_ply(assets_dir / "template.ply")
     compare("template_vertices", template.vertices, rule="exact")
-    indices = torch.from_numpy(ref["indices"])
+    indices = torch.from_numpy(ref["indices"]).to(device)
     with torch.no_grad():
         compare("quantized_latent", model.quantize(indices))
         compare("decoded_vertices", model.decode(indices))
         for suffix in ("", "_b"):
-            meshes = torch.from_numpy(ref[f"encode_input_meshes{suffix}"])
+            meshes = torch.from_numpy(ref[f"encode_input_meshes{suffix}"]).to(device)
             compare(f"encoder_latent{suffix}", model.encoder_latent(meshes))
             codes = model.encode(meshes)
             compare(f"encoded_indices{suffix}", codes)
@@ -331,8 +347,14 @@ def find_assets_dir(explicit: Path | str | None, fixture: Path | None = None) ->
     return None
 
 
-def verify_folder(folder: Path | str, workdir: Path, assets_dir: Path | str | None = None) -> FixtureReport:
-    """Verify one fixture (or manifests) folder; checkpoints are written under ``workdir``."""
+def verify_folder(
+    folder: Path | str, workdir: Path, assets_dir: Path | str | None = None, device: str = "cpu"
+) -> FixtureReport:
+    """Verify one fixture (or manifests) folder; checkpoints are written under ``workdir``.
+
+    ``device``: where the models run (``cpu``, ``cuda``, ``mps``); outputs are compared on the CPU.
+    The ``pipeline_demo`` fixture always runs on the CPU.
+    """
     folder = Path(folder)
     assets = find_assets_dir(assets_dir, folder)
     if not (folder / "fixture.json").is_file() and any(folder.glob("manifest_*.json")):
@@ -345,9 +367,9 @@ def verify_folder(folder: Path | str, workdir: Path, assets_dir: Path | str | No
         ref = {k: npz[k] for k in npz.files}
     compare = Comparator(spec, ref, report)
     if spec.kind == "cvqmae":
-        models = _verify_cvqmae(spec, workdir, ref, compare)
+        models = _verify_cvqmae(spec, workdir, ref, compare, device)
     elif spec.kind == "vqmae":
-        models = _verify_vqmae(spec, workdir, ref, compare)
+        models = _verify_vqmae(spec, workdir, ref, compare, device)
     elif spec.kind == "pipeline_demo":
         if assets is None:
             raise FixtureError(f"{folder}: the pipeline fixture needs the assets", hint="pass --assets-dir")
@@ -358,7 +380,7 @@ def verify_folder(folder: Path | str, workdir: Path, assets_dir: Path | str | No
                 f"{folder}: the Mesh-VQ-VAE fixture needs the connection matrices and template.ply",
                 hint="pass --assets-dir shared/assets or set MEGA_ASSETS_DIR",
             )
-        models = _verify_mesh_vqvae(spec, workdir, ref, compare, assets)
+        models = _verify_mesh_vqvae(spec, workdir, ref, compare, assets, device)
     else:
         raise FixtureError(f"{folder}: unknown fixture kind {spec.kind!r}")
     if models:
