@@ -73,7 +73,8 @@ def main() -> None:
 
     import torch
 
-    from mega_runtime.smpl.fit import SmplFitOptions, fit_smpl, load_smpl_model
+    from mega_runtime.smpl.fit import SmplFitOptions, fit_smpl
+    from mega_runtime.smpl.model import load_smpl_model
     from tests.runtime.smpl_synthetic import synthetic_smpl_arrays, write_synthetic_smpl
 
     torch.set_num_threads(args.threads)

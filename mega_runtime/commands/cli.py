@@ -91,7 +91,8 @@ def _add_serve_command(sub: Any) -> None:
 
 def _cmd_fit_smpl(args: argparse.Namespace) -> int:
     from mega_runtime.io.result import OutputExistsError, read_result, result_paths, write_result
-    from mega_runtime.smpl.fit import fit_result, load_smpl_model
+    from mega_runtime.smpl.fit import fit_result
+    from mega_runtime.smpl.model import load_smpl_model
 
     source_json, _ = result_paths(args.result)
     out = args.out or source_json.with_name(source_json.name[: -len(".json")] + ".smpl")

@@ -331,7 +331,8 @@ class Server:
 
     def _fit_smpl(self, result, model_path: str):
         """The result with an SMPL fit per person (the user's model file, loaded once and kept)."""
-        from mega_runtime.smpl.fit import fit_result, load_smpl_model
+        from mega_runtime.smpl.fit import fit_result
+        from mega_runtime.smpl.model import load_smpl_model
 
         model = self._smpl_models.get(model_path)
         if model is None:

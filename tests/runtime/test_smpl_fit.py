@@ -47,7 +47,7 @@ def smpl_pkl(smpl_arrays, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def model(smpl_pkl):
     pytest.importorskip("smplx", reason="SMPL fitting needs smplx (pip install -e '.[test]')")
-    from mega_runtime.smpl.fit import load_smpl_model
+    from mega_runtime.smpl.model import load_smpl_model
 
     return load_smpl_model(smpl_pkl)
 
@@ -204,7 +204,7 @@ def test_reader_explains_missing_and_foreign_files(tmp_path):
 
 
 def test_missing_smplx_is_explained(smpl_pkl, monkeypatch):
-    from mega_runtime.smpl.fit import load_smpl_model
+    from mega_runtime.smpl.model import load_smpl_model
 
     monkeypatch.setitem(sys.modules, "smplx", None)
     with pytest.raises(SmplError, match="smplx") as info:
