@@ -9,7 +9,9 @@
 The first form is registered by the add-on with ``bpy.utils.register_cli_command("mega", …)``; the second is
 the same :func:`main`. Every result is read and checked first; then the scene is reset to an empty factory
 startup file (add-ons stay enabled), each result is built (:func:`mega_blender.scene_build.build_result`), the
-hypothesis ``K`` is selected on every person (default 0, the Basis) and the scene is exported. Outputs (and the
+hypothesis ``K`` is selected on every person (default 0, the Basis) and the scene is exported. Each photo gets its
+own scene (named after it, with its own camera and render size; see docs/blender-addon.md), so several different
+sources can only be saved to ``.blend``. Outputs (and the
 report) are never overwritten unless ``--overwrite`` is given.
 
 A video result (more than one frame) is animated (:mod:`mega_blender.animation`): point caches go to
@@ -48,7 +50,7 @@ import bpy
 from . import animation
 from . import runtime_defaults as defaults
 from .result_reader import MegaResult, ResultFormatError, read_result
-from .scene_build import HYPOTHESIS_PROP, iter_people, num_hypotheses
+from .scene_build import HYPOTHESIS_PROP, iter_people, num_hypotheses, source_key
 
 log = logging.getLogger(__name__)
 
@@ -450,12 +452,13 @@ def run_import(args: argparse.Namespace, report: dict[str, Any]) -> None:
             results.append(read_result(path))
         except ResultFormatError as exc:
             raise BatchError(str(exc)) from exc
-    context = _reset_scene()
-    sizes = {r.image_size for r in results}
-    if len(sizes) > 1:
-        report["warnings"].append(
-            f"the results have different image sizes {sorted(sizes)}; the render resolution is the last one's"
+    sources = {source_key(r) for r in results}
+    if len(sources) > 1 and args.export.suffix.lower() != ".blend":
+        raise BatchError(
+            f"{len(sources)} different photos or videos make one scene each, and {args.export.suffix} holds one "
+            "scene: export to .blend, or run once per photo"
         )
+    context = _reset_scene()
     cache_dir = args.export.parent / f"{args.export.stem} cache"
     for result in results:
         try:

@@ -65,6 +65,7 @@ class MEGA_OT_import_result(bpy.types.Operator, ImportHelper):  # type: ignore[m
 
     def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
         range_m = self.uncertainty_range_mm / 1000.0 if self.uncertainty_range_mm > 0 else None
+        before = context.scene  # a photo that needs its own scene switches the window to it
         try:
             result = read_result(self.filepath)
             built = animation.build(
@@ -79,8 +80,10 @@ class MEGA_OT_import_result(bpy.types.Operator, ImportHelper):  # type: ignore[m
             return {"CANCELLED"}
         for message in built.warnings:
             self.report({"WARNING"}, message)
+        where = f" in the new scene '{built.scene.name}'" if built.scene not in (None, before) else ""
         self.report(
-            {"INFO"}, f"Imported {len(built.people)} people from {result.source_name} into '{built.collection.name}'"
+            {"INFO"},
+            f"Imported {len(built.people)} people from {result.source_name} into '{built.collection.name}'{where}",
         )
         return {"FINISHED"}
 

@@ -2,12 +2,15 @@
 
 What one import makes (all new datablocks; nothing the user already has is renamed, replaced or deleted):
 
-* a collection ``MEGA <source name>`` linked under the scene's master collection, holding
-* a camera object ``MEGA Camera <source name>`` at the world origin, rotated by
+* the scene it goes into: the current scene, unless that already holds another photo's import (a MEGA camera
+  whose ``mega_source`` differs, see :func:`holds_other_photo`) — then a new scene named after the photo, so two
+  photos never share a camera or a space; in the UI the window switches to the new scene;
+* a collection ``MEGA <source name>`` linked under that scene's master collection, holding
+* a camera object ``<source name> Camera`` at the world origin, rotated by
   :func:`~mega_blender.coords.camera_rotation_euler` (looking along world +Y, +Z up), whose lens, sensor, sensor
   fit and shift come from :func:`~mega_blender.coords.camera_intrinsics`, with the photo as its background
   image; it becomes the scene camera and the render resolution becomes the image size (100 %);
-* one mesh object ``MEGA Person <n>`` per person seen in the built frame (``n`` = person index + 1), SMPL
+* one mesh object ``<source name> Person <n>`` per person seen in the built frame (``n`` = person index + 1), SMPL
   topology (6890 vertices, 13776 smooth-shaded triangles). Vertices are the result's OpenCV camera-frame
   coordinates converted with :func:`~mega_blender.coords.opencv_to_blender_world` — so the mesh lies where the
   camera sees the person — with the object's origin moved to the person's translation (``cam_t`` of hypothesis
@@ -25,7 +28,8 @@ What one import makes (all new datablocks; nothing the user already has is renam
   ``mega_log_likelihood`` (natural log, float list of H), ``mega_source_hypothesis`` (the result's hypothesis
   index, int list of H, entry 0 = 0), ``mega_person`` (1-based), ``mega_track_id``, ``mega_frame`` (source
   frame number), ``mega_result_path``, ``mega_uncertainty_range_m`` (the spread shown as full red), and
-  ``mega_role`` = ``"person"`` (the camera has ``mega_role`` = ``"camera"``);
+  ``mega_role`` = ``"person"`` (the camera has ``mega_role`` = ``"camera"`` and ``mega_source``). Code finds
+  people by these properties (:func:`is_person`), never by name;
 * the per-vertex spread ``vertex_std`` as a POINT FLOAT attribute ``mega_uncertainty_m`` (metres) and, colour
   mapped, as a POINT FLOAT_COLOR attribute ``MEGA Uncertainty`` (active and render colour, so Solid view ›
   Attribute shows it), plus one material per import, ``MEGA Uncertainty`` (Color Attribute ``MEGA Uncertainty`` →
@@ -61,6 +65,8 @@ ROLE_PROP = "mega_role"
 UNCERTAINTY_RANGE_PROP = "mega_uncertainty_range_m"
 ROLE_PERSON = "person"
 ROLE_CAMERA = "camera"
+#: On a photo import's camera: :func:`source_key` of the photo, which decides whether a scene holds another photo.
+SOURCE_PROP = "mega_source"
 
 UNCERTAINTY_ATTRIBUTE = "mega_uncertainty_m"
 UNCERTAINTY_COLOR_ATTRIBUTE = "MEGA Uncertainty"
@@ -87,9 +93,20 @@ CAMERA_CLIP_START_M = 0.05
 CAMERA_CLIP_END_M = 1000.0
 
 
-def person_name(person_index: int) -> str:
-    """``MEGA Person <n>`` for the 0-based ``person_index`` (n = index + 1)."""
-    return f"MEGA Person {person_index + 1}"
+def person_name(person_index: int, source_name: str = "MEGA") -> str:
+    """``<source name> Person <n>`` for the 0-based ``person_index`` (n = index + 1); ``MEGA Person <n>`` without
+    a source name (video imports)."""
+    return f"{source_name} Person {person_index + 1}"
+
+
+def camera_name(source_name: str) -> str:
+    """``<source name> Camera``: the camera of a photo import."""
+    return f"{source_name} Camera"
+
+
+def source_key(result: MegaResult) -> str:
+    """What tells photos apart: the source path the runtime recorded, else the result file's path."""
+    return str(result.source_path) if result.source_path is not None else str(result.path)
 
 
 def key_name(rank: int) -> str:
@@ -113,6 +130,8 @@ class BuildReport:
     image: bpy.types.Image | None
     warnings: list[str] = field(default_factory=list)
     armatures: list[bpy.types.Object] = field(default_factory=list)
+    #: The scene the import was linked into (a new one when the current scene held another photo's import).
+    scene: bpy.types.Scene | None = None
 
     @property
     def objects(self) -> list[bpy.types.Object]:
@@ -139,6 +158,7 @@ class _Created:
             bpy.types.Image: bpy.data.images,
             bpy.types.Collection: bpy.data.collections,
             bpy.types.MovieClip: bpy.data.movieclips,
+            bpy.types.Scene: bpy.data.scenes,
         }
         # objects first (they use the others), then the rest newest first
         ordered: list[bpy.types.ID] = [i for i in reversed(self.ids) if isinstance(i, bpy.types.Object)]
@@ -186,26 +206,48 @@ def build_result(
         warnings.append(f"{result.source_name}: no person was found; only the camera was made")
     for p in range(result.num_people):
         if p not in people:
-            warnings.append(f"{result.source_name}: {person_name(p)} is not seen in frame {frame}; skipped")
+            warnings.append(
+                f"{result.source_name}: {person_name(p, result.source_name)} is not seen in frame {frame}; skipped"
+            )
     range_m = _uncertainty_range(result, frame, people, uncertainty_range_m)
     image_path = find_source_image(result)
 
     created = _Created()
     try:
+        if holds_other_photo(scene, source_key(result)):  # two photos never share a camera or a space
+            scene = created.add(bpy.data.scenes.new(result.source_name))
         collection = created.add(bpy.data.collections.new(f"MEGA {result.source_name}"))
         image = _load_image(image_path, result, created, warnings)
-        camera = build_camera(collection, result, intrinsics, image, created)
+        camera = build_camera(collection, result, intrinsics, image, created, name=camera_name(result.source_name))
         material = build_material(created) if people else None
         built = [_build_person(collection, result, frame, p, material, range_m, created) for p in people]
         link_into_scene(context, scene, collection, camera, built, intrinsics)
     except BaseException:
         created.remove_all()
         raise
+    if scene != context.scene:
+        log.info("%s: the scene held another photo's import; made scene '%s'", result.source_name, scene.name)
+        if context.window is not None:  # in the UI, show the new scene
+            context.window.scene = scene
     for message in warnings:  # the operator reports them; the batch prints them
         log.info("%s", message)
     return BuildReport(
-        collection=collection, camera=camera, people=built, material=material, image=image, warnings=warnings
+        collection=collection,
+        camera=camera,
+        people=built,
+        material=material,
+        image=image,
+        warnings=warnings,
+        scene=scene,
     )
+
+
+def holds_other_photo(scene: bpy.types.Scene, key: str) -> bool:
+    """Whether ``scene`` holds a MEGA import (a MEGA camera) of another source than ``key``.
+
+    Cameras imported before sources were recorded (no ``mega_source``) count as another source.
+    """
+    return any(obj.get(ROLE_PROP) == ROLE_CAMERA and obj.get(SOURCE_PROP) != key for obj in scene.objects)
 
 
 # --- checks done before anything is created ---------------------------------------------------------------
@@ -290,9 +332,14 @@ def build_camera(
     intrinsics: CameraIntrinsics,
     image: bpy.types.Image | None,
     created: _Created,
+    *,
+    name: str | None = None,
 ) -> bpy.types.Object:
-    """A new camera at the origin looking along +Y with ``intrinsics``, the photo (if any) as its background."""
-    name = f"MEGA Camera {result.source_name}"
+    """A new camera at the origin looking along +Y with ``intrinsics``, the photo (if any) as its background.
+
+    ``name``: the object's name (default ``MEGA Camera <source name>``, used by video imports).
+    """
+    name = name or f"MEGA Camera {result.source_name}"
     data = cast(bpy.types.Camera, created.add(bpy.data.cameras.new(name)))
     data.type = "PERSP"
     data.lens_unit = "MILLIMETERS"
@@ -317,6 +364,7 @@ def build_camera(
     camera.rotation_mode = "XYZ"
     camera.rotation_euler = camera_rotation_euler()
     camera[ROLE_PROP] = ROLE_CAMERA
+    camera[SOURCE_PROP] = source_key(result)
     camera["mega_result_path"] = str(result.path)
     collection.objects.link(camera)
     return camera
@@ -371,7 +419,7 @@ def _build_person(
     range_m: float,
     created: _Created,
 ) -> bpy.types.Object:
-    name = person_name(person)
+    name = person_name(person, result.source_name)
     shapes_world = opencv_to_blender_world(result.vertices[frame, person])  # (H, V, 3) float32 metres
     location = opencv_to_blender_world(result.cam_t[frame, person, 0]).astype(np.float64)  # (3,)
     shapes_local: np.ndarray = (shapes_world - location.astype(np.float32)).astype(np.float32)  # (H, V, 3)
@@ -473,11 +521,11 @@ def link_into_scene(
 ) -> None:
     """The only step that changes existing data: link, make the camera the scene's, set resolution, select."""
     scene.collection.children.link(collection)
-    view_layer = context.view_layer or scene.view_layers[0]
+    view_layer = context.view_layer if scene == context.scene and context.view_layer else scene.view_layers[0]
     for obj in view_layer.objects:
-        obj.select_set(False)
+        obj.select_set(False, view_layer=view_layer)
     for obj in people:
-        obj.select_set(True)
+        obj.select_set(True, view_layer=view_layer)
     view_layer.objects.active = people[0] if people else camera
     # plain assignments last: nothing after them can fail, so a failed import never leaves them changed
     scene.camera = camera

@@ -16,7 +16,7 @@ from tests.blender.conftest import BPY_SKIP_REASON, REPO_ROOT
 bpy = pytest.importorskip("bpy", reason=BPY_SKIP_REASON)
 
 import mega_blender  # noqa: E402
-from mega_blender import batch, coords  # noqa: E402
+from mega_blender import batch, coords, scene_build  # noqa: E402
 from mega_blender.result_reader import hypothesis_order  # noqa: E402
 from tests.blender.helpers import world_vertices  # noqa: E402
 from tests.blender.make_result import make_arrays, make_meta, write_photo, write_result  # noqa: E402
@@ -70,7 +70,7 @@ def test_ok_batch_exports_and_reports(exported, suffix):
     report = json.loads(report_path.read_text())
     assert report["ok"] is True and report["error"] is None
     assert report["files"] == [str(out)]
-    assert report["objects"] == ["MEGA Camera photo.png", "MEGA Person 1", "MEGA Person 2"]
+    assert report["objects"] == ["photo.png Camera", "photo.png Person 1", "photo.png Person 2"]
     assert report["results"] == [str(exported["result"])]
     assert report["warnings"] == []
 
@@ -141,14 +141,51 @@ def result_path(tmp_path) -> Path:
     return write_result(tmp_path, "photo", make_arrays(num_people=1, num_hypotheses=3), make_meta(source_path=None))
 
 
-def test_ok_batch_builds_several_results_into_one_scene(tmp_path, result_path):
+def test_ok_batch_builds_several_results_into_one_file(tmp_path, result_path):
     other = write_result(tmp_path / "b", "other", make_arrays(num_people=2, num_hypotheses=2, seed=5))
     out, report = tmp_path / "both.blend", tmp_path / "report.json"
     assert batch.main(["import", str(result_path), str(other), "--export", str(out), "--report", str(report)]) == 0
     data = json.loads(report.read_text())
     assert len(data["results"]) == 2
-    assert sum(name.startswith("MEGA Person") for name in data["objects"]) == 3
+    assert sum(" Person " in name for name in data["objects"]) == 3
     assert any("photo was not found" in w or "the photo" in w for w in data["warnings"])
+
+
+def test_ok_batch_gives_each_photo_its_own_scene(tmp_path):
+    paths = []
+    for name, size in (("first", (640, 480)), ("second", (480, 720))):
+        photo = write_photo(tmp_path / f"{name}.png", *size)
+        arrays = make_arrays(num_people=2, num_hypotheses=2, seed=len(paths))
+        paths.append(write_result(tmp_path, name, arrays, make_meta(*size, source_path=str(photo))))
+    out, report = tmp_path / "people.blend", tmp_path / "report.json"
+    assert batch.main(["import", *map(str, paths), "--export", str(out), "--report", str(report)]) == 0
+    assert json.loads(report.read_text())["objects"] == [
+        "first.png Camera",
+        "first.png Person 1",
+        "first.png Person 2",
+        "second.png Camera",
+        "second.png Person 1",
+        "second.png Person 2",
+    ]
+    bpy.ops.wm.open_mainfile(filepath=str(out))
+    assert len(bpy.data.scenes) == 2
+    for scene in bpy.data.scenes:
+        (camera,) = [o for o in scene.objects if o.type == "CAMERA"]
+        photo = camera.name.removesuffix(" Camera")
+        assert scene.camera == camera
+        assert sorted(o.name for o in scene.objects if scene_build.is_person(o)) == [
+            f"{photo} Person 1",
+            f"{photo} Person 2",
+        ]
+    second = bpy.data.scenes["second.png"]
+    assert (second.render.resolution_x, second.render.resolution_y) == (480, 720)
+
+
+def test_bad_batch_refuses_several_photos_into_a_one_scene_format(tmp_path, result_path):
+    other = write_result(tmp_path / "b", "other", make_arrays(num_people=1, num_hypotheses=2, seed=5))
+    out = tmp_path / "both.glb"
+    assert batch.main(["import", str(result_path), str(other), "--export", str(out)]) == 1
+    assert not out.exists()
 
 
 def test_ok_batch_warns_when_the_hypothesis_is_out_of_range(tmp_path, result_path):
@@ -226,7 +263,7 @@ def test_ok_python_dash_m_runs_the_batch(tmp_path, result_path):
 @pytest.mark.parametrize("suffix", ["fbx", "glb"])
 def test_ok_keyframed_hypothesis_is_baked_into_the_export(blender, tmp_path, result_path, suffix):
     bpy.ops.mega.import_result(filepath=str(result_path))
-    obj = bpy.data.objects["MEGA Person 1"]
+    obj = next(o for o in bpy.data.objects if scene_build.is_person(o) and o["mega_person"] == 1)
     bpy.context.view_layer.objects.active = obj
     scene = bpy.context.scene
     scene.frame_start, scene.frame_end = 1, 8

@@ -14,7 +14,7 @@ from tests.blender.conftest import BPY_SKIP_REASON, REPO_ROOT
 bpy = pytest.importorskip("bpy", reason=BPY_SKIP_REASON)
 
 from mega_blender import coords, operators, scene_build  # noqa: E402
-from mega_blender.result_reader import hypothesis_order  # noqa: E402
+from mega_blender.result_reader import hypothesis_order, read_result  # noqa: E402
 from tests.blender.helpers import (  # noqa: E402
     counts,
     execute_import,
@@ -79,11 +79,11 @@ def test_ok_import_builds_one_object_per_person(blender, result_path):
     assert after["collections"] - before["collections"] == 1
     assert after["materials"] - before["materials"] == 1
     people = _people()
-    assert [o.name for o in people] == ["MEGA Person 1", "MEGA Person 2"]
+    assert [o.name for o in people] == ["photo.png Person 1", "photo.png Person 2"]
     collection = people[0].users_collection[0]
     assert collection.name == "MEGA photo.png"
     assert collection.name in bpy.context.scene.collection.children
-    assert {o.name for o in collection.objects} == {"MEGA Person 1", "MEGA Person 2", "MEGA Camera photo.png"}
+    assert {o.name for o in collection.objects} == {"photo.png Person 1", "photo.png Person 2", "photo.png Camera"}
     for obj in people:
         mesh = obj.data
         assert len(mesh.vertices) == 6890
@@ -253,6 +253,79 @@ def test_ok_uncertainty_toggle_switches_solid_view_and_materials(blender, result
     assert bsdf.inputs["Base Color"].is_linked
 
 
+# --- one scene per photo -------------------------------------------------------------------------------------
+
+
+def _photo_result(folder: Path, name: str, width: int, height: int, seed: int) -> Path:
+    photo = write_photo(folder / f"{name}.png", width, height)
+    arrays = make_arrays(num_people=NUM_PEOPLE, num_hypotheses=2, seed=seed)
+    return write_result(folder, name, arrays, make_meta(width, height, source_path=str(photo)))
+
+
+def _scene_of(obj) -> list[str]:
+    return [scene.name for scene in bpy.data.scenes if obj.name in scene.objects]
+
+
+def test_ok_two_photos_get_two_scenes_each_with_its_own_camera(blender, tmp_path):
+    first = _photo_result(tmp_path, "first", 640, 480, seed=1)
+    second = _photo_result(tmp_path, "second", 480, 720, seed=2)
+    start = bpy.context.scene
+    assert _import(first) == {"FINISHED"}
+    result, reports = execute_import(operators.MEGA_OT_import_result, bpy.context, str(second))
+    assert result == {"FINISHED"}
+    assert any("new scene 'second.png'" in message for _, message in reports)
+    assert len(bpy.data.scenes) == 2
+    other = bpy.data.scenes["second.png"]
+    assert start.camera.name == "first.png Camera"
+    assert other.camera.name == "second.png Camera"
+    assert (other.render.resolution_x, other.render.resolution_y) == (480, 720)
+    assert (start.render.resolution_x, start.render.resolution_y) == (640, 480)
+    people = {p.name: _scene_of(p) for p in _people()}
+    assert people == {
+        "first.png Person 1": [start.name],
+        "first.png Person 2": [start.name],
+        "second.png Person 1": ["second.png"],
+        "second.png Person 2": ["second.png"],
+    }
+    assert [o for o in other.objects if o.select_get(view_layer=other.view_layers[0])] == [
+        o for o in other.objects if scene_build.is_person(o)
+    ]
+    if bpy.context.window is not None:  # the UI shows the new scene
+        assert bpy.context.window.scene == other
+
+
+def test_ok_same_photo_again_stays_in_its_scene(blender, result_path):
+    assert _import(result_path) == {"FINISHED"}
+    assert _import(result_path) == {"FINISHED"}
+    assert len(bpy.data.scenes) == 1
+    assert len(_people()) == 2 * NUM_PEOPLE
+
+
+def test_ok_new_scene_never_touches_the_users_scene_objects(blender, tmp_path):
+    start = bpy.context.scene
+    user_camera = bpy.data.objects.new("My Camera", bpy.data.cameras.new("My Camera"))
+    start.collection.objects.link(user_camera)
+    start.camera = user_camera
+    assert _import(_photo_result(tmp_path, "a", 640, 480, seed=1)) == {"FINISHED"}
+    assert start.camera.name == "a.png Camera"  # the first photo's import makes its camera the scene's
+    assert _import(_photo_result(tmp_path, "b", 640, 480, seed=2)) == {"FINISHED"}
+    assert start.camera.name == "a.png Camera"
+    assert bpy.data.objects["My Camera"] == user_camera and user_camera.name in start.objects
+    assert user_camera.name not in bpy.data.scenes["b.png"].objects
+
+
+def test_ok_failed_import_into_a_new_scene_removes_the_scene(blender, tmp_path, monkeypatch):
+    assert _import(_photo_result(tmp_path, "a", 640, 480, seed=1)) == {"FINISHED"}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("broken on purpose")
+
+    monkeypatch.setattr(scene_build, "link_into_scene", broken)
+    with pytest.raises(RuntimeError, match="broken on purpose"):
+        scene_build.build_result(bpy.context, read_result(_photo_result(tmp_path, "b", 640, 480, seed=2)))
+    assert [s.name for s in bpy.data.scenes] == [bpy.context.scene.name]
+
+
 # --- camera ------------------------------------------------------------------------------------------------
 
 
@@ -263,7 +336,7 @@ def test_ok_camera_matches_the_result(blender, tmp_path, arrays):
     _import(path)
     scene = bpy.context.scene
     camera = scene.camera
-    assert camera.name == "MEGA Camera portrait.png"
+    assert camera.name == "portrait.png Camera"
     expected = coords.camera_intrinsics(width, height, focal, principal)
     data = camera.data
     assert data.lens == pytest.approx(expected.lens_mm, rel=1e-6)
@@ -351,7 +424,7 @@ def test_ok_camera_view_toggle_looks_through_the_mega_camera(blender, result_pat
     with bpy.context.temp_override(area=area, region=region, space_data=space):
         assert bpy.ops.mega.view_camera() == {"FINISHED"}
         assert space.region_3d.view_perspective == "CAMERA"
-        assert bpy.context.scene.camera.name == "MEGA Camera photo.png"
+        assert bpy.context.scene.camera.name == "photo.png Camera"
         assert bpy.ops.mega.view_camera() == {"FINISHED"}
         assert space.region_3d.view_perspective == "PERSP"
 
@@ -385,8 +458,8 @@ def test_ok_person_not_seen_is_skipped(blender, tmp_path):
     path = write_result(tmp_path, "photo", arrays)
     result, reports = execute_import(operators.MEGA_OT_import_result, bpy.context, str(path))
     assert result == {"FINISHED"}
-    assert [o.name for o in _people()] == ["MEGA Person 1", "MEGA Person 3"]
-    assert any("MEGA Person 2 is not seen" in message for _, message in reports)
+    assert [o.name for o in _people()] == ["photo.jpg Person 1", "photo.jpg Person 3"]
+    assert any("photo.jpg Person 2 is not seen" in message for _, message in reports)
 
 
 def test_ok_video_result_builds_the_chosen_frame_and_warns(blender, tmp_path):
@@ -412,14 +485,14 @@ def test_ok_single_hypothesis_has_no_shape_keys(blender, tmp_path):
 
 def test_ok_existing_user_data_is_never_renamed_replaced_or_deleted(blender, result_path):
     scene = bpy.context.scene
-    user_mesh = bpy.data.meshes.new("MEGA Person 1")
-    user_obj = bpy.data.objects.new("MEGA Person 1", user_mesh)
+    user_mesh = bpy.data.meshes.new("photo.png Person 1")
+    user_obj = bpy.data.objects.new("photo.png Person 1", user_mesh)
     user_collection = bpy.data.collections.new("MEGA photo.png")
     scene.collection.children.link(user_collection)
     user_collection.objects.link(user_obj)
     user_material = bpy.data.materials.new("MEGA Uncertainty")
     user_nodes = _node_names(user_material)  # Blender 5.0 gives every new material a node tree, 4.x none
-    user_camera = bpy.data.objects.new("MEGA Camera photo.png", bpy.data.cameras.new("MEGA Camera photo.png"))
+    user_camera = bpy.data.objects.new("photo.png Camera", bpy.data.cameras.new("photo.png Camera"))
     scene.collection.objects.link(user_camera)
     mine = {"objects": user_obj, "meshes": user_mesh, "collections": user_collection, "materials": user_material}
     pointers = {kind: (d.as_pointer(), d.name) for kind, d in mine.items()}
@@ -431,9 +504,9 @@ def test_ok_existing_user_data_is_never_renamed_replaced_or_deleted(blender, res
     assert user_obj.data == user_mesh and len(user_mesh.vertices) == 0
     assert list(user_collection.objects) == [user_obj]
     assert _node_names(user_material) == user_nodes and scene_build.MATERIAL_FLAG_PROP not in user_material
-    assert bpy.data.objects["MEGA Camera photo.png"] == user_camera
+    assert bpy.data.objects["photo.png Camera"] == user_camera
     assert len(_people()) == 2 * NUM_PEOPLE
-    assert all(o.name != "MEGA Person 1" for o in _people())
+    assert all(o.name != "photo.png Person 1" for o in _people())
 
 
 # --- undo ---------------------------------------------------------------------------------------------------

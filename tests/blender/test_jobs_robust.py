@@ -19,6 +19,8 @@ from tests.blender.conftest import ADDON, BPY_SKIP_REASON
 
 bpy = pytest.importorskip("bpy", reason=BPY_SKIP_REASON)
 
+from mega_blender import scene_build  # noqa: E402
+
 PHOTO = "pexels-polina-tankilevitch-6739044.jpg"
 FAKE = Path(__file__).resolve().parents[1] / "addon_pure" / "fake_runtime.py"
 #: Longest a stop may keep Blender's UI waiting.
@@ -88,7 +90,7 @@ def gone_within(pid: int, timeout_s: float) -> bool:
 
 
 def people() -> list:
-    return [o for o in bpy.data.objects if o.name.startswith("MEGA Person")]
+    return [o for o in bpy.data.objects if scene_build.is_person(o)]
 
 
 # -- a failing build --------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from tests.blender.helpers import counts
 
 bpy = pytest.importorskip("bpy", reason=BPY_SKIP_REASON)
 cv2 = pytest.importorskip("cv2", reason="the video test writes its clip with opencv (installed with the runtime)")
+from mega_blender import scene_build  # noqa: E402
 
 PHOTO = "pexels-polina-tankilevitch-6739044.jpg"
 
@@ -53,7 +54,7 @@ def run_jobs(jobs, timeout_s: float = 180.0, on_progress=None) -> None:
 
 
 def people() -> list:
-    return sorted((o for o in bpy.data.objects if o.name.startswith("MEGA Person")), key=lambda o: o.name)
+    return sorted((o for o in bpy.data.objects if scene_build.is_person(o)), key=lambda o: o.name)
 
 
 @pytest.mark.slow
