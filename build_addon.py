@@ -10,6 +10,17 @@ extension installer expects — the manifest and the add-on package's *contents*
 that matches it exactly. ``__pycache__``, ``*.pyc``, ``tests`` folders and hidden files are left out; symbolic
 links are refused. The zip is deterministic: sorted entries, fixed timestamps and permissions.
 
+``docs/blender-addon.md`` is packed too, as ``docs/blender-addon.md``: the panel's *Help* opens it (the manifest
+has no ``website`` while the project has no public URL).
+
+Why not ``blender --command extension build``: Blender's builder packs its ``--source-dir`` as it is and wants
+the manifest beside the package's ``__init__.py``. This repository keeps the manifest at its root and the
+add-on in ``mega_blender/`` (with the runtime beside it), so on the repository it stops with ``Not a Python
+package: missing "__init__.*" file``. ``--stage DIR`` writes the zip's layout as a folder instead; Blender's
+builder run on that folder (``blender --command extension build --source-dir DIR``, or ``blender_ext.py build``
+from the bpy module) makes a zip with exactly the same entries and bytes (only timestamps and compression
+differ); tests/test_build_addon.py checks this.
+
 ``--validate`` then checks the zip with Blender's own extension validator — ``blender_ext.py validate`` with
 Blender's tag list, found inside the installed ``bpy`` module (or given with ``--blender-ext``) — and with this
 project's rules (:func:`check_zip`). Exits non-zero with a one-line reason on any failure.
@@ -46,6 +57,8 @@ RUNTIME_DIR = "runtime"
 #: Files of the repository root bundled beside the runtime package (pyproject.toml's readme needs README.md).
 RUNTIME_ROOT_FILES = ("pyproject.toml", "README.md", "LICENSE")
 RUNTIME_PACKAGE = "mega_runtime"
+#: The add-on's documentation page, packed at the same path (the panel's Help button opens it).
+HELP_DOC = "docs/blender-addon.md"
 
 #: 1980-01-01 00:00:00, the earliest time a zip can hold; with fixed permissions it makes builds byte-identical.
 ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
@@ -113,7 +126,11 @@ def collect_files(root: Path = ROOT) -> list[tuple[str, Path]]:
     addon_dir = root / ADDON_PACKAGE
     if not (addon_dir / "__init__.py").is_file():
         raise BuildError(f"{addon_dir / '__init__.py'} is missing: the add-on package needs register()/unregister()")
-    entries: dict[str, Path] = {MANIFEST_NAME: root / MANIFEST_NAME, "LICENSE": root / "LICENSE"}
+    entries: dict[str, Path] = {
+        MANIFEST_NAME: root / MANIFEST_NAME,
+        "LICENSE": root / "LICENSE",
+        HELP_DOC: root / HELP_DOC,
+    }
     for path in _walk(addon_dir):
         entries[path.relative_to(addon_dir).as_posix()] = path
     for name in RUNTIME_ROOT_FILES:
@@ -152,6 +169,23 @@ def build_zip(out_dir: Path, root: Path = ROOT) -> Path:
         raise
     log.info("wrote %s (%d files, %.0f KiB)", target, len(files), target.stat().st_size / 1024)
     return target
+
+
+def stage(out_dir: Path, root: Path = ROOT) -> Path:
+    """Write the zip's layout as a folder ``out_dir`` (which must not exist or be empty), for Blender's own
+    ``extension build --source-dir``; returns ``out_dir``."""
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise BuildError(f"{out_dir} is not empty: stage into a new folder")
+    for name, path in collect_files(root):
+        target = out_dir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    log.info(
+        "staged the extension in %s (build it with: blender --command extension build --source-dir %s)",
+        out_dir,
+        out_dir,
+    )
+    return out_dir
 
 
 # --- checking ------------------------------------------------------------------------------------------------
@@ -396,9 +430,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "dist", help="output folder (default: dist/)")
     parser.add_argument("--validate", action="store_true", help="check the zip with Blender's validator and ours")
     parser.add_argument("--blender-ext", type=Path, help="path to Blender's blender_ext.py (default: inside bpy)")
+    parser.add_argument(
+        "--stage", type=Path, metavar="DIR", help="only write the zip's layout into DIR, for Blender's extension build"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        if args.stage is not None:
+            stage(args.stage)
+            return 0
         started = time.perf_counter()
         zip_path = build_zip(args.out)
         log.info("built in %.2f s", time.perf_counter() - started)

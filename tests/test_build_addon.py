@@ -36,6 +36,8 @@ def fake_root(tmp_path) -> Path:
     root.mkdir()
     for name in ("blender_manifest.toml", "LICENSE", "README.md", "pyproject.toml"):
         shutil.copy2(REPO_ROOT / name, root / name)
+    (root / "docs").mkdir()
+    shutil.copy2(REPO_ROOT / build_addon.HELP_DOC, root / build_addon.HELP_DOC)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in ("mega_blender", "mega_runtime"):
         shutil.copytree(REPO_ROOT / name, root / name, ignore=ignore)
@@ -313,3 +315,27 @@ def test_ok_bundled_runtime_builds_into_a_wheel_of_the_same_version(built_zip, t
     assert wheel.name.endswith(f"-{VERSION}-py3-none-any.whl")
     with zipfile.ZipFile(wheel) as zf:
         assert "mega_runtime/io/result.py" in zf.namelist()
+
+
+@needs_bpy
+def test_ok_blenders_extension_build_of_the_staged_folder_makes_the_same_zip(built_zip, tmp_path):
+    """``extension build`` cannot run on the repository layout; on ``--stage``'s folder it packs the same bytes."""
+    tool = build_addon.find_blender_ext()
+    assert build_addon.main(["--stage", str(tmp_path / "stage")]) == 0
+    out = tmp_path / "blender"
+    out.mkdir()
+    command = [sys.executable, str(tool), "build", "--source-dir", str(tmp_path / "stage"), "--output-dir", str(out)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (made,) = out.glob("*.zip")
+    assert made.name == built_zip.name
+    with zipfile.ZipFile(made) as theirs, zipfile.ZipFile(built_zip) as ours:
+        assert sorted(theirs.namelist()) == sorted(ours.namelist())
+        assert all(theirs.read(name) == ours.read(name) for name in ours.namelist())
+    on_repo = [sys.executable, str(tool), "build", "--source-dir", str(REPO_ROOT), "--output-dir", str(out)]
+    refused = subprocess.run(on_repo, capture_output=True, text=True, timeout=120, check=False)
+    assert "missing" in refused.stdout + refused.stderr and len(list(out.glob("*.zip"))) == 1
+
+
+def test_ok_zip_packs_the_help_page(built_zip):
+    assert build_addon.HELP_DOC in zip_names(built_zip)
