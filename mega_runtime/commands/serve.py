@@ -272,6 +272,14 @@ class Server:
     def _progress(self, rid: str, stage: str, done: int, total: int | None, message: str = "") -> None:
         self.writer.send("progress", rid, stage=stage, done=done, total=total, message=message)
 
+    def _image_progress(self, rid: str, stage: str, done: int, total: int | None) -> None:
+        """A photo's ``detect`` / ``model`` progress (from :meth:`Pipeline.run_image`) as a reply."""
+        if stage == "detect":
+            message = "finding people" if done < (total or 1) else "found the people"
+        else:
+            message = "reconstructing people" if done < (total or 0) else "reconstructed"
+        self._progress(rid, stage, done, total, message)
+
     def _download_progress(self, job: _Job):
         """The weights' progress callback for ``job``: ``download`` progress replies (at most one per
         :data:`DOWNLOAD_REPORT_S` per file, plus its first and last), and :class:`JobCancelled` raised from inside
@@ -420,17 +428,17 @@ class Server:
                 if request.temporal and result.num_frames > 0:
                     result = _apply_temporal(result, request.temporal)
             else:
-                self._progress(rid, "model", 0, 1, "reconstructing")
                 if request.path is not None:
                     image = read_image(request.path)
                     meta_source = {"path": str(Path(request.path).resolve())}
                 else:
                     image = decode_image(request.data or b"", request.name)
                     meta_source = {"path": request.name}
-                result = pipeline.run_image(image, request.boxes, meta_source)
+                result = pipeline.run_image(
+                    image, request.boxes, meta_source, progress=lambda *at: self._image_progress(rid, *at)
+                )
                 if job.cancel.is_set():
                     raise JobCancelled("the job was cancelled")
-                self._progress(rid, "model", 1, 1, "reconstructed")
             if request.smpl_model:
                 self._progress(rid, "smpl", 0, 1, "fitting SMPL")
                 result = self._fit_smpl(result, request.smpl_model)

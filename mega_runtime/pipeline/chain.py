@@ -32,6 +32,8 @@ from mega_runtime.pipeline.visibility import visibility_warnings
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int | None], None]
+#: A photo's progress: (stage, done, total) with stage ``detect`` (0/1, 1/1) then ``model`` (people done/people).
+StageProgress = Callable[[str, int, int | None], None]
 ShouldStop = Callable[[], bool]
 
 
@@ -142,8 +144,8 @@ class Pipeline:
         patch = tuple(self.mega.cvqmae.config.backbone.input_size)
         return [crop_person(image, box, patch) for box in boxes]
 
-    def _run_crops(self, crops: list[Crop]) -> list[_PersonOutput]:
-        """MEGA on a list of crops (batched), then the full-image camera."""
+    def _run_crops(self, crops: list[Crop], done: Callable[[int], None] | None = None) -> list[_PersonOutput]:
+        """MEGA on a list of crops (batched), then the full-image camera; ``done(people done)`` after each batch."""
         import torch
 
         from mega_runtime.models.geometry import cam_crop_to_full
@@ -176,6 +178,8 @@ class Pipeline:
                         cam_crop=res.cam[i].cpu().numpy().astype(np.float32),
                     )
                 )
+            if done is not None:
+                done(len(out))
         return out
 
     def _meta(self, source: dict[str, Any], width: int, height: int, timings: dict[str, float], warnings: list[str]):
@@ -237,18 +241,31 @@ class Pipeline:
 
     # -- public -----------------------------------------------------------------------------------
     def run_image(
-        self, image_bgr: np.ndarray, boxes: Sequence[Sequence[float]] | None = None, source: dict | None = None
+        self,
+        image_bgr: np.ndarray,
+        boxes: Sequence[Sequence[float]] | None = None,
+        source: dict | None = None,
+        progress: StageProgress | None = None,
     ) -> Result:
-        """One photo ((H, W, 3) uint8 BGR) → a one-frame result with every person found (or given)."""
+        """One photo ((H, W, 3) uint8 BGR) → a one-frame result with every person found (or given).
+
+        ``progress``, when given, is called with (stage, done, total): ``detect`` 0/1 and 1/1 around finding
+        the people, then ``model`` 0/N and, after each batch through the model, people done/N. It only
+        reports: the result is the same with or without it.
+        """
+        report = progress or (lambda stage, done, total: None)
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
+        report("detect", 0, 1)
         found = self._people_boxes(image_bgr, boxes)
+        report("detect", 1, 1)
         timings["detect"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         crops = self._crops(image_bgr, found)
         timings["preprocess"] = time.perf_counter() - t1
         t2 = time.perf_counter()
-        people = self._run_crops(crops)
+        report("model", 0, len(crops))
+        people = self._run_crops(crops, lambda done: report("model", done, len(crops)))
         timings["model"] = time.perf_counter() - t2
         warnings = [] if len(found) else ["no person was found in the image"]
         frame = {j: (found[j], person) for j, person in enumerate(people)}

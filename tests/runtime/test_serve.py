@@ -121,6 +121,20 @@ def test_ok_hello_names_missing_checkpoints_with_the_fix(assets_dir, tmp_path):
 # -- jobs -----------------------------------------------------------------------------------------------------------
 
 
+def test_ok_photo_reports_progress_per_stage(server, photo, tmp_path):
+    second = [b + 20.0 for b in BOX]  # two people: one model step each
+    infer(server, "jp", {"path": str(photo)}, tmp_path / "out", boxes=[BOX, second])
+    replies = server.until("jp")
+    assert replies[-1]["type"] == "result" and replies[-1]["num_people"] == 2
+    steps = [(r["stage"], r["done"], r["total"]) for r in replies if r["type"] == "progress" and r["stage"] != "load"]
+    assert steps[:2] == [("detect", 0, 1), ("detect", 1, 1)]
+    model = [s for s in steps if s[0] == "model"]
+    assert model[0] == ("model", 0, 2) and model[-1] == ("model", 2, 2)
+    assert [done for _, done, _ in model] == sorted(done for _, done, _ in model)
+    messages = [r["message"] for r in replies if r["type"] == "progress" and r["stage"] in ("detect", "model")]
+    assert all(messages)
+
+
 def test_ok_photo_by_path_writes_a_readable_result_pair(server, photo, tmp_path):
     infer(server, "j1", {"path": str(photo)}, tmp_path / "out", hypotheses=2)
     replies = server.until("j1")
