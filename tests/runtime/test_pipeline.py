@@ -59,6 +59,17 @@ def test_photo_chain_matches_the_official_demo_camera_and_tokens(pipeline, fixtu
     assert arrays["faces"].shape == (13776, 3) and arrays["valid"].all()
 
 
+def test_photo_progress_reports_each_stage_and_leaves_the_result_unchanged(pipeline):
+    image = np.random.default_rng(0).integers(0, 255, (240, 180, 3), dtype=np.uint8)
+    boxes = [[10.0, 10.0, 90.0, 200.0], [60.0, 20.0, 170.0, 230.0]] * 3  # 6 people: two batches of up to 4
+    steps: list[tuple[str, int, int | None]] = []
+    reported = pipeline.run_image(image, boxes, progress=lambda *step: steps.append(step))
+    plain = pipeline.run_image(image, boxes)
+    assert steps == [("detect", 0, 1), ("detect", 1, 1), ("model", 0, 6), ("model", 4, 6), ("model", 6, 6)]
+    for name, values in plain.arrays.items():
+        np.testing.assert_array_equal(reported.arrays[name], values, err_msg=name)
+
+
 def test_photo_without_people_gives_an_empty_result_with_a_warning(pipeline):
     class Nobody:
         name = "none"
