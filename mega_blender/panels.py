@@ -4,19 +4,115 @@
   runtime's state, with the reason and Restart when it failed) and *Import Result…*.
 * **Person** — for the active MEGA person: the hypothesis slider (``mega_hypothesis``), previous / next,
   *Most likely*, *Keyframe*, and the list of hypotheses with their log-likelihoods (click one to show it).
-* **View** — uncertainty colours on/off, look through the MEGA camera, the photo behind it on/off.
+* **View** — uncertainty colours on/off and, while they are shown, their legend (a colour bar from 0 to the
+  spread shown as full red); look through the MEGA camera, the photo behind it on/off.
+
+The main panel ends with *Help*, which opens the add-on's documentation (:func:`help_url`).
 """
 
 from __future__ import annotations
 
+import logging
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import bpy
+from bpy.props import FloatVectorProperty, PointerProperty
 
 from . import scene_build
 from .operators import uncertainty_shown
 
+log = logging.getLogger(__name__)
+
 CATEGORY = "MEGA"
+#: The documentation page the Help button opens when the manifest names no ``website``: packed beside the
+#: add-on's files in the extension zip (build_addon.py), or in the repository's docs/ in a checkout.
+DOC_PAGE = Path("docs") / "blender-addon.md"
+#: Swatches in the legend's colour bar (evenly spaced over 0 … the range).
+LEGEND_SWATCHES = 6
+
+
+def help_url(package_dir: Path | None = None) -> str | None:
+    """What Help opens: the manifest's ``website`` if it has one, else the packed (or checkout) docs page as a
+    ``file:`` URL; None when neither is there."""
+    here = package_dir or Path(__file__).resolve().parent
+    for folder in (here, here.parent):  # the zip root, or the repository root of a checkout
+        manifest = folder / "blender_manifest.toml"
+        if manifest.is_file():
+            try:
+                website = tomllib.loads(manifest.read_text(encoding="utf-8")).get("website")
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                log.warning("could not read %s: %s", manifest, exc)
+                website = None
+            if isinstance(website, str) and website:
+                return website
+    for folder in (here, here.parent):
+        page = folder / DOC_PAGE
+        if page.is_file():
+            return page.as_uri()
+    return None
+
+
+def legend_color(position: float) -> tuple[float, float, float]:
+    """The uncertainty ramp's linear RGB at ``position`` (0 = certain … 1 = the full-red spread)."""
+    import numpy as np
+
+    rgba = scene_build.uncertainty_colors(np.array([position], dtype=np.float64), 1.0)[0]
+    return float(rgba[0]), float(rgba[1]), float(rgba[2])
+
+
+def legend_range_m(context: bpy.types.Context) -> float | None:
+    """The spread (metres) shown as full red: the active person's, else the largest among the scene's people."""
+    obj = context.active_object
+    if scene_build.is_person(obj) and obj is not None and obj.get(scene_build.UNCERTAINTY_RANGE_PROP) is not None:
+        return float(obj[scene_build.UNCERTAINTY_RANGE_PROP])
+    scene = context.scene
+    ranges = [
+        float(p[scene_build.UNCERTAINTY_RANGE_PROP])
+        for p in (scene_build.iter_people(scene) if scene is not None else ())
+        if p.get(scene_build.UNCERTAINTY_RANGE_PROP) is not None
+    ]
+    return max(ranges) if ranges else None
+
+
+def _swatch_getter(index: int):
+    def get(_self: Any) -> tuple[float, float, float]:
+        return legend_color(index / (LEGEND_SWATCHES - 1))
+
+    return get
+
+
+class MEGA_PG_legend(bpy.types.PropertyGroup):
+    """Read-only colour swatches of the uncertainty legend (drawn as a colour bar)."""
+
+
+for _i in range(LEGEND_SWATCHES):
+    MEGA_PG_legend.__annotations__[f"swatch_{_i}"] = FloatVectorProperty(  # type: ignore[func-returns-value]
+        name=f"Uncertainty {_i}",
+        description="Uncertainty colour (blue = certain, red = the range's spread or more)",
+        subtype="COLOR",
+        size=3,
+        get=_swatch_getter(_i),
+    )
+
+
+def draw_legend(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
+    """The uncertainty colour bar with its metre range, under the View panel's toggle."""
+    legend = getattr(context.window_manager, "mega_legend", None)
+    range_m = legend_range_m(context)
+    if legend is None or range_m is None:
+        return
+    column = layout.column(align=True)
+    column.label(text="Vertex spread (std. dev.)")
+    bar = column.row(align=True)
+    for i in range(LEGEND_SWATCHES):
+        bar.prop(legend, f"swatch_{i}", text="")
+    ends = column.row(align=True)
+    ends.label(text="0 mm")
+    right = ends.row()
+    right.alignment = "RIGHT"
+    right.label(text=f"≥ {range_m * 1000.0:.0f} mm")
 
 
 class _SidebarPanel(bpy.types.Panel):
@@ -77,6 +173,9 @@ class MEGA_PT_main(_SidebarPanel):
         if session is not None:
             draw_runtime_state(box, session)
         layout.operator("mega.import_result", text="Import Result…", icon="IMPORT")
+        url = help_url()
+        if url is not None:
+            layout.operator("wm.url_open", text="Help", icon="HELP").url = url
 
 
 def draw_runtime_state(layout: bpy.types.UILayout, session: Any) -> None:
@@ -179,6 +278,8 @@ class MEGA_PT_view(_SidebarPanel):
             icon="HIDE_OFF" if shown else "HIDE_ON",
             depress=shown,
         ).show = not shown
+        if shown:
+            draw_legend(layout, context)
         obj = context.active_object
         camera = scene_build.camera_of(obj) if obj is not None else None
         if camera is None:
@@ -197,10 +298,14 @@ CLASSES = (MEGA_UL_hypotheses, MEGA_PT_main, MEGA_PT_person, MEGA_PT_view)
 
 
 def register() -> None:
+    bpy.utils.register_class(MEGA_PG_legend)
     for cls in CLASSES:
         bpy.utils.register_class(cls)
+    bpy.types.WindowManager.mega_legend = PointerProperty(type=MEGA_PG_legend)  # type: ignore[attr-defined,func-returns-value]
 
 
 def unregister() -> None:
+    del bpy.types.WindowManager.mega_legend  # type: ignore[attr-defined]
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)
+    bpy.utils.unregister_class(MEGA_PG_legend)

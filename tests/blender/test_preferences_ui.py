@@ -7,6 +7,7 @@ import time
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.blender.conftest import BPY_SKIP_REASON, REPO_ROOT
@@ -229,6 +230,48 @@ def test_ok_panels_draw_for_a_person_and_without_one(blender, tmp_path):
         ll = obj["mega_log_likelihood"][index]
         assert f"log L {ll:.2f}" in _texts(calls)
         assert ("set index", (index,), {}) in calls
+
+
+def test_ok_view_panel_shows_the_uncertainty_legend_with_its_range(blender, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from mega_blender import scene_build
+    from tests.blender.make_result import make_arrays, write_result
+
+    bpy.ops.mega.import_result(filepath=str(write_result(tmp_path, "photo", make_arrays(1, 3))))
+    obj = bpy.context.active_object
+    obj[scene_build.UNCERTAINTY_RANGE_PROP] = 0.042
+    calls: list = []
+    layout = _Layout(calls)
+    panels.MEGA_PT_view.draw(SimpleNamespace(layout=layout), bpy.context)
+    assert "≥ 42 mm" not in _texts(calls)  # no legend while the colours are hidden
+    monkeypatch.setattr(panels, "uncertainty_shown", lambda context: True)
+    calls.clear()
+    panels.MEGA_PT_view.draw(SimpleNamespace(layout=layout), bpy.context)
+    texts = _texts(calls)
+    assert {"0 mm", "≥ 42 mm", "Hide Uncertainty"} <= set(texts)
+    legend = bpy.context.window_manager.mega_legend
+    swatches = [a[1] for n, a, _ in calls if n == "prop" and a[0] == legend]
+    assert swatches == [f"swatch_{i}" for i in range(panels.LEGEND_SWATCHES)]
+    first, last = tuple(legend.swatch_0), tuple(getattr(legend, f"swatch_{panels.LEGEND_SWATCHES - 1}"))
+    expected = scene_build.uncertainty_colors(np.array([0.0, 1.0]), 1.0)[:, :3]
+    np.testing.assert_allclose([first, last], expected, atol=1e-6)  # blue → red, as the meshes are coloured
+
+
+def test_ok_help_opens_the_docs(blender, tmp_path):
+    from types import SimpleNamespace
+
+    url = panels.help_url()
+    assert url is not None and url.startswith("file:") and url.endswith("docs/blender-addon.md")
+    calls: list = []
+    panels.MEGA_PT_main.draw(SimpleNamespace(layout=_Layout(calls)), bpy.context)
+    assert ("operator", ("wm.url_open",)) in [(n, a) for n, a, _ in calls]
+    assert ("set url", (url,), {}) in calls
+    (tmp_path / "blender_manifest.toml").write_text('website = "https://example.org/docs"\n')
+    assert panels.help_url(tmp_path) == "https://example.org/docs"  # a manifest's website wins
+    empty = tmp_path / "empty" / "pkg"
+    empty.mkdir(parents=True)
+    assert panels.help_url(empty) is None
 
 
 @pytest.mark.parametrize("mode", ["INTERPRETER", "PRIVATE", "COMMAND"])
