@@ -369,7 +369,9 @@ def _handle(event: Event) -> None:
         if event.stage == "download":  # bytes: shown in MB
             size = f"/{event.total / 1e6:.1f}" if event.total else ""
             count = f" {event.done / 1e6:.1f}{size} MB"
-        else:
+        elif event.total == 1:  # one-step stages (load, detect, smpl): the message says where it is
+            count = ""
+        else:  # frames of a video, people of a photo (model)
             count = f" {event.done}/{event.total}" if event.total else (f" {event.done}" if event.done else "")
         text = f"{label}: {event.message or event.stage}{count}"
         _set_session(job_progress=min(max(fraction, 0.0), 1.0), job_status=text)

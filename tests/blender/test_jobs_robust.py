@@ -210,3 +210,27 @@ def test_ok_download_progress_is_shown_in_megabytes(blender):
     session = bpy.context.window_manager.mega
     assert session.job_status == "job: downloading checkpoint.tar.gz 5.0/10.0 MB"
     assert session.job_progress == pytest.approx(0.5)
+
+
+def test_ok_photo_stages_are_shown_as_the_runtime_reports_them(blender):
+    from mega_blender import jobs
+    from mega_blender.runtime_client import Progress
+
+    session = bpy.context.window_manager.mega
+    shown = []
+    for stage, done, total, message in (
+        ("load", 0, 1, "loading mega_resnet on cpu"),
+        ("detect", 0, 1, "finding people"),
+        ("model", 0, 3, "reconstructing people"),
+        ("model", 2, 3, "reconstructing people"),
+        ("model", 3, 3, "reconstructed"),
+    ):
+        jobs._handle(Progress("job", stage, done, total, message))
+        shown.append((session.job_status, round(session.job_progress, 3)))
+    assert shown == [
+        ("job: loading mega_resnet on cpu", 0.0),
+        ("job: finding people", 0.0),
+        ("job: reconstructing people 0/3", 0.0),
+        ("job: reconstructing people 2/3", 0.667),
+        ("job: reconstructed 3/3", 1.0),
+    ]
