@@ -54,7 +54,7 @@ def visibility_warnings(
     outside = (fraction < MIN_VISIBLE_FRACTION) & valid & ~behind
     warnings: list[str] = []
     for p in range(valid.shape[1]):
-        who = f"person {p + 1}"  # as the add-on names them (MEGA Person 1, …)
+        who = f"person {p + 1}"  # as the add-on numbers them (<photo> Person 1, …)
         for mask, what in (
             (behind[:, p], "is behind the camera"),
             (outside[:, p], f"has under {MIN_VISIBLE_FRACTION:.0%} of its mesh inside the image"),
