@@ -39,8 +39,16 @@ log = logging.getLogger(__name__)
 
 #: Extra pip arguments per device: a CPU-only PyTorch keeps the private environment small.
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
-#: The person detector's package is installed without its (large, unused) dependencies (docs/detection.md).
-DETECTOR_REQUIREMENT = "mediapipe==0.10.14"
+#: The person detector's models: from the mediapipe wheel, installed without its (large, unused) dependencies, where
+#: one with them exists (Python 3.11/3.12; pip skips the line elsewhere), else downloaded into the runtime's cache
+#: (SHA-256 checked) by :data:`DETECTOR_FETCH` (docs/detection.md).
+DETECTOR_REQUIREMENT = "mediapipe==0.10.14; python_version < '3.13'"
+DETECTOR_FETCH = (
+    "import sys\n"
+    "if sys.version_info >= (3, 13):\n"
+    "    from mega_runtime.weights import fetch_detector_models\n"
+    "    print('detector models:', fetch_detector_models())\n"
+)
 INSTALL_POLL_S = 0.5
 #: ``bl_options`` of the install operators (they change no data, so no undo step).
 NOT_UNDOABLE: set[OperatorTypeFlagItems] = {"REGISTER"}
@@ -92,6 +100,7 @@ def install_commands(base_python: str, env_dir: Path, runtime_source: Path, devi
         [base_python, "-m", "venv", str(env_dir)],
         [*pip, *torch_index, str(runtime_source)],
         [*pip, "--no-deps", DETECTOR_REQUIREMENT],
+        [python, "-c", DETECTOR_FETCH],
     ]
 
 

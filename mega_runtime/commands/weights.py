@@ -21,7 +21,7 @@ from mega_runtime.weights.registry import (
     cache_checkpoints_dir,
     local_folder,
 )
-from mega_runtime.weights.resolve import resolve_assets_dir, resolve_checkpoint_dir
+from mega_runtime.weights.resolve import fetch_detector_models, resolve_assets_dir, resolve_checkpoint_dir
 from mega_runtime.weights.state import FileStatus, status
 
 
@@ -86,10 +86,13 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
         checkpoints = resolve_checkpoint_dir(
             models, args.checkpoint_dir, download=True, progress=bar, assets_dir=assets
         )
+        detector = fetch_detector_models(progress=bar) if args.detector else None
     finally:
         bar.close()
     print(f"assets: {assets}")
     print(f"checkpoints: {checkpoints} ({', '.join(models)})")
+    if detector is not None:
+        print(f"detector models: {detector}")
     return 0
 
 
@@ -147,5 +150,12 @@ def add_weights_commands(subparsers: Any) -> argparse.ArgumentParser:
             help=f"comma-separated models among {', '.join(CHECKPOINTS)}, or 'all' "
             f"(default: {','.join(DEFAULT_MODELS)} for fetch; all for list and verify)",
         )
+        if name == "fetch":
+            sub.add_argument(
+                "--detector",
+                action="store_true",
+                help="also download the person detector's two BlazePose models (needed where no mediapipe wheel "
+                "with them can be installed, e.g. Python 3.13; docs/detection.md)",
+            )
         sub.set_defaults(func=func)
     return parser

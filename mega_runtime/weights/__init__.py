@@ -14,6 +14,10 @@ Files and their official public sources:
 * ``template.ply`` and the 14 graph connection matrices ``connection_matrices/_pool{0..6}.npy`` /
   ``_unpool{0..6}.npy`` from github.com/papagina/MeshConvolution at a pinned commit, each pinned by
   SHA-256 and size (:data:`ASSET_FILES`).
+* The offline person detector's BlazePose models ``pose_detection.tflite`` and ``pose_landmark_full.tflite``
+  from Google's MediaPipe bucket, pinned by SHA-256 and size (:data:`DETECTOR_FILES`), only where no mediapipe
+  wheel bundles them: :func:`fetch_detector_models` (``mega-runtime weights fetch --detector``) puts them in
+  ``<cache>/detector``.
 * The MEGA checkpoints (``CVQMAE/mega_resnet``, ``CVQMAE/mega_hrnet``, ``CVQMAE/mega_vit``,
   ``VQMAE/mega_pretrained``, ``MESH_VQVAE/mesh_vqvae_54``) from Zenodo record 14974141. The record is
   listed through Zenodo's public API; the names of its files are not assumed: single files and archives
@@ -61,6 +65,7 @@ from mega_runtime.weights.registry import (
 )
 from mega_runtime.weights.registry import ASSETS_SUBDIR as ASSETS_SUBDIR
 from mega_runtime.weights.registry import CHECKPOINTS_SUBDIR as CHECKPOINTS_SUBDIR
+from mega_runtime.weights.registry import DETECTOR_FILES as DETECTOR_FILES
 from mega_runtime.weights.registry import DOWNLOADS_SUBDIR as DOWNLOADS_SUBDIR
 from mega_runtime.weights.registry import ENV_ASSETS_DIR as ENV_ASSETS_DIR
 from mega_runtime.weights.registry import ENV_ASSETS_URL as ENV_ASSETS_URL
@@ -72,7 +77,8 @@ from mega_runtime.weights.registry import MANIFEST_FILE as MANIFEST_FILE
 from mega_runtime.weights.registry import ZENODO_RECORD_ID as ZENODO_RECORD_ID
 from mega_runtime.weights.registry import cache_assets_dir as cache_assets_dir
 from mega_runtime.weights.registry import cache_checkpoints_dir as cache_checkpoints_dir
-from mega_runtime.weights.resolve import resolve_assets_dir, resolve_checkpoint_dir
+from mega_runtime.weights.registry import cache_detector_dir as cache_detector_dir
+from mega_runtime.weights.resolve import fetch_detector_models, resolve_assets_dir, resolve_checkpoint_dir
 from mega_runtime.weights.state import FileStatus, status
 from mega_runtime.weights.zenodo import RemoteFile, extract_archive, list_zenodo_record, parse_zenodo_files
 
@@ -94,6 +100,7 @@ __all__ = [
     "default_sources",
     "download",
     "extract_archive",
+    "fetch_detector_models",
     "identify_checkpoint",
     "identify_checkpoint_file",
     "list_zenodo_record",

@@ -46,9 +46,14 @@ ENV_ASSETS_DIR = "MEGA_ASSETS_DIR"
 ENV_CHECKPOINTS_DIR = "MEGA_CHECKPOINTS_DIR"
 ENV_ASSETS_URL = "MEGA_ASSETS_URL"
 ENV_ZENODO_URL = "MEGA_ZENODO_URL"
+ENV_DETECTOR_URL = "MEGA_DETECTOR_URL"
+
+#: Google's public bucket of MediaPipe model files (the URLs mediapipe's own build fetches, external_files.bzl).
+MEDIAPIPE_ASSETS_URL = "https://storage.googleapis.com/mediapipe-assets"
 
 ASSETS_SUBDIR = "assets"
 CHECKPOINTS_SUBDIR = "checkpoints"
+DETECTOR_SUBDIR = "detector"
 DOWNLOADS_SUBDIR = "downloads"
 MANIFEST_FILE = ".mega-weights.json"
 _MANIFEST_FORMAT = "mega-weights-manifest"
@@ -107,6 +112,25 @@ ASSET_FILES: tuple[AssetFile, ...] = (
     _connection("unpool4", "a9917981ccef0f4e39b596162258f7af420dde062b84790550b750452a5a6f7c", 84880),
     _connection("unpool5", "eac67842f2b6d412936c9542720c740f21eee76f976eeeb44cfa25c83f9ad09b", 36880),
     _connection("unpool6", "c258fb901f811f9991517ee8e37c05257eb117292f300a32185a57b30d8cbb8c", 8504),
+)
+
+
+#: The offline person detector's two BlazePose models, for where no mediapipe wheel bundles them (Python 3.13).
+#: The same bytes as in mediapipe 0.10.9 – 0.10.21 (``pipeline.detect.blazepose.BLAZEPOSE_MODEL_FILES``); in the
+#: bucket they are generations 1678737489600422 and 1661875894245786 (mediapipe's external_files.bzl).
+DETECTOR_FILES: tuple[AssetFile, ...] = (
+    AssetFile(
+        "pose_detection.tflite",
+        "pose_detection.tflite",
+        "9ba9dd3d42efaaba86b4ff0122b06f29c4122e756b329d89dca1e297fd8f866c",
+        2959046,
+    ),
+    AssetFile(
+        "pose_landmark_full.tflite",
+        "pose_landmark_full.tflite",
+        "e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f",
+        6440512,
+    ),
 )
 
 
@@ -208,6 +232,16 @@ def cache_dir() -> Path:
 def cache_assets_dir() -> Path:
     """``<cache>/assets``: where downloaded assets are kept."""
     return cache_dir() / ASSETS_SUBDIR
+
+
+def cache_detector_dir() -> Path:
+    """``<cache>/detector``: where the BlazePose models are kept when they are downloaded."""
+    return cache_dir() / DETECTOR_SUBDIR
+
+
+def detector_base_url() -> str:
+    """Base URL of the detector models: ``$MEGA_DETECTOR_URL`` (a mirror), else Google's MediaPipe bucket."""
+    return os.environ.get(ENV_DETECTOR_URL) or MEDIAPIPE_ASSETS_URL
 
 
 def cache_checkpoints_dir() -> Path:

@@ -16,6 +16,8 @@ from mega_runtime.weights.downloads import download, file_digests, human_size, p
 from mega_runtime.weights.identify import identify_checkpoint_file, verify_checkpoint
 from mega_runtime.weights.registry import (
     CHECKPOINTS,
+    DEFAULT_TIMEOUT_S,
+    DETECTOR_FILES,
     DOWNLOADS_SUBDIR,
     ENV_ASSETS_DIR,
     ENV_CHECKPOINTS_DIR,
@@ -26,10 +28,12 @@ from mega_runtime.weights.registry import (
     Sources,
     cache_assets_dir,
     cache_checkpoints_dir,
+    cache_detector_dir,
     cache_dir,
     cached_ok,
     check_models,
     default_sources,
+    detector_base_url,
     instead_hint,
     local_folder,
     read_manifest,
@@ -119,6 +123,40 @@ def _download_asset(url: str, dest: Path, asset: AssetFile, progress: ProgressCa
     download(
         url, dest, sha256=asset.sha256, size=asset.size, progress=progress, timeout=timeout, label=asset.name, hint=hint
     )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The person detector's models
+# --------------------------------------------------------------------------------------------------------------
+
+
+def fetch_detector_models(
+    *,
+    base_url: str | None = None,
+    progress: ProgressCallback | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> Path:
+    """Download the BlazePose models (:data:`DETECTOR_FILES`) into ``<cache>/detector`` unless they are there.
+
+    Each file is checked against its size and SHA-256 before it is renamed into place. ``base_url`` defaults to
+    ``$MEGA_DETECTOR_URL``, else Google's MediaPipe bucket. Returns the folder.
+    """
+    folder = cache_detector_dir()
+    base = base_url or detector_base_url()
+    for model in DETECTOR_FILES:
+        dest = folder / model.name
+        if present_and_valid(dest, model.sha256, None, model.size):
+            continue
+        url = model.url(base)
+        hint = (
+            f"check the network connection and run `{FETCH_COMMAND} --detector` again, or download it yourself "
+            f"({curl_command(url, dest)}), or set $MEGA_DETECTOR_DIR to a folder holding both models"
+        )
+        download(
+            url, dest, sha256=model.sha256, size=model.size, progress=progress, timeout=timeout, label=model.name,
+            hint=hint,
+        )  # fmt: skip
+    return folder
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -80,6 +80,8 @@ def test_ok_install_commands_create_an_environment_and_install_the_bundled_runti
     assert commands[1][-1] == str(source)
     assert preferences.CPU_TORCH_INDEX in commands[1]
     assert "--no-deps" in commands[2]
+    assert commands[3][:2] == [str(tmp_path / "venv" / "bin" / "python"), "-c"]
+    compile(commands[3][2], "<detector fetch>", "exec")
     assert preferences.CPU_TORCH_INDEX not in preferences.install_commands("p", tmp_path, source, "AUTO")[1]
 
 

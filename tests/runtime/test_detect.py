@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 import types
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mega_runtime.errors import ConfigError, DetectionInputError, DetectorError
+from mega_runtime.errors import ConfigError, DetectionInputError, DetectorError, WeightsError
 from mega_runtime.pipeline import detect
 from mega_runtime.pipeline.detect import (
     Detection,
@@ -129,23 +130,48 @@ def test_default_detector_reads_model_files_from_a_folder(tmp_path, blazepose):
 
 
 def test_default_detector_without_a_tflite_runtime_says_what_to_install(monkeypatch):
-    for module in ("tflite_runtime", "tflite_runtime.interpreter", "ai_edge_litert", "tensorflow"):
+    for module in ("tflite_runtime", "tflite_runtime.interpreter", "ai_edge_litert", "ai_edge_litert.interpreter",
+                   "tensorflow"):  # fmt: skip
         monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
     with pytest.raises(DetectorError) as info:
         make_detector("default")
     assert info.value.code == "detector_unavailable"
     assert "TensorFlow Lite interpreter" in info.value.message
-    assert "pip install tflite-runtime==2.14.0" in info.value.hint
-    assert "mediapipe==0.10.14" in info.value.hint
+    assert "pip install ai-edge-litert==2.3.0" in info.value.hint
 
 
-def test_default_detector_without_mediapipe_models_says_what_to_install(monkeypatch):
+def test_default_detector_without_mediapipe_models_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.delenv(detect.ENV_MODEL_DIR, raising=False)
+    monkeypatch.setenv("MEGA_HOME", str(tmp_path))  # an empty download cache
     monkeypatch.setitem(sys.modules, "mediapipe", None)  # find_spec("mediapipe") -> None
     with pytest.raises(DetectorError) as info:
         detect.find_blazepose_models()
-    assert "mediapipe is not installed" in info.value.message
+    assert "neither the mediapipe package nor the download cache" in info.value.message
+    assert "mega-runtime weights fetch --detector" in info.value.hint
     assert "pip install --no-deps mediapipe==0.10.14" in info.value.hint
+
+
+def test_models_fetched_into_the_cache_are_found_without_mediapipe(blazepose, tmp_path, monkeypatch):
+    # fetch_detector_models from a mirror (a file:// URL here): checked by SHA-256 and size, then found by the
+    # detector without mediapipe (as on Python 3.13, where no mediapipe wheel bundles the models)
+    from mega_runtime.weights import DETECTOR_FILES, cache_detector_dir, fetch_detector_models
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for path in blazepose.model_files.values():
+        shutil.copyfile(path, mirror / path.name)
+    assert sorted(f.name for f in DETECTOR_FILES) == sorted(p.name for p in blazepose.model_files.values())
+    monkeypatch.delenv(detect.ENV_MODEL_DIR, raising=False)
+    monkeypatch.setenv("MEGA_HOME", str(tmp_path / "home"))
+    folder = fetch_detector_models(base_url=mirror.as_uri())
+    assert folder == cache_detector_dir() == tmp_path / "home" / "detector"
+    monkeypatch.setitem(sys.modules, "mediapipe", None)
+    assert detect.find_blazepose_models() == {k: folder / p.name for k, p in blazepose.model_files.items()}
+    (mirror / "pose_detection.tflite").write_bytes(b"a different file")
+    (folder / "pose_detection.tflite").unlink()
+    with pytest.raises(WeightsError):
+        fetch_detector_models(base_url=mirror.as_uri())
+    assert not (folder / "pose_detection.tflite").exists()
 
 
 def test_model_folder_with_missing_or_foreign_files_is_refused(tmp_path, monkeypatch):
@@ -381,7 +407,7 @@ def test_detect_module_imports_nothing_heavy():
     }
     code = (
         "import sys, mega_runtime.pipeline.detect; "
-        "heavy = {'torch', 'cv2', 'tflite_runtime', 'ultralytics', 'mediapipe'}; "
+        "heavy = {'torch', 'cv2', 'tflite_runtime', 'ai_edge_litert', 'ultralytics', 'mediapipe'}; "
         "sys.exit(sorted(heavy & set(sys.modules)) or 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

@@ -172,6 +172,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("MEGA_CHECKPOINTS_DIR", raising=False)
     monkeypatch.setenv("MEGA_ASSETS_URL", "http://127.0.0.1:9/unreachable")
     monkeypatch.setenv("MEGA_ZENODO_URL", "http://127.0.0.1:9/unreachable")
+    monkeypatch.setenv("MEGA_DETECTOR_URL", "http://127.0.0.1:9/unreachable")
     for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
@@ -759,6 +760,30 @@ def test_weights_fetch_downloads_the_pinned_assets_and_a_checkpoint(
     ).read_bytes()
     assert _cli("weights", "verify", "--models", "mega_pretrained") == 0
     assert "0 problem(s)" in capsys.readouterr().out
+
+
+def test_weights_fetch_detector_downloads_the_pinned_models_into_the_cache(
+    capsys: pytest.CaptureFixture[str], server: _Server, isolated: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # stand-ins for the two BlazePose models, pinned like the real ones (size + SHA-256), served from a mirror
+    bodies = {"pose_detection.tflite": b"detector model", "pose_landmark_full.tflite": b"landmark model"}
+    pinned = tuple(
+        weights.AssetFile(name, name, hashlib.sha256(body).hexdigest(), len(body)) for name, body in bodies.items()
+    )
+    monkeypatch.setattr("mega_runtime.weights.resolve.DETECTOR_FILES", pinned)
+    monkeypatch.setattr("mega_runtime.commands.weights.resolve_assets_dir", lambda *a, **k: isolated / "assets")
+    monkeypatch.setattr("mega_runtime.commands.weights.resolve_checkpoint_dir", lambda *a, **k: isolated / "ckpt")
+    for name, body in bodies.items():
+        server.publish(name, body)
+    monkeypatch.setenv("MEGA_DETECTOR_URL", server.url)
+    assert _cli("weights", "fetch", "--detector") == 0
+    assert f"detector models: {isolated / 'detector'}" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in (isolated / "detector").iterdir()} == bodies
+    server.publish("pose_detection.tflite", b"another model")  # a changed upstream file is refused, nothing kept
+    (isolated / "detector" / "pose_detection.tflite").unlink()
+    with pytest.raises(WeightsError, match="pose_detection"):
+        weights.fetch_detector_models()
+    assert not (isolated / "detector" / "pose_detection.tflite").exists()
 
 
 def test_stray_defaults_never_leave_the_machine(tiny_sources: Sources):

@@ -3,10 +3,11 @@
 Three detectors share one interface (:class:`PersonDetector`, built by :func:`make_detector`):
 
 * ``"default"`` — offline, no download at run time: MediaPipe's BlazePose models run with a TensorFlow Lite
-  interpreter (``tflite-runtime``). The model files are the ones bundled inside the ``mediapipe`` wheel
+  interpreter (``ai-edge-litert``). The model files are the ones bundled inside the ``mediapipe`` wheel
   (``modules/pose_detection/pose_detection.tflite`` and ``modules/pose_landmark/pose_landmark_full.tflite``);
   only those two files are read, ``mediapipe`` itself is never imported (``pip install --no-deps
-  mediapipe==0.10.14`` is enough). Two stages, several people per image:
+  mediapipe==0.10.14`` is enough), or the same two files fetched once by ``mega-runtime weights fetch
+  --detector`` where no such wheel installs (Python 3.13). Two stages, several people per image:
 
   1. the pose *detector* (224×224, SSD with 2254 anchors, box + 4 keypoints per anchor: mid-hip, a point on the
      circle around the whole body, mid-shoulder, upper-body point) runs on the whole image letterboxed and,

@@ -24,7 +24,7 @@ from mega_runtime.errors import ConfigError, DetectorError
 from mega_runtime.pipeline.detect.base import Detection, box_iou, check_common_options, check_image, finish_detections
 
 ENV_MODEL_DIR = "MEGA_DETECTOR_DIR"
-"""Environment variable naming a folder with the two BlazePose ``.tflite`` files (overrides ``mediapipe``)."""
+"""Environment variable naming a folder with the two BlazePose ``.tflite`` files (overrides the other places)."""
 
 BLAZEPOSE_MODEL_FILES: dict[str, tuple[str, str]] = {
     "detector": (
@@ -38,12 +38,15 @@ BLAZEPOSE_MODEL_FILES: dict[str, tuple[str, str]] = {
 }
 """Path inside the ``mediapipe`` package and SHA-256 of each model (identical in mediapipe 0.10.9 – 0.10.21)."""
 
-_TFLITE_MODULES = ("tflite_runtime.interpreter", "ai_edge_litert.interpreter", "tensorflow")
-_INSTALL_HINT = (
-    "pip install tflite-runtime==2.14.0 && pip install --no-deps mediapipe==0.10.14 "
-    "(only the model files bundled in mediapipe are read); or pass your own boxes (detector 'boxes') "
-    "or use detector 'yolo'"
+# ai-edge-litert is the project's dependency (wheels for every supported platform and Python); the other two are
+# accepted where a user's own environment has them instead.
+_TFLITE_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow")
+_INTERPRETER_HINT = "pip install ai-edge-litert==2.3.0 (or install the runtime with its dependencies)"
+_MODELS_HINT = (
+    "run `mega-runtime weights fetch --detector` (downloads the two models, 9.4 MB, SHA-256 checked), or "
+    "pip install --no-deps mediapipe==0.10.14 on Python 3.11/3.12 (only its bundled model files are read)"
 )
+_ALTERNATIVES_HINT = "or pass your own boxes (detector 'boxes') or use detector 'yolo'"
 
 # BlazePose detector (MediaPipe pose_detection_cpu graph): input, anchors and decoding.
 _DET_SIZE = 224
@@ -87,22 +90,27 @@ def _mediapipe_dir() -> Path | None:
 def find_blazepose_models(model_dir: str | os.PathLike[str] | None = None) -> dict[str, Path]:
     """Paths of the two BlazePose model files, checked against their SHA-256.
 
-    Looked up in ``model_dir`` (if given), else ``$MEGA_DETECTOR_DIR`` (if set), else the installed
-    ``mediapipe`` package. A folder may hold the files flat (``pose_detection.tflite``,
-    ``pose_landmark_full.tflite``) or in mediapipe's layout (``modules/pose_detection/…``).
+    Looked up in ``model_dir`` (if given), else ``$MEGA_DETECTOR_DIR`` (if set), else the installed ``mediapipe``
+    package, else the download cache (``<cache>/detector``, filled by ``mega-runtime weights fetch --detector``).
+    A folder may hold the files flat (``pose_detection.tflite``, ``pose_landmark_full.tflite``) or in mediapipe's
+    layout (``modules/pose_detection/…``).
     """
+    from mega_runtime.weights import cache_detector_dir
+
     explicit = model_dir if model_dir is not None else os.environ.get(ENV_MODEL_DIR) or None
     if explicit is not None:
         roots, where = [Path(explicit).expanduser()], f"{explicit}"
     else:
         package = _mediapipe_dir()
-        roots, where = ([package] if package else []), "the mediapipe package"
-        if package is None:
+        cache = cache_detector_dir()
+        roots = [root for root in (package, cache) if root is not None and root.is_dir()]
+        where = f"the mediapipe package or {cache}"
+        if not roots:
             raise DetectorError(
-                "the default person detector needs the BlazePose model files bundled in the mediapipe wheel, "
-                "and mediapipe is not installed",
-                hint=f"{_INSTALL_HINT}; or set {ENV_MODEL_DIR} to a folder holding pose_detection.tflite and "
-                "pose_landmark_full.tflite",
+                "the default person detector needs the BlazePose model files, and neither the mediapipe package "
+                f"nor the download cache ({cache}) holds them",
+                hint=f"{_MODELS_HINT}; or set {ENV_MODEL_DIR} to a folder holding pose_detection.tflite and "
+                f"pose_landmark_full.tflite; {_ALTERNATIVES_HINT}",
             )
     found: dict[str, Path] = {}
     for key, (relative, sha256) in BLAZEPOSE_MODEL_FILES.items():
@@ -111,19 +119,22 @@ def find_blazepose_models(model_dir: str | os.PathLike[str] | None = None) -> di
         if path is None:
             raise DetectorError(
                 f"{Path(relative).name} not found in {where}",
-                hint=f"{_INSTALL_HINT}; mediapipe 0.10.9 – 0.10.21 bundle it (1.x does not)",
+                hint=f"{_MODELS_HINT}; mediapipe 0.10.9 – 0.10.21 bundle it (0.10.30 and later do not)",
             )
         if _sha256(path) != sha256:
             raise DetectorError(
                 f"{path} is not the BlazePose model this detector decodes (SHA-256 differs)",
-                hint="pip install --no-deps mediapipe==0.10.14, or point model_dir at its files",
+                hint=f"{_MODELS_HINT}; or point model_dir at the right files",
             )
         found[key] = path
     return found
 
 
 def _tflite_interpreter_class() -> Any:
-    """The TFLite ``Interpreter`` class from the first installed runtime, else :class:`DetectorError`."""
+    """The TFLite ``Interpreter`` class of the first runtime in :data:`_TFLITE_MODULES` that imports.
+
+    The one place that chooses the interpreter (docs/detection.md, "Interpreters"); :class:`DetectorError` if none.
+    """
     errors = []
     for module_name in _TFLITE_MODULES:
         try:
@@ -134,7 +145,7 @@ def _tflite_interpreter_class() -> Any:
         return module.lite.Interpreter if module_name == "tensorflow" else module.Interpreter
     raise DetectorError(
         f"the default person detector needs a TensorFlow Lite interpreter, and none is installed ({'; '.join(errors)})",
-        hint=_INSTALL_HINT,
+        hint=f"{_INTERPRETER_HINT}; {_ALTERNATIVES_HINT}",
     )
 
 
@@ -265,7 +276,8 @@ class BlazePoseDetector:
             self._landmarks.allocate_tensors()
         except (RuntimeError, ValueError) as exc:
             raise DetectorError(
-                f"the TFLite interpreter could not load the BlazePose models: {exc}", hint=_INSTALL_HINT
+                f"the TFLite interpreter could not load the BlazePose models: {exc}",
+                hint=f"{_INTERPRETER_HINT}; {_ALTERNATIVES_HINT}",
             ) from exc
         self._det_input = self._detector.get_input_details()[0]["index"]
         det_outputs = {int(d["shape"][-1]): d["index"] for d in self._detector.get_output_details()}
