@@ -14,8 +14,8 @@ report) are never overwritten unless ``--overwrite`` is given.
 
 A video result (more than one frame) is animated (:mod:`mega_blender.animation`): point caches go to
 ``<OUT stem> cache/`` beside the output (listed in the report); for FBX, glTF and USD, whose exporters ignore the
-Mesh Cache modifier, each person's chosen path is first baked into a shape key per frame (keyed), and Alembic
-exports the evaluated mesh over the scene's frame range. ``--frame N`` builds one frame instead.
+Mesh Cache modifier, what each person shows (``--hypothesis K``; 0 = the chosen path) is first baked into a shape
+key per frame (keyed), and Alembic exports the evaluated mesh over the scene's frame range. ``--frame N`` builds one frame instead.
 
 ``reconstruct`` first runs each photo or video through the runtime (started as the live link starts it: the
 ``--runtime`` command, else the add-on's preferences, else ``<this Python> -m mega_runtime``), writing the result
@@ -25,11 +25,11 @@ Exit status 0 on success; 1 with one line ``mega import: error: <reason>`` on st
 errors. ``--report`` writes JSON: ``ok``, ``error``, ``results``, ``objects`` (names), ``files`` (written),
 ``warnings`` — also when the command fails after the report's path was checked.
 
-What each format keeps (measured with Blender 4.5; see docs/blender-addon.md): ``.blend`` everything; FBX
-shape keys and colours (as byte corner colours), not the drivers; glTF (.glb) morph targets (with their names)
-and the active colour attribute (as ``Color``/``COLOR_0``), plus custom properties as extras; both bake a
-keyframed hypothesis into shape-key (morph weight) animation; USD shape keys,
-colour and float attributes; Alembic bakes the shown hypothesis into plain positions and drops the colours.
+What each format keeps is the table in docs/blender-addon.md (checked cell by cell by
+tests/blender/test_export_formats.py): ``.blend`` everything; FBX and glTF shape keys, the shown hypothesis,
+animation (a video as one scene-wide FBX take), colours, camera and armature; USD the same, its blend-shape
+weights and ``displayColor`` (with a material reading it) written by :func:`_finish_usd` with Blender's own
+``pxr``; Alembic the shown hypothesis and animation as plain positions, and the camera.
 """
 
 from __future__ import annotations
@@ -78,6 +78,11 @@ def _export_blend(path: Path, frame: int) -> None:
 
 def _export_fbx(path: Path, frame: int) -> None:
     operator = bpy.ops.export_scene.fbx
+    # A baked video keys only its shape keys. The exporter's default takes (one per action of each object, one per
+    # NLA strip) exist only for objects with an action of their own, so those keys were dropped (0 curves): a video
+    # gets one take of the whole scene, sampled every frame over its range, in absolute times (Blender's FBX
+    # importer adds its anim_offset, 1 frame by default). Photos keep the per-action takes, which start at 0.
+    scene_take = bool(_animated_people())
     operator(
         **_filtered(
             operator,
@@ -93,11 +98,8 @@ def _export_fbx(path: Path, frame: int) -> None:
                 "use_custom_props": False,
                 "add_leaf_bones": False,
                 "bake_anim": True,  # a keyframed hypothesis or a baked video becomes shape-key animation
-                # one take of the whole scene sampled over its frame range: the exporter's default takes (one per
-                # action, per NLA strip) exist only for objects with an action of their own, so shape-key
-                # animation on an unkeyed object (a baked video) was dropped: 0 curves
-                "bake_anim_use_all_actions": False,
-                "bake_anim_use_nla_strips": False,
+                "bake_anim_use_all_actions": not scene_take,
+                "bake_anim_use_nla_strips": not scene_take,
                 "bake_anim_force_startend_keying": True,
                 "bake_anim_step": 1.0,
             },
