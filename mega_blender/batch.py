@@ -15,7 +15,8 @@ report) are never overwritten unless ``--overwrite`` is given.
 A video result (more than one frame) is animated (:mod:`mega_blender.animation`): point caches go to
 ``<OUT stem> cache/`` beside the output (listed in the report); for FBX, glTF and USD, whose exporters ignore the
 Mesh Cache modifier, what each person shows (``--hypothesis K``; 0 = the chosen path) is first baked into a shape
-key per frame (keyed), and Alembic exports the evaluated mesh over the scene's frame range. ``--frame N`` builds one frame instead.
+key per frame (keyed), and Alembic exports the evaluated mesh over the scene's frame range. ``--frame N`` builds
+one frame instead.
 
 ``reconstruct`` first runs each photo or video through the runtime (started as the live link starts it: the
 ``--runtime`` command, else the add-on's preferences, else ``<this Python> -m mega_runtime``), writing the result

@@ -366,3 +366,35 @@ def test_ok_format_keeps_what_the_table_says(exports, suffix, column, keeps):
     else:
         found = _blender_keeps(exports, suffix, column)
     assert found == keeps, f"docs/blender-addon.md says {suffix} × {column}: {'yes' if keeps else 'no'}"
+
+
+# --- beyond the table ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", [".fbx", ".usda"])
+def test_ok_video_export_bakes_the_hypothesis_the_picker_shows(exports, suffix):
+    """``--hypothesis K`` on a video: the baked file shows hypothesis K of every frame, as the scene did."""
+    arrays = exports["video"]
+    folder: Path = exports["folder"]
+    out = folder / f"picked{suffix}"
+    video = folder / "clip.json"
+    assert batch.main(["import", str(video), "--export", str(out), "--hypothesis", str(SHOWN), "--overwrite"]) == 0
+    expected = [_world(arrays["vertices"][t, 0, SHOWN]) for t in range(NUM_FRAMES)]
+    if suffix == ".usda":
+        entry = _usd_read(out, list(range(1, NUM_FRAMES + 1)))["meshes"]["MEGA Person 1"]
+        found = [np.asarray(entry["world"][str(t + 1)]) for t in range(NUM_FRAMES)]
+    else:
+        _reimport(out)
+        obj = _person()
+        first = round(min(a.frame_range[0] for a in bpy.data.actions))
+        found = [_at(obj, first + t) for t in range(NUM_FRAMES)]
+    for t in range(NUM_FRAMES):
+        np.testing.assert_allclose(found[t], expected[t], atol=POSITION_TOL_M, err_msg=f"result frame {t}")
+
+
+def test_ok_usd_is_finished_with_blenders_own_pxr(blender):
+    """The batch imports the pxr that ships with Blender (the exporter's libraries), never a usd-core beside it."""
+    pxr = batch.blender_pxr()
+    assert pxr is not None
+    assert Path(pxr.__file__).resolve().is_relative_to(Path(bpy.utils.resource_path("LOCAL")).resolve())
