@@ -292,12 +292,31 @@ def _finish_usd(pxr: Any, path: Path) -> None:
                     primvar.Set(vt.Vec3fArray.FromNumpy(values), frame)
             else:
                 primvar.Set(vt.Vec3fArray.FromNumpy(rgb[0]))
+            if animated:  # the exporter wrote its own colour primvar once: it follows the frames too
+                _animate_exported_colours(pxr, prim, frames, rgb)
             material, _ = usd_shade.MaterialBindingAPI(prim).ComputeBoundMaterial()
             if material and str(material.GetPath()) not in materials_done:
                 materials_done.add(str(material.GetPath()))
                 _read_colour_primvar(pxr, material)
         _write_weights(pxr, prim, frames if animated else None, weights[obj.name])
     stage.GetRootLayer().Save()
+
+
+def _animate_exported_colours(pxr: Any, prim: Any, frames: list[int], rgb: list[Any]) -> None:
+    """Per-frame values for the exporter's ``primvars:MEGA_Uncertainty`` (RGBA, written once: the first frame's)."""
+    import numpy as np
+
+    from . import scene_build
+
+    name = pxr.Tf.MakeValidIdentifier(scene_build.UNCERTAINTY_COLOR_ATTRIBUTE)
+    primvar = pxr.UsdGeom.PrimvarsAPI(prim).GetPrimvar(name)
+    if not primvar or primvar.GetTypeName() != pxr.Sdf.ValueTypeNames.Color4fArray:
+        return
+    if primvar.GetInterpolation() != pxr.UsdGeom.Tokens.vertex:
+        return
+    for frame, values in zip(frames, rgb, strict=True):
+        rgba = np.concatenate([values, np.ones((len(values), 1), np.float32)], axis=1)
+        primvar.Set(pxr.Vt.Vec4fArray.FromNumpy(np.ascontiguousarray(rgba, dtype=np.float32)), frame)
 
 
 def _blender_object_name(prim: Any) -> str | None:

@@ -302,6 +302,9 @@ for prim in stage.Traverse():
         entry["weights"][key] = [float(w) for w in weights]
         if entry["colour_interpolation"]:
             entry["colours"][key] = np.asarray(primvar.Get(time), np.float64).tolist()
+        named = UsdGeom.PrimvarsAPI(prim).GetPrimvar("MEGA_Uncertainty")
+        if named and named.HasValue():
+            entry.setdefault("named_colours", {})[key] = np.asarray(named.Get(time), np.float64)[:, :3].tolist()
     name_attr = prim.GetParent().GetAttribute("userProperties:blender:object_name")
     out["meshes"][str(name_attr.Get()) if name_attr else prim.GetName()] = entry
 json.dump(out, open(sys.argv[2], "w"))
@@ -342,6 +345,8 @@ def _usd_keeps(exports: dict[str, Any], suffix: str, column: str) -> bool:
             colours = entry["colours"].get(str(t + 1))
             assert colours is not None, "a video's displayColor is written per frame"
             np.testing.assert_allclose(colours, _colours(arrays, t), atol=COLOUR_TOL)
+            # the exporter's own colour primvar follows the frames too (it wrote only the first frame's)
+            np.testing.assert_allclose(entry["named_colours"][str(t + 1)], _colours(arrays, t), atol=COLOUR_TOL)
         return True
     data = _usd_read(files["photo", suffix], [])
     entry = data["meshes"]["MEGA Person 1"]
