@@ -403,3 +403,14 @@ def test_ok_usd_is_finished_with_blenders_own_pxr(blender):
     pxr = batch.blender_pxr()
     assert pxr is not None
     assert Path(pxr.__file__).resolve().is_relative_to(Path(bpy.utils.resource_path("LOCAL")).resolve())
+
+
+def test_ok_usd_without_pxr_is_written_as_blender_writes_it(exports, monkeypatch, caplog):
+    """A Blender without pxr: the file is still written (without the weights and displayColor), with a warning."""
+    monkeypatch.setattr(batch, "blender_pxr", lambda: None)
+    folder: Path = exports["folder"]
+    out = folder / "plain.usda"
+    with caplog.at_level("WARNING", logger="mega_blender.batch"):
+        assert batch.main(["import", str(folder / "photo.json"), "--export", str(out), "--overwrite"]) == 0
+    assert out.is_file() and "primvars:displayColor" not in out.read_text()
+    assert any("no pxr module" in r.getMessage() for r in caplog.records)
