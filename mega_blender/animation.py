@@ -403,23 +403,27 @@ def build(
     return report
 
 
-def bake_path_to_shape_keys(obj: bpy.types.Object) -> int:
-    """For exporters that ignore modifiers (glTF, FBX): one shape key per scene frame holding the chosen path,
-    keyed 0 → 1 → 0 around its frame (constant); the Mesh Cache modifier is removed. Returns the keys made.
+def bake_path_to_shape_keys(obj: bpy.types.Object, sample: int | None = None) -> int:
+    """For exporters that ignore modifiers (glTF, FBX, USD): one shape key per scene frame holding what the object
+    shows, keyed 0 → 1 → 0 around its frame (constant); the Mesh Cache modifier is removed. Returns the keys made.
 
-    Meant for a throwaway export scene (the batch command): it changes ``obj``.
+    ``sample``: the cache sample baked (0 = the chosen path, k = hypothesis k of each frame); default the value of
+    the picker ``mega_hypothesis``, so the file shows what the scene showed. Meant for a throwaway export scene (the
+    batch command): it changes ``obj``.
     """
     from .pointcache import read_pc2
 
     cache = read_pc2(Path(bpy.path.abspath(str(obj[CACHE_PROP]))))
     num_frames, samples, start = int(obj[NUM_FRAMES_PROP]), int(obj[SAMPLES_PROP]), int(obj[FRAME_START_PROP])
+    shown = int(obj.get(scene_build.HYPOTHESIS_PROP, 0)) if sample is None else sample
+    shown = min(max(shown, 0), samples - 1)
     modifier = obj.modifiers.get(MODIFIER_NAME)
     if modifier is not None:
         obj.modifiers.remove(modifier)
     obj.shape_key_add(name="Basis", from_mix=False)
     for t in range(num_frames):
         key = obj.shape_key_add(name=f"Frame {start + t:05d}", from_mix=False)
-        key.points.foreach_set("co", np.ascontiguousarray(cache[t * samples]).ravel())
+        key.points.foreach_set("co", np.ascontiguousarray(cache[t * samples + shown]).ravel())
         for frame, value in ((start + t - 1, 0.0), (start + t, 1.0), (start + t + 1, 0.0)):
             key.value = value
             key.keyframe_insert("value", frame=frame)
