@@ -143,6 +143,6 @@ MAX_IMAGE_PIXELS = 100000000
 MAX_RESULT_JSON_BYTES = 67108864
 MAX_JSON_DEPTH = 64
 #: Largest total of the arrays of a result ``.npz`` once loaded, in bytes (read from the headers first).
-MAX_RESULT_ARRAY_BYTES = 2147483648
+MAX_RESULT_ARRAY_BYTES = 1073741824
 #: Largest ``config.json`` beside checkpoints, in bytes.
 MAX_CONFIG_JSON_BYTES = 1048576

@@ -153,7 +153,7 @@ MAX_IMAGE_PIXELS = 100_000_000
 MAX_RESULT_JSON_BYTES = 64 * 2**20
 MAX_JSON_DEPTH = 64
 #: Largest total of the arrays of a result ``.npz`` once loaded, in bytes (read from the headers first).
-MAX_RESULT_ARRAY_BYTES = 2**31
+MAX_RESULT_ARRAY_BYTES = 2**30
 #: Largest ``config.json`` beside checkpoints, in bytes.
 MAX_CONFIG_JSON_BYTES = 2**20
 

@@ -99,14 +99,15 @@ def _add_serve_command(sub: Any) -> None:
 
 def _cmd_fit_smpl(args: argparse.Namespace) -> int:
     from mega_runtime.io.result import OutputExistsError, read_result, result_paths, write_result
-    from mega_runtime.smpl.fit import fit_result, load_smpl_model
 
     source_json, _ = result_paths(args.result)
     out = args.out or source_json.with_name(source_json.name[: -len(".json")] + ".smpl")
     existing = [str(p) for p in result_paths(out) if p.exists()]
     if existing:  # checked before the work; write_result checks again
         raise OutputExistsError(f"not overwriting existing file(s): {', '.join(existing)}", hint="choose another --out")
-    result = read_result(args.result)
+    result = read_result(args.result)  # checked before torch and the SMPL model load
+    from mega_runtime.smpl.fit import fit_result, load_smpl_model
+
     model = load_smpl_model(args.smpl_model)
     json_path, npz_path = write_result(fit_result(result, model, args.source), out)
     print(json_path)

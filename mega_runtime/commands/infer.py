@@ -163,7 +163,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     from mega_runtime.commands.progress import ProgressBar
     from mega_runtime.commands.weights import download_progress_bar as DownloadBar
     from mega_runtime.io.result import OutputExistsError, result_paths
-    from mega_runtime.pipeline.media import FrameRange, check_image_file, is_video
+    from mega_runtime.pipeline.media import FrameRange, check_frame_range, check_image_file, is_video
 
     inputs = expand_inputs(args.inputs)
     boxes = parse_boxes(args.boxes) if args.boxes else None
@@ -174,13 +174,15 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     plans = []
     failed = 0
     for path in inputs:
-        if not is_video(path):
-            try:  # checked before the model loads: a bad input is reported, the others still run
+        try:  # checked before the model loads: a bad input is reported, the others still run
+            if is_video(path):
+                check_frame_range(path, frames)
+            else:
                 check_image_file(path)
-            except MegaError as exc:
-                failed += 1
-                print(f"error: {path}: {exc}", file=sys.stderr)
-                continue
+        except MegaError as exc:
+            failed += 1
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            continue
         json_path, npz_path = result_paths(out_dir / path.stem)
         targets = [json_path, npz_path]
         if args.preview:

@@ -535,19 +535,31 @@ def serve(config: ServeConfig) -> int:
     protocol_out = protect_stdout()
     writer = ReplyWriter(protocol_out)
     server = Server(config, sys.stdin.buffer, writer)
-    _stop_on_signals(server)
-    return server.run()
+    signalled = _stop_on_signals(server)
+    code = server.run()
+    if signalled.is_set():
+        # The reader thread is still blocked reading stdin and holds its lock, which the interpreter's own exit
+        # would wait for and then abort on; everything is answered, written and removed by now, so leave at once.
+        logging.shutdown()
+        for stream in (protocol_out, sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(code)
+    return code
 
 
-def _stop_on_signals(server: Server) -> None:
+def _stop_on_signals(server: Server) -> threading.Event:
     """SIGTERM and SIGINT end the server as ``shutdown`` does: queued jobs are answered ``cancelled``, a running
     video stops and writes the frames it has, the work folder is removed. The stop runs on its own thread, as the
-    handler may interrupt the main thread while it holds the server's locks."""
+    handler may interrupt the main thread while it holds the server's locks. Returns the event set by a signal."""
     import signal
+
+    signalled = threading.Event()
 
     def stop(signum, frame) -> None:
         log.info("signal %d: shutting down", signum)
+        signalled.set()
         threading.Thread(target=server.stop, name="mega-serve-signal", daemon=True).start()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, stop)
+    return signalled

@@ -191,6 +191,18 @@ def open_video(path: Path | str):
     return capture, info
 
 
+def check_frame_range(path: Path | str, frames: FrameRange | None) -> None:
+    """Refuse, before any model loads, a video that cannot be opened or whose frame range selects no frame."""
+    capture, info = open_video(path)
+    capture.release()
+    start = frames.start if frames is not None else 0
+    if info.num_frames and start >= info.num_frames:
+        raise MediaError(
+            f"{Path(path).name} has {info.num_frames} frames, so the frame range starting at {start} selects none",
+            hint=f"choose a START below {info.num_frames}",
+        )
+
+
 #: Consecutive unreadable frames after which a video is taken to have ended.
 MAX_CONSECUTIVE_FAILURES = 25
 
