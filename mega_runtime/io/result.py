@@ -309,6 +309,16 @@ def _write_temporary(path: Path, write: Callable[[IO[bytes]], object], digest: b
         raise
 
 
+def _savez(handle: IO[bytes], arrays: dict[str, np.ndarray]) -> None:
+    """What ``np.savez`` writes (uncompressed ``<name>.npy`` members), with the archive closed inside this call
+    even when a write fails — ``np.savez`` leaves it to the garbage collector, whose late close of an already
+    closed file then prints a traceback ("seek of closed file") and hides the real error (e.g. a full disk)."""
+    with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+
+
 def _sync_directory(folder: Path) -> None:
     """fsync ``folder`` so that the renames in it survive a power cut; skipped where directories cannot be synced
     (Windows, some network and FUSE file systems)."""
@@ -443,7 +453,7 @@ def write_result(result: Result, path: Path | str, overwrite: bool = False) -> t
     temporaries: list[Path] = []
     published: list[Path] = []
     try:
-        npz = _write_temporary(npz_path, lambda f: np.savez(f, **result.arrays), digest=True)
+        npz = _write_temporary(npz_path, lambda f: _savez(f, result.arrays), digest=True)
         temporaries.append(npz.path)
         meta = {
             "schema": SCHEMA,
