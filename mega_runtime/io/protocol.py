@@ -201,14 +201,10 @@ def _int(fields: dict[str, Any], key: str, default: int | None, minimum: int, ri
     return value
 
 
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not allowed: numbers must be finite")
-
-
 def parse_request(line: bytes, max_inline_bytes: int = MAX_INLINE_BYTES) -> Request | InferRequest:
     """Validate one request line. Raises :class:`ProtocolError` (with the request id when it could be read)."""
     try:
-        message = json.loads(line.decode("utf-8"), parse_constant=_refuse_constant)
+        message = json.loads(line.decode("utf-8"))  # NaN/Infinity parse; each field's check refuses them by name
     except RecursionError:
         raise ProtocolError("bad_json", "the request nests too deeply", "send one flat JSON object per line") from None
     except (UnicodeDecodeError, ValueError) as exc:
@@ -348,14 +344,24 @@ def _parse_infer(message: dict[str, Any], rid: str, max_inline_bytes: int) -> In
 def _boxes(value: Any, rid: str) -> tuple[tuple[float, float, float, float], ...] | None:
     if value is None:
         return None
-    bad = ProtocolError("bad_request", "'boxes' must be a list of [x1, y1, x2, y2] numbers", request_id=rid)
+    bad = ProtocolError(
+        "bad_request",
+        "'boxes' must be a list of [x1, y1, x2, y2] finite numbers with x1 < x2 and y1 < y2",
+        request_id=rid,
+    )
     if not isinstance(value, list):
         raise bad
     out = []
     for box in value:
-        if not isinstance(box, list) or len(box) != 4 or not all(isinstance(v, int | float) for v in box):
+        if (
+            not isinstance(box, list)
+            or len(box) != 4
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in box)
+        ):
             raise bad
         x1, y1, x2, y2 = (float(v) for v in box)
+        if x2 <= x1 or y2 <= y1:
+            raise bad
         out.append((x1, y1, x2, y2))
     return tuple(out)
 

@@ -733,10 +733,14 @@ CASES: list[Case] = [
     ),
     # --- serve: the protocol ----------------------------------------------------------------------------------------
     serve_case("serve-malformed-line", "{not json\n", "bad_json"),
-    serve_case("serve-temperature-nan", serve_line(', "temperature": NaN'), "NaN is not allowed"),
+    serve_case("serve-temperature-nan", serve_line(', "temperature": NaN'), "'temperature' must be a number"),
     serve_case("serve-seed-2**70", serve_line(f', "seed": {2**70}'), "0 and \\u2264 4294967295"),
     serve_case("serve-hypotheses-100000", serve_line(', "hypotheses": 100000'), "1 and \\u2264 128"),
     serve_case("serve-frames-select-nothing", serve_line(', "frames": {"start": 10, "stop": 5}'), "selects no frame"),
+    serve_case(
+        "serve-temporal-beta-infinity", serve_line(', "temporal": {"beta": Infinity}'), "'temporal.beta' must be"
+    ),
+    serve_case("serve-boxes-nan", serve_line(', "boxes": [[NaN, 0, 10, 10]]'), "boxes"),
     serve_case("serve-temporal-zero-cutoff", serve_line(', "temporal": {"min_cutoff": 0}'), "must be a number > 0"),
     serve_case("serve-request-nested-200k-deep", "[" * 200_000 + "]" * 200_000 + "\n", "nests too deeply"),
     serve_case(
