@@ -448,6 +448,15 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _report_collides(args: argparse.Namespace) -> bool:
+    """Whether ``--report`` names the export or one of the inputs (then it is never written)."""
+    try:
+        _check_collisions(args)
+    except BatchError:
+        return True
+    return False
+
+
 def _check_collisions(args: argparse.Namespace) -> None:
     """Refuse, before any work, outputs that would write over another output or over an input."""
     inputs: list[tuple[str, Path]] = []
@@ -538,10 +547,11 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG_PYTHON) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     report: dict[str, Any] = {"ok": False, "error": None, "results": [], "objects": [], "files": [], "warnings": []}
     code = 0
-    outputs_checked = False
+    report_safe = (
+        args.report is not None and not _report_collides(args) and (args.overwrite or not args.report.exists())
+    )
     try:
-        _check_outputs(args)  # before any work; a report path that failed these checks is never written
-        outputs_checked = True
+        _check_outputs(args)  # before any work
         if args.command == "reconstruct":
             run_reconstruct(args, report)
         else:
@@ -555,8 +565,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG_PYTHON) -> int:
         code = 1
     for message in report["warnings"]:
         print(f"mega {args.command}: warning: {message}", file=sys.stderr)
-    report_ready = outputs_checked and args.report is not None and (args.overwrite or not args.report.exists())
-    if args.report is not None and report_ready:
+    if report_safe:  # never over the export or an input, never over a file that was there without --overwrite
         try:
             _write_report(args.report, report)
         except OSError as exc:
