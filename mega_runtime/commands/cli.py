@@ -57,9 +57,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     if args.max_message_bytes < 1024 or args.max_inline_bytes < 1:
         raise MegaError("the message limits are too small", hint="use --max-message-bytes of at least 1024")
-    if not math.isfinite(args.checkpoint_every_s) or args.checkpoint_every_s <= 0:
+    if not math.isfinite(args.checkpoint_every_s) or args.checkpoint_every_s < 0:
         raise MegaError(
-            f"--checkpoint-every-s must be a finite number above 0, got {args.checkpoint_every_s}",
+            f"--checkpoint-every-s must be a finite number of 0 or more, got {args.checkpoint_every_s}",
             hint="e.g. --checkpoint-every-s 10",
         )
     return serve(
