@@ -234,6 +234,80 @@ def _signal_serve(sig: int) -> Callable[[Case, Path, dict[str, str]], Outcome]:
     return drive
 
 
+def clip(tmp: Path) -> None:
+    """A 120-frame video of a real photo (../shared, read only) scrolling sideways, an eighth of its size."""
+    import cv2
+    import numpy as np
+
+    from tests.conftest import ASSETS_DIR
+
+    image = cv2.imread(str(ASSETS_DIR / "images" / "pexels-polina-tankilevitch-6739044.jpg"))
+    if image is None:
+        pytest.skip(f"{ASSETS_DIR / 'images'} is absent")
+    small = cv2.resize(image, (image.shape[1] // 8, image.shape[0] // 8))
+    writer = cv2.VideoWriter(str(tmp / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 25, small.shape[1::-1])
+    for i in range(120):
+        writer.write(np.roll(small, i, axis=1))
+    writer.release()
+
+
+def interrupt_infer(case: Case, tmp: Path, ctx: dict[str, str]) -> Outcome:
+    """Run ``infer`` on a video with stderr on a terminal (so its progress bar counts frames), send SIGINT once
+    the bar shows a finished frame, and collect everything until it exits — each wait bounded by the timeout."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    child = subprocess.Popen(
+        _argv(case, ctx),
+        cwd=tmp,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        preexec_fn=_limit_memory,
+        env=_child_env(),
+    )
+    os.close(slave)
+    seen, interrupted = b"", False
+    deadline = time.monotonic() + case.timeout_s
+    try:
+        while True:
+            if not interrupted and re.search(rb" [1-9][0-9]*/120", seen):
+                child.send_signal(signal.SIGINT)
+                interrupted = True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                child.kill()
+                child.wait(timeout=10)
+                pytest.fail(f"{case.id}: no exit within {case.timeout_s} s; stderr so far: {seen[-2000:]!r}")
+            ready, _, _ = select.select([master], [], [], min(left, 0.5))
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    chunk = b""
+                if not chunk and child.poll() is not None:
+                    break
+                seen += chunk
+            elif child.poll() is not None:
+                break
+        stdout = child.stdout.read().decode() if child.stdout else ""
+        child.wait(timeout=case.timeout_s)
+    finally:
+        os.close(master)
+    if not interrupted:
+        pytest.fail(f"{case.id}: the run ended before a frame was shown: {seen[-2000:]!r}")
+    return Outcome(child.returncode, stdout, seen.decode(errors="replace").replace("\r", "\n"))
+
+
+def _partial_clip(tmp: Path, outcome: Outcome) -> None:
+    from mega_runtime.io.result import read_result
+
+    kept = read_result(tmp / "out" / "clip.json")
+    if not 1 <= kept.num_frames < 120:
+        pytest.fail(f"the interrupted run kept {kept.num_frames} frames, expected 1 … 119")
+
+
 _WRITER = """
 import sys
 from pathlib import Path
@@ -591,6 +665,18 @@ CASES: list[Case] = [
         exists=("out/p.json", "out/p.npz"),
         needs=NEEDS_CK,
         timeout_s=MODEL_TIMEOUT_S,
+    ),
+    Case(
+        "infer-ctrl-c-keeps-the-finished-frames",
+        (*RT, "infer", "{tmp}/clip.avi", "--out", "{tmp}/out", *MODEL_ARGS, "--hypotheses", "1"),
+        130,
+        "the frames finished so far were kept",
+        clip,
+        exists=("out/clip.json", "out/clip.npz"),
+        needs=NEEDS_CK,
+        driver=interrupt_infer,
+        timeout_s=MODEL_TIMEOUT_S,
+        extra=_partial_clip,
     ),
     # --- generate and serve options ----------------------------------------------------------------------------------
     Case("generate-steps-0", (*RT, "generate", "--out", "{tmp}/o", "--steps", "0"), 2, "use 1 … 1000"),
