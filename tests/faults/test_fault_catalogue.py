@@ -300,6 +300,66 @@ def interrupt_infer(case: Case, tmp: Path, ctx: dict[str, str]) -> Outcome:
     return Outcome(child.returncode, stdout, seen.decode(errors="replace").replace("\r", "\n"))
 
 
+def sigterm_during_video(case: Case, tmp: Path, ctx: dict[str, str]) -> Outcome:
+    """``serve`` runs a video job with a second job queued behind it; SIGTERM once a frame is done. The running
+    job must answer with its frames so far, the queued one ``cancelled``, and the process exit 0 (bounded waits)."""
+    child = subprocess.Popen(
+        _argv(case, ctx),
+        cwd=tmp,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_limit_memory,
+        env=_child_env(),
+    )
+    replies: queue.Queue = queue.Queue()
+    threading.Thread(target=_line_reader, args=(child.stdout, replies), daemon=True).start()
+    errors: queue.Queue = queue.Queue()
+    threading.Thread(target=_line_reader, args=(child.stderr, errors), daemon=True).start()
+    options = ', "model": "resnet", "hypotheses": 1, "device": "cpu", "out_dir": "' + str(tmp / "out") + '"'
+    for rid in ("a", "b"):
+        line = '{"v": 1, "id": "' + rid + '", "op": "infer", "source": {"path": "' + str(tmp / "clip.avi") + '"}'
+        child.stdin.write(line + options + "}\n")
+    child.stdin.flush()
+    seen: list[dict] = []
+    deadline = time.monotonic() + case.timeout_s
+    try:
+        while not any(r.get("type") == "progress" and r.get("stage") == "frames" and r.get("done") for r in seen):
+            line = replies.get(timeout=max(0.1, deadline - time.monotonic()))
+            if line is None:
+                break
+            seen.append(json.loads(line))
+        child.send_signal(signal.SIGTERM)
+        while (line := replies.get(timeout=max(0.1, deadline - time.monotonic()))) is not None:
+            seen.append(json.loads(line))
+        child.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except (queue.Empty, subprocess.TimeoutExpired):
+        child.kill()
+        child.wait(timeout=10)
+        pytest.fail(f"{case.id}: serve did not finish within {case.timeout_s} s; replies {seen[-5:]}")
+    stderr = []
+    while (line := errors.get(timeout=10)) is not None:
+        stderr.append(line)
+    ends = {r["id"]: r for r in seen if r.get("type") in ("result", "error")}
+    summary = f"a: {ends.get('a', {}).get('type')} cancelled={ends.get('a', {}).get('cancelled')}; "
+    summary += f"b: {ends.get('b', {}).get('type')} {ends.get('b', {}).get('code')}"
+    return Outcome(child.returncode, summary, "".join(stderr))
+
+
+def _sigterm_video_kept(tmp: Path, outcome: Outcome) -> None:
+    from mega_runtime.io.result import read_result
+
+    if "a: result cancelled=True" not in outcome.stdout or "b: error cancelled" not in outcome.stdout:
+        pytest.fail(f"unexpected job ends: {outcome.stdout}")
+    kept = read_result(tmp / "out" / "clip.json")
+    if not 1 <= kept.num_frames < 120:
+        pytest.fail(f"the stopped video kept {kept.num_frames} frames, expected 1 … 119")
+    left = sorted(p.name for p in (tmp / "out").iterdir() if p.name.startswith("."))
+    if left:
+        pytest.fail(f"serve left hidden files in the output folder: {left}")
+
+
 def _partial_clip(tmp: Path, outcome: Outcome) -> None:
     from mega_runtime.io.result import read_result
 
@@ -840,6 +900,18 @@ CASES: list[Case] = [
         "serve-inline-not-base64",
         '{"v": 1, "id": "a", "op": "infer", "source": {"data": "%%%", "name": "a.png"}}\n',
         "base64",
+    ),
+    Case(
+        "serve-sigterm-during-a-video-keeps-its-frames",
+        (*RT, "serve", "--checkpoint-dir", "{ck}", "--assets-dir", "{assets}"),
+        0,
+        "shutting down",
+        clip,
+        exists=("out/clip.json", "out/clip.npz"),
+        needs=NEEDS_CK,
+        driver=sigterm_during_video,
+        timeout_s=MODEL_TIMEOUT_S,
+        extra=_sigterm_video_kept,
     ),
     Case("serve-sigterm-stops-like-shutdown", (*RT, "serve"), 0, "shutting down", driver=_signal_serve(signal.SIGTERM)),
     Case("serve-sigint-stops-like-shutdown", (*RT, "serve"), 0, "shutting down", driver=_signal_serve(signal.SIGINT)),
