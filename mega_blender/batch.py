@@ -51,7 +51,7 @@ import bpy
 
 from . import animation
 from . import runtime_defaults as defaults
-from .result_reader import MegaResult, ResultFormatError, read_result
+from .result_reader import MegaResult, ResultFormatError, read_result, result_paths
 from .scene_build import HYPOTHESIS_PROP, iter_people, num_hypotheses, source_key
 
 log = logging.getLogger(__name__)
@@ -567,7 +567,11 @@ def _frames(text: str | None) -> dict[str, int | None] | None:
         start, stop, step = (int(v) if v.strip() else None for v in parts)
     except ValueError as exc:
         raise BatchError(f"--frames {text!r} is not START:STOP:STEP (e.g. 0:300:2)") from exc
-    return {"start": start or 0, "stop": stop, "step": step or 1}
+    start = 0 if start is None else start
+    step = 1 if step is None else step
+    if start < 0 or step < 1 or (stop is not None and stop <= start):
+        raise BatchError(f"--frames {text!r} selects no frame: use START:STOP:STEP with 0 <= START < STOP, STEP >= 1")
+    return {"start": start, "stop": stop, "step": step}
 
 
 def _runtime_command(args: argparse.Namespace) -> tuple[list[str], list[str]]:
@@ -653,12 +657,50 @@ def _check_outputs(args: argparse.Namespace) -> None:
         )
     if args.hypothesis < 0:
         raise BatchError(f"--hypothesis must be 0 or more, got {args.hypothesis}")
+    _check_collisions(args)
     if not args.overwrite:
         for path in (args.export, args.report):
             if path is not None and path.exists():
                 raise BatchError(f"{path} already exists; choose another name or pass --overwrite")
-    if args.report is not None and args.report.resolve() == args.export.resolve():
-        raise BatchError("--report and --export name the same file")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (the same path, or two links to one existing file)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _report_collides(args: argparse.Namespace) -> bool:
+    """Whether ``--report`` names the export or one of the inputs (then it is never written)."""
+    try:
+        _check_collisions(args)
+    except BatchError:
+        return True
+    return False
+
+
+def _check_collisions(args: argparse.Namespace) -> None:
+    """Refuse, before any work, outputs that would write over another output or over an input."""
+    inputs: list[tuple[str, Path]] = []
+    for result in getattr(args, "results", None) or []:
+        json_path, npz_path = result_paths(result)
+        inputs += [("the result", json_path), ("the result", npz_path)]
+    for media in getattr(args, "media", None) or []:
+        inputs.append(("the input", media))
+    outputs = [("--export", args.export)] + ([("--report", args.report)] if args.report is not None else [])
+    if args.report is not None and _same_file(args.report, args.export):
+        raise BatchError(
+            f"--report and --export name the same file {args.export}; give the report its own name, "
+            "e.g. --report report.json"
+        )
+    for option, out in outputs:
+        for what, source in inputs:
+            if _same_file(out, source):
+                raise BatchError(f"{option} {out} is {what} being read; choose another {option} path")
 
 
 def _reset_scene() -> bpy.types.Context:
@@ -732,20 +774,25 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG_PYTHON) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     report: dict[str, Any] = {"ok": False, "error": None, "results": [], "objects": [], "files": [], "warnings": []}
     code = 0
+    report_safe = (
+        args.report is not None and not _report_collides(args) and (args.overwrite or not args.report.exists())
+    )
     try:
+        _check_outputs(args)  # before any work
         if args.command == "reconstruct":
             run_reconstruct(args, report)
         else:
             run_import(args, report)
         report["ok"] = True
-    except (BatchError, OSError) as exc:
+    except (BatchError, OSError, MemoryError) as exc:
         report["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, MemoryError):
+            report["error"] = "out of memory; import fewer or shorter results at once"
         print(f"mega {args.command}: error: {report['error']}", file=sys.stderr)
         code = 1
     for message in report["warnings"]:
         print(f"mega {args.command}: warning: {message}", file=sys.stderr)
-    report_ready = args.report is not None and (args.overwrite or not args.report.exists())
-    if args.report is not None and report_ready:
+    if report_safe:  # never over the export or an input, never over a file that was there without --overwrite
         try:
             _write_report(args.report, report)
         except OSError as exc:

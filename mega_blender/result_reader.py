@@ -33,6 +33,19 @@ from typing import Any
 
 import numpy as np
 
+try:
+    from . import runtime_defaults
+except ImportError:  # loaded as a stand-alone file (plain-CPython tools and tests): read the sibling module
+    import importlib.util
+
+    _spec = importlib.util.spec_from_file_location(
+        "mega_blender_runtime_defaults", Path(__file__).with_name("runtime_defaults.py")
+    )
+    if _spec is None or _spec.loader is None:
+        raise
+    runtime_defaults = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(runtime_defaults)
+
 log = logging.getLogger(__name__)
 
 SCHEMA = "mega-result"
@@ -190,6 +203,7 @@ def read_result(path: str | Path) -> MegaResult:
     meta = _read_meta(json_path, default_npz_path)
     npz_path = _arrays_path(json_path, meta)
     _check_pair(json_path, npz_path, meta)
+    _check_headers(npz_path, meta)
     arrays = _read_arrays(npz_path)
     sizes = _check_arrays(arrays, npz_path)
     _check_values(arrays, npz_path)
@@ -239,12 +253,7 @@ def _read_meta(json_path: Path, npz_path: Path) -> dict[str, Any]:
                 "a result is a .json + .npz pair: keep both files side by side",
             )
         raise ResultFormatError(f"result file {json_path} does not exist", "choose the .json of a MEGA result pair")
-    try:
-        meta = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ResultFormatError(
-            f"{json_path} is not a readable JSON file ({exc})", "re-export the result with mega-runtime"
-        ) from exc
+    meta = _load_json(json_path)
     if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
         schema = meta.get("schema") if isinstance(meta, dict) else None
         raise ResultFormatError(
@@ -254,6 +263,74 @@ def _read_meta(json_path: Path, npz_path: Path) -> dict[str, Any]:
     _check_version(meta.get("version"), json_path)
     _check_camera(meta, json_path)
     return meta
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed: numbers must be finite")
+
+
+def _json_depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _load_json(json_path: Path) -> Any:
+    """The parsed ``.json`` within the size and depth limits of ``runtime_defaults``; NaN and Infinity refused."""
+    fix = "re-export the result with mega-runtime"
+    limit, depth = runtime_defaults.MAX_RESULT_JSON_BYTES, runtime_defaults.MAX_JSON_DEPTH
+    try:
+        size = json_path.stat().st_size
+        if size > limit:
+            raise ResultFormatError(f"{json_path} is {size:,} bytes, more than the limit of {limit:,}", fix)
+        meta = json.loads(json_path.read_bytes().decode("utf-8"), parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ResultFormatError(f"{json_path} nests deeper than the limit of {depth} levels", fix) from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ResultFormatError(f"{json_path} is not a readable JSON file ({exc})", fix) from exc
+    if _json_depth(meta) > depth:
+        raise ResultFormatError(f"{json_path} nests deeper than the limit of {depth} levels", fix)
+    return meta
+
+
+def _check_headers(npz_path: Path, meta: dict[str, Any]) -> None:
+    """Read every ``.npy`` header in the archive before loading: refuse pickles, shapes that differ from the
+    ``.json``'s ``arrays`` block and totals above ``MAX_RESULT_ARRAY_BYTES`` (a zip bomb stays on disk)."""
+    fix = "re-export the result with mega-runtime"
+    declared = meta.get("arrays") if isinstance(meta.get("arrays"), dict) else {}
+    limit, total = runtime_defaults.MAX_RESULT_ARRAY_BYTES, 0
+    try:
+        with zipfile.ZipFile(npz_path) as archive:
+            for info in archive.infolist():
+                name = info.filename.removesuffix(".npy")
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                    elif version == (2, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                    else:
+                        raise ResultFormatError(f"{npz_path}: array {name} has .npy version {version}", fix)
+                if dtype.hasobject:
+                    raise ResultFormatError(f"{npz_path}: array {name} holds Python objects (a pickle)", fix)
+                want = declared.get(name)
+                if isinstance(want, dict) and "shape" in want and list(shape) != want["shape"]:
+                    raise ResultFormatError(
+                        f"{npz_path}: array {name} has shape {tuple(shape)}, the .json declares {want['shape']}", fix
+                    )
+                total += int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if total > limit:
+                    raise ResultFormatError(
+                        f"{npz_path} would need more than {limit:,} bytes of memory once loaded "
+                        f"(array {name} is {tuple(shape)} {dtype})",
+                        "split the video into shorter results, or re-export the result with mega-runtime",
+                    )
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ResultFormatError(f"{npz_path} is not a readable .npz file ({exc})", fix) from exc
 
 
 def _check_version(version: Any, json_path: Path) -> None:
@@ -409,7 +486,7 @@ def _check_values(arrays: dict[str, np.ndarray], npz_path: Path) -> None:
             f"{npz_path}: faces index vertices {int(faces.min())}…{int(faces.max())}, expected 0…{NUM_VERTICES - 1}",
             fix,
         )
-    for name in ("vertices", "vertex_std"):
+    for name in sorted(n for n, a in arrays.items() if a.dtype.kind == "f"):
         bad = ~np.isfinite(arrays[name])
         if bad.any():
             first = tuple(int(i) for i in np.argwhere(bad)[0])

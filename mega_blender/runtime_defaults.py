@@ -125,3 +125,24 @@ MAX_MESSAGE_BYTES = 100663296
 MAX_INLINE_BYTES = 67108864
 #: Seconds between two partial result pairs of a video job (kept should the process die).
 CHECKPOINT_EVERY_S = 10.0
+#: Seeds accepted (``--seed``, protocol ``seed``): 0 … 2**32 − 1 (what numpy's and torch's generators take).
+MAX_SEED = 4294967295
+#: Most hypotheses per person (``--hypotheses``): memory grows linearly with it (docs/reliability.md).
+MAX_HYPOTHESES = 128
+#: Most person crops per network batch (``--batch-size``).
+MAX_BATCH_SIZE = 256
+#: Most sampling steps (``--steps`` of ``infer`` and ``generate``).
+MAX_SAMPLING_STEPS = 1000
+#: Largest sampling temperature (the smallest is 0; never NaN or infinite).
+MAX_SAMPLING_TEMPERATURE = 100.0
+#: Most bodies ``generate`` makes in one run.
+MAX_GENERATE_COUNT = 1024
+#: Largest photo or video frame, in pixels (width × height), read from the file's header before decoding.
+MAX_IMAGE_PIXELS = 100000000
+#: Largest result ``.json`` read, in bytes, and its deepest nesting of objects and lists.
+MAX_RESULT_JSON_BYTES = 67108864
+MAX_JSON_DEPTH = 64
+#: Largest total of the arrays of a result ``.npz`` once loaded, in bytes (read from the headers first).
+MAX_RESULT_ARRAY_BYTES = 1073741824
+#: Largest ``config.json`` beside checkpoints, in bytes.
+MAX_CONFIG_JSON_BYTES = 1048576

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,8 @@ from mega_runtime.errors import MegaError
 log = logging.getLogger("mega_runtime")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: Exit status after Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -54,6 +57,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     if args.max_message_bytes < 1024 or args.max_inline_bytes < 1:
         raise MegaError("the message limits are too small", hint="use --max-message-bytes of at least 1024")
+    if not math.isfinite(args.checkpoint_every_s) or args.checkpoint_every_s < 0:
+        raise MegaError(
+            f"--checkpoint-every-s must be a finite number of 0 or more, got {args.checkpoint_every_s}",
+            hint="e.g. --checkpoint-every-s 10",
+        )
     return serve(
         ServeConfig(
             checkpoint_dir=args.checkpoint_dir,
@@ -91,15 +99,16 @@ def _add_serve_command(sub: Any) -> None:
 
 def _cmd_fit_smpl(args: argparse.Namespace) -> int:
     from mega_runtime.io.result import OutputExistsError, read_result, result_paths, write_result
-    from mega_runtime.smpl.fit import fit_result
-    from mega_runtime.smpl.model import load_smpl_model
 
     source_json, _ = result_paths(args.result)
     out = args.out or source_json.with_name(source_json.name[: -len(".json")] + ".smpl")
     existing = [str(p) for p in result_paths(out) if p.exists()]
     if existing:  # checked before the work; write_result checks again
         raise OutputExistsError(f"not overwriting existing file(s): {', '.join(existing)}", hint="choose another --out")
-    result = read_result(args.result)
+    result = read_result(args.result)  # checked before torch and the SMPL model load
+    from mega_runtime.smpl.fit import fit_result
+    from mega_runtime.smpl.model import load_smpl_model
+
     model = load_smpl_model(args.smpl_model)
     json_path, npz_path = write_result(fit_result(result, model, args.source), out)
     print(json_path)
@@ -178,6 +187,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except MegaError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except MemoryError:
+        print(
+            "error: out of memory\n  fix: use fewer --hypotheses, a smaller --batch-size, or shorter inputs",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    except OSError as exc:  # a file-system fault outside any one input: one line, never a traceback
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(
+            f"error: {exc.strerror or exc}{where}\n  fix: check the paths, free space and permissions", file=sys.stderr
+        )
         return EXIT_USAGE
 
 

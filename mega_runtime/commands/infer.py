@@ -10,9 +10,12 @@ input error, or at least one input failed (see docs/cli.md).
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
+import math
+import signal
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from mega_runtime import defaults
@@ -21,8 +24,42 @@ from mega_runtime.errors import MegaError
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: Exit status after Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
 MODEL_NAMES = defaults.MODEL_SHORT_NAMES
 IMAGE_SUFFIXES = defaults.IMAGE_SUFFIXES
+
+
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number in ``low … high``; anything else is refused with the range."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; use {low} … {high}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is out of range; use {low} … {high}")
+        return value
+
+    return parse
+
+
+def bounded_float(low: float, high: float | None = None, *, above: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number ``>= low`` (``> low`` with ``above``) and ``<= high``; NaN and inf refused."""
+    limits = f"{'more than' if above else 'at least'} {low:g}" + (f" and at most {high:g}" if high is not None else "")
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; use a finite number {limits}") from None
+        too_low = value <= low if above else value < low
+        if not math.isfinite(value) or too_low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text} is out of range; use a finite number {limits}")
+        return value
+
+    return parse
 
 
 def parse_boxes(text: str) -> list[list[float]]:
@@ -33,6 +70,11 @@ def parse_boxes(text: str) -> list[list[float]]:
         raise MegaError(f"--boxes {text!r} is not a list of numbers", hint="use x1,y1,x2,y2;x1,y1,x2,y2") from exc
     if not boxes or any(len(b) != 4 for b in boxes):
         raise MegaError(f"--boxes {text!r} needs 4 numbers per box", hint="use x1,y1,x2,y2;x1,y1,x2,y2")
+    if not all(math.isfinite(v) for b in boxes for v in b) or any(b[2] <= b[0] or b[3] <= b[1] for b in boxes):
+        raise MegaError(
+            f"--boxes {text!r} holds a non-finite number or an empty box",
+            hint="use finite pixel coordinates with x1 < x2 and y1 < y2",
+        )
     return boxes
 
 
@@ -58,6 +100,28 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
             hint="run them separately with different --out folders",
         )
     return found
+
+
+def check_output_folder(folder: Path, option: str) -> None:
+    """Refuse, before any model loads, an output folder that is a file or cannot be written (a probe file is
+    created and removed, so read-only mounts are caught even for root)."""
+    if folder.exists() and not folder.is_dir():
+        raise MegaError(f"{option} {folder} is an existing file, not a folder", hint=f"give {option} a folder path")
+    probe_in = folder
+    while not probe_in.exists():
+        probe_in = probe_in.parent
+    if not probe_in.is_dir():
+        raise MegaError(f"{option} {folder} lies under the file {probe_in}", hint=f"give {option} a folder path")
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=probe_in):
+            pass
+    except OSError as exc:
+        raise MegaError(
+            f"{option} {folder} cannot be written ({exc.strerror or exc})",
+            hint=f"choose a writable {option} folder",
+        ) from exc
 
 
 def _model_name(value: str) -> str:
@@ -98,18 +162,27 @@ def _temporal(args: argparse.Namespace):
 def _cmd_infer(args: argparse.Namespace) -> int:
     from mega_runtime.commands.progress import ProgressBar
     from mega_runtime.commands.weights import download_progress_bar as DownloadBar
-    from mega_runtime.io.result import OutputExistsError, result_paths, write_result
-    from mega_runtime.pipeline.media import FrameRange, is_video, read_image
+    from mega_runtime.io.result import OutputExistsError, result_paths
+    from mega_runtime.pipeline.media import FrameRange, check_frame_range, check_image_file, is_video
 
     inputs = expand_inputs(args.inputs)
     boxes = parse_boxes(args.boxes) if args.boxes else None
     frames = FrameRange.parse(args.frames) if args.frames else None
     temporal = _temporal(args)  # checked before anything is loaded
-    if args.hypotheses < 1:
-        raise MegaError(f"--hypotheses must be at least 1, got {args.hypotheses}")
     out_dir = Path(args.out)
+    check_output_folder(out_dir, "--out")
     plans = []
+    failed = 0
     for path in inputs:
+        try:  # checked before the model loads: a bad input is reported, the others still run
+            if is_video(path):
+                check_frame_range(path, frames)
+            else:
+                check_image_file(path)
+        except MegaError as exc:
+            failed += 1
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            continue
         json_path, npz_path = result_paths(out_dir / path.stem)
         targets = [json_path, npz_path]
         if args.preview:
@@ -120,6 +193,9 @@ def _cmd_infer(args: argparse.Namespace) -> int:
                 f"not overwriting existing file(s): {', '.join(existing)}", hint="choose another --out, or --overwrite"
             )
         plans.append((path, targets))
+    if not plans:
+        print(f"{failed} of {len(inputs)} input(s) failed", file=sys.stderr)
+        return EXIT_USAGE
 
     from mega_runtime.mega import resolve_device
     from mega_runtime.pipeline.chain import Pipeline, PipelineConfig
@@ -139,47 +215,94 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     pipeline = Pipeline.load(config, args.checkpoint_dir, args.assets_dir, detector, progress=DownloadBar(sys.stderr))
     frames_bar = ProgressBar(sys.stderr, verb="frames of")
     out_dir.mkdir(parents=True, exist_ok=True)
-    failed = 0
-    for path, targets in plans:
-        try:
-            if is_video(path):
-                image = None
-                result = pipeline.run_video(path, frames, progress=functools.partial(frames_bar, path.name))
-                frames_bar.close()
-                if temporal is not None:
-                    from mega_runtime.pipeline.temporal import apply_temporal
-
-                    result = apply_temporal(result, temporal)
-            else:
-                image = read_image(path)
-                result = pipeline.run_image(image, boxes, {"path": str(Path(path).resolve())})
-            write_result(result, out_dir / path.stem, overwrite=args.overwrite)
-            line = f"{path.name}: {result.num_people} people, {result.num_frames} frame(s), "
-            print(line + f"{result.num_hypotheses} hypotheses → {targets[0]}")
-            for warning in result.meta.get("warnings", []):
-                print(f"  warning: {warning}")
-            if args.preview and image is not None:
-                from mega_runtime.io.preview import write_preview, write_uncertainty_preview
-
-                write_preview(result, image, targets[2])
-                write_uncertainty_preview(result, image, targets[3])
-                print(f"  preview: {targets[2]}, {targets[3]}")
-        except MegaError as exc:
-            failed += 1
-            print(f"error: {path}: {exc}", file=sys.stderr)
+    interrupted = threading.Event()
+    previous = _catch_first_interrupt(interrupted)
+    try:
+        for path, targets in plans:
+            if interrupted.is_set():
+                break
+            try:
+                _infer_one(args, pipeline, path, targets, frames, boxes, temporal, frames_bar, interrupted)
+            except MegaError as exc:
+                failed += 1
+                print(f"error: {path}: {exc}", file=sys.stderr)
+            except OSError as exc:
+                failed += 1
+                print(f"error: {path}: {exc.strerror or exc} ({exc.filename or out_dir})", file=sys.stderr)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if interrupted.is_set():
+        print("interrupted: the frames finished so far were kept; the remaining inputs were not run", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if failed:
-        print(f"{failed} of {len(plans)} input(s) failed", file=sys.stderr)
+        print(f"{failed} of {len(inputs)} input(s) failed", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_OK
+
+
+def _catch_first_interrupt(flag: threading.Event):
+    """On the main thread: the first Ctrl-C sets ``flag`` (the running video stops after its frame and keeps what
+    it has); a second one interrupts at once. Returns the previous handler, or None off the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGINT)
+
+    def first(signum, frame) -> None:
+        flag.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        log.warning("interrupted: stopping after this frame (press Ctrl-C again to stop at once)")
+
+    signal.signal(signal.SIGINT, first)
+    return previous
+
+
+def _infer_one(args, pipeline, path: Path, targets, frames, boxes, temporal, frames_bar, interrupted) -> None:
+    """One input → its result pair (and previews); raises MegaError or OSError for this input only."""
+    from mega_runtime.io.result import write_result
+    from mega_runtime.pipeline.media import is_video, read_image
+
+    out_dir = Path(args.out)
+    if is_video(path):
+        image = None
+        result = pipeline.run_video(
+            path,
+            frames,
+            progress=lambda done, total, name=path.name: frames_bar(name, done, total),
+            should_stop=interrupted.is_set,
+        )
+        frames_bar.close()
+        if interrupted.is_set() and result.num_frames == 0:
+            return
+        if temporal is not None and result.num_frames > 0:
+            from mega_runtime.pipeline.temporal import apply_temporal
+
+            result = apply_temporal(result, temporal)
+    else:
+        image = read_image(path)
+        result = pipeline.run_image(image, boxes, {"path": str(Path(path).resolve())})
+    write_result(result, out_dir / path.stem, overwrite=args.overwrite)
+    line = f"{path.name}: {result.num_people} people, {result.num_frames} frame(s), "
+    print(line + f"{result.num_hypotheses} hypotheses → {targets[0]}")
+    for warning in result.meta.get("warnings", []):
+        print(f"  warning: {warning}")
+    if args.preview and image is not None:
+        from mega_runtime.io.preview import write_preview, write_uncertainty_preview
+
+        write_preview(result, image, targets[2])
+        write_uncertainty_preview(result, image, targets[3])
+        print(f"  preview: {targets[2]}, {targets[3]}")
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     from mega_runtime.io.result import result_paths, write_result
     from mega_runtime.pipeline.generate import generate_bodies
 
-    if args.count < 1:
-        raise MegaError(f"--count must be at least 1, got {args.count}")
-    out = Path(args.out) / args.name
+    name = args.name
+    if not name or Path(name).name != name or name in (".", ".."):
+        raise MegaError(f"--name {name!r} is not a plain file name", hint="use a name without folders, e.g. bodies")
+    check_output_folder(Path(args.out), "--out")
+    out = Path(args.out) / name
     result = generate_bodies(
         args.count,
         seed=args.seed,
@@ -211,7 +334,12 @@ def _common(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="folder with template.ply and connection_matrices/ (default $MEGA_ASSETS_DIR or the download cache)",
     )
-    p.add_argument("--seed", type=int, default=defaults.SEED, help="seed of the sampler (default %(default)s)")
+    p.add_argument(
+        "--seed",
+        type=bounded_int(0, defaults.MAX_SEED),
+        default=defaults.SEED,
+        help="seed of the sampler (default %(default)s)",
+    )
     p.add_argument("--device", default=defaults.DEVICE, help="auto, cpu, cuda, cuda:N or mps (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
@@ -233,14 +361,19 @@ def add_infer_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--hypotheses",
-        type=int,
+        type=bounded_int(1, defaults.MAX_HYPOTHESES),
         default=defaults.NUM_HYPOTHESES,
         help="hypotheses per person, incl. the most likely (default %(default)s)",
     )
-    p.add_argument("--steps", type=int, default=defaults.SAMPLING_STEPS, help="sampling steps (official %(default)s)")
+    p.add_argument(
+        "--steps",
+        type=bounded_int(1, defaults.MAX_SAMPLING_STEPS),
+        default=defaults.SAMPLING_STEPS,
+        help="sampling steps (official %(default)s)",
+    )
     p.add_argument(
         "--temperature",
-        type=float,
+        type=bounded_float(0.0, defaults.MAX_SAMPLING_TEMPERATURE),
         default=defaults.SAMPLING_TEMPERATURE,
         help="initial sampling temperature (official %(default)s)",
     )
@@ -250,7 +383,12 @@ def add_infer_commands(sub: argparse._SubParsersAction) -> None:
         default=defaults.SAMPLER,
         help="official = bit-exact official generate() (numpy RNG, one token left at code 0)",
     )
-    p.add_argument("--batch-size", type=int, default=defaults.BATCH_SIZE, help="crops per network batch")
+    p.add_argument(
+        "--batch-size",
+        type=bounded_int(1, defaults.MAX_BATCH_SIZE),
+        default=defaults.BATCH_SIZE,
+        help="crops per network batch",
+    )
     p.add_argument("--detector", default=defaults.DETECTOR, choices=defaults.DETECTOR_CHOICES, help="person detector")
     p.add_argument("--yolo-weights", type=Path, help="YOLOv8 weights for --detector yolo (needs ultralytics)")
     p.add_argument("--boxes", help="person boxes for photos instead of a detector: x1,y1,x2,y2;x1,y1,x2,y2 (pixels)")
@@ -264,7 +402,7 @@ def add_infer_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--path-smoothness",
-        type=float,
+        type=bounded_float(0.0),
         default=defaults.PATH_SMOOTHNESS_WEIGHT,
         metavar="W",
         help="weight of smoothness vs likelihood in --path coherent, nats per (m/s)² of vertex speed (%(default)s)",
@@ -277,21 +415,21 @@ def add_infer_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--one-euro-min-cutoff",
-        type=float,
+        type=bounded_float(0.0, above=True),
         default=defaults.ONE_EURO_MIN_CUTOFF_HZ,
         metavar="HZ",
         help="One-Euro cut-off at rest, Hz (%(default)s)",
     )
     p.add_argument(
         "--one-euro-beta",
-        type=float,
+        type=bounded_float(0.0),
         default=defaults.ONE_EURO_BETA,
         metavar="B",
         help="One-Euro speed coefficient, Hz per m/s (%(default)s)",
     )
     p.add_argument(
         "--one-euro-d-cutoff",
-        type=float,
+        type=bounded_float(0.0, above=True),
         default=defaults.ONE_EURO_D_CUTOFF_HZ,
         metavar="HZ",
         help="One-Euro cut-off of the speed, Hz (%(default)s)",
@@ -317,12 +455,22 @@ def add_infer_commands(sub: argparse._SubParsersAction) -> None:
         description="Sample bodies from MEGA's pre-trained model (official: 20 steps, temperature 1.3) and write "
         "them as one result pair, standing side by side 1 m apart, 3 m in front of a nominal camera.",
     )
-    p.add_argument("--count", type=int, default=defaults.GENERATE_COUNT, help="number of bodies (default %(default)s)")
+    p.add_argument(
+        "--count",
+        type=bounded_int(1, defaults.MAX_GENERATE_COUNT),
+        default=defaults.GENERATE_COUNT,
+        help="number of bodies (default %(default)s)",
+    )
     p.add_argument("--name", default="generated", help="result name in --out (default 'generated')")
-    p.add_argument("--steps", type=int, default=defaults.GENERATE_STEPS, help="sampling steps (official %(default)s)")
+    p.add_argument(
+        "--steps",
+        type=bounded_int(1, defaults.MAX_SAMPLING_STEPS),
+        default=defaults.GENERATE_STEPS,
+        help="sampling steps (official %(default)s)",
+    )
     p.add_argument(
         "--temperature",
-        type=float,
+        type=bounded_float(0.0, defaults.MAX_SAMPLING_TEMPERATURE),
         default=defaults.GENERATE_TEMPERATURE,
         help="sampling temperature (official %(default)s)",
     )

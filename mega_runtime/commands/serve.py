@@ -46,6 +46,7 @@ from mega_runtime.io.protocol import (
     infer_defaults,
     parse_request,
 )
+from mega_runtime.io.result import reserve_stem
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +188,10 @@ class Server:
             return "shutdown"
         return None
 
+    def stop(self) -> None:
+        """Stop as ``shutdown`` does (used by the signal handlers)."""
+        self._stop()
+
     def _stop(self) -> None:
         """Answer the queued jobs with ``cancelled``, cancel the running one and let the worker loop end."""
         with self._lock:
@@ -261,6 +266,18 @@ class Server:
             except MegaError as exc:
                 with self._end_lock:
                     self.writer.error(rid, exc.code, exc.message, exc.hint)
+            except OSError as exc:  # a file-system fault (read-only folder, full disk): one sentence
+                where = f" ({exc.filename})" if exc.filename else ""
+                with self._end_lock:
+                    self.writer.error(
+                        rid,
+                        "write_failed",
+                        f"{exc.strerror or exc}{where}",
+                        "check the folder, free space, permissions",
+                    )
+            except MemoryError:
+                with self._end_lock:
+                    self.writer.error(rid, "out_of_memory", "the job ran out of memory", "use fewer hypotheses")
             except Exception as exc:
                 log.error("job %s failed:\n%s", rid, traceback.format_exc())
                 with self._end_lock:
@@ -347,6 +364,21 @@ class Server:
             model = self._smpl_models[model_path] = load_smpl_model(model_path)
         return fit_result(result, model)
 
+    @staticmethod
+    def _write_final(result, reservation):
+        """Write the job's result under its reserved name; should a writer that reserves nothing (``infer``) have
+        taken that name meanwhile, the next free name is reserved and used — never an overwrite."""
+        from mega_runtime.io.result import OutputExistsError, write_result
+
+        for _ in range(100):
+            try:
+                return write_result(result, reservation.folder / reservation.stem)
+            except OutputExistsError:
+                folder, name = reservation.folder, reservation.stem
+                reservation.release()
+                reservation = reserve_stem(folder, name)
+        raise MegaError(f"no free result name in {reservation.folder}", hint="choose another out_dir")
+
     def _out_dir(self, job: _Job) -> tuple[Path, bool]:
         """The job's output folder (created) and whether it is the job's private folder under the work dir."""
         request = job.request
@@ -374,7 +406,8 @@ class Server:
             )
         out_dir, private = self._out_dir(job)
         temporary: Path | None = None
-        stem = _free_stem(out_dir, request.result_name or Path(request.name).stem or "result")
+        reservation = reserve_stem(out_dir, request.result_name or Path(request.name).stem or "result")
+        stem = reservation.stem
         partial_paths: list[Path] = []
         stopped: list[bool] = []  # one entry once run_video has stopped early for a cancel
 
@@ -390,8 +423,10 @@ class Server:
                 raise JobCancelled("the job was cancelled while the model was loading")
             if request.is_video:
                 source = Path(request.path) if request.path is not None else None
-                if source is None:
-                    temporary = out_dir / f".inline-{job.number}{_SAFE.sub('_', Path(request.name).suffix)}"
+                if source is None:  # kept in the work folder, never in the user's out_dir
+                    inline_dir = self.work_dir / "inline"
+                    inline_dir.mkdir(parents=True, exist_ok=True)
+                    temporary = inline_dir / f"{job.number}{_SAFE.sub('_', Path(request.name).suffix)}"
                     temporary.write_bytes(request.data or b"")
                     source = temporary
                 frames = FrameRange(request.frame_start, request.frame_stop, request.frame_step)
@@ -446,7 +481,7 @@ class Server:
             if temporary is not None:
                 temporary.unlink(missing_ok=True)
                 temporary = None
-            json_path, npz_path = write_result(result, out_dir / stem)
+            json_path, npz_path = self._write_final(result, reservation)
             for path in set(partial_paths):
                 path.unlink(missing_ok=True)
             summary = {
@@ -463,6 +498,7 @@ class Server:
             else:
                 reply = {"json_path": str(json_path.resolve()), "npz_path": str(npz_path.resolve()), **summary}
         finally:
+            reservation.release()
             if temporary is not None:
                 temporary.unlink(missing_ok=True)
             if private and request.inline_result:
@@ -503,17 +539,36 @@ def _with_partial(exc: MegaError, partial_paths: list[Path]) -> MegaError:
     return kept
 
 
-def _free_stem(folder: Path, name: str) -> str:
-    """``name``, ``name-2``, … — the first with none of its result pair and partial pair present (never overwrite)."""
-    candidate, n = name, 1
-    while any((folder / f"{candidate}{end}").exists() for end in (".json", ".npz", ".partial.json", ".partial.npz")):
-        n += 1
-        candidate = f"{name}-{n}"
-    return candidate
-
-
 def serve(config: ServeConfig) -> int:
     """Run the server on this process's stdin/stdout until ``shutdown`` or end of input."""
     protocol_out = protect_stdout()
     writer = ReplyWriter(protocol_out)
-    return Server(config, sys.stdin.buffer, writer).run()
+    server = Server(config, sys.stdin.buffer, writer)
+    signalled = _stop_on_signals(server)
+    code = server.run()
+    if signalled.is_set():
+        # The reader thread is still blocked reading stdin and holds its lock, which the interpreter's own exit
+        # would wait for and then abort on; everything is answered, written and removed by now, so leave at once.
+        logging.shutdown()
+        for stream in (protocol_out, sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(code)
+    return code
+
+
+def _stop_on_signals(server: Server) -> threading.Event:
+    """SIGTERM and SIGINT end the server as ``shutdown`` does: queued jobs are answered ``cancelled``, a running
+    video stops and writes the frames it has, the work folder is removed. The stop runs on its own thread, as the
+    handler may interrupt the main thread while it holds the server's locks. Returns the event set by a signal."""
+    import signal
+
+    signalled = threading.Event()
+
+    def stop(signum, frame) -> None:
+        log.info("signal %d: shutting down", signum)
+        signalled.set()
+        threading.Thread(target=server.stop, name="mega-serve-signal", daemon=True).start()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    return signalled

@@ -177,20 +177,37 @@ class ReplyWriter:
 # -- parsing ------------------------------------------------------------------------------------------------------
 
 
+#: Largest value of each integer field of a request (the same limits as the command line's).
+_INT_MAXIMA = {
+    "hypotheses": defaults.MAX_HYPOTHESES,
+    "steps": defaults.MAX_SAMPLING_STEPS,
+    "seed": defaults.MAX_SEED,
+}
+
+
 def _int(fields: dict[str, Any], key: str, default: int | None, minimum: int, rid: str) -> int | None:
     value = fields.get(key, default)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ProtocolError("bad_request", f"'{key}' must be an integer ≥ {minimum}, got {value!r}", request_id=rid)
+    maximum = _INT_MAXIMA.get(key)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        allowed = f"≥ {minimum} and ≤ {maximum}" if maximum is not None else f"≥ {minimum}"
+        raise ProtocolError("bad_request", f"'{key}' must be an integer {allowed}, got {value!r}", request_id=rid)
     return value
 
 
 def parse_request(line: bytes, max_inline_bytes: int = MAX_INLINE_BYTES) -> Request | InferRequest:
     """Validate one request line. Raises :class:`ProtocolError` (with the request id when it could be read)."""
     try:
-        message = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        message = json.loads(line.decode("utf-8"))  # NaN/Infinity parse; each field's check refuses them by name
+    except RecursionError:
+        raise ProtocolError("bad_json", "the request nests too deeply", "send one flat JSON object per line") from None
+    except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(
             "bad_json", f"the request is not valid JSON: {exc}", "send one JSON object per line"
         ) from exc
@@ -275,8 +292,13 @@ def _parse_infer(message: dict[str, Any], rid: str, max_inline_bytes: int) -> In
         or not isinstance(temperature, int | float)
         or not math.isfinite(temperature)
         or temperature < 0
+        or temperature > defaults.MAX_SAMPLING_TEMPERATURE
     ):
-        raise ProtocolError("bad_request", f"'temperature' must be a number ≥ 0, got {temperature!r}", request_id=rid)
+        raise ProtocolError(
+            "bad_request",
+            f"'temperature' must be a number ≥ 0 and ≤ {defaults.MAX_SAMPLING_TEMPERATURE:g}, got {temperature!r}",
+            request_id=rid,
+        )
     sampler = message.get("sampler", defaults.SAMPLER)
     if sampler not in defaults.SAMPLERS:
         raise ProtocolError("bad_request", f"'sampler' must be one of {', '.join(defaults.SAMPLERS)}", request_id=rid)
@@ -291,6 +313,11 @@ def _parse_infer(message: dict[str, Any], rid: str, max_inline_bytes: int) -> In
     frames = message.get("frames") or {}
     if not isinstance(frames, dict):
         raise ProtocolError("bad_request", "'frames' must be an object with start, stop, step", request_id=rid)
+    start, stop = _int(frames, "start", 0, 0, rid) or 0, _int(frames, "stop", None, 1, rid)
+    if stop is not None and stop <= start:
+        raise ProtocolError(
+            "bad_request", f"'frames' selects no frame (start {start}, stop {stop})", "use a stop above the start", rid
+        )
     return InferRequest(
         request_id=rid,
         path=path,
@@ -318,14 +345,24 @@ def _parse_infer(message: dict[str, Any], rid: str, max_inline_bytes: int) -> In
 def _boxes(value: Any, rid: str) -> tuple[tuple[float, float, float, float], ...] | None:
     if value is None:
         return None
-    bad = ProtocolError("bad_request", "'boxes' must be a list of [x1, y1, x2, y2] numbers", request_id=rid)
+    bad = ProtocolError(
+        "bad_request",
+        "'boxes' must be a list of [x1, y1, x2, y2] finite numbers with x1 < x2 and y1 < y2",
+        request_id=rid,
+    )
     if not isinstance(value, list):
         raise bad
     out = []
     for box in value:
-        if not isinstance(box, list) or len(box) != 4 or not all(isinstance(v, int | float) for v in box):
+        if (
+            not isinstance(box, list)
+            or len(box) != 4
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in box)
+        ):
             raise bad
         x1, y1, x2, y2 = (float(v) for v in box)
+        if x2 <= x1 or y2 <= y1:
+            raise bad
         out.append((x1, y1, x2, y2))
     return tuple(out)
 

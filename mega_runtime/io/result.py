@@ -37,6 +37,7 @@ from typing import IO, Any
 import numpy as np
 
 from mega_runtime.constants import NUM_BETAS, NUM_BODY_JOINTS, NUM_FACES, NUM_JOINTS, NUM_TOKENS, NUM_VERTICES
+from mega_runtime.defaults import MAX_JSON_DEPTH, MAX_RESULT_ARRAY_BYTES, MAX_RESULT_JSON_BYTES
 from mega_runtime.errors import MegaError
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,12 @@ class ResultFormatError(MegaError):
     code = "result_invalid"
 
 
+class ResultWriteError(MegaError):
+    """A result could not be written (disk full, folder read-only); nothing partial is left."""
+
+    code = "write_failed"
+
+
 class OutputExistsError(MegaError):
     """Writing would overwrite a file the user already has."""
 
@@ -144,6 +151,98 @@ def _check_arrays(arrays: dict[str, np.ndarray], source: str) -> None:
                     raise ResultFormatError(f"{source}: array {name} axis {axis} is {got}, expected {want}")
             elif sizes.setdefault(want, got) != got:
                 raise ResultFormatError(f"{source}: array {name} has {want}={got}, other arrays have {sizes[want]}")
+
+
+def check_finite(arrays: dict[str, np.ndarray], source: str) -> None:
+    """Refuse NaN and infinity in any floating-point array (a result never holds them)."""
+    for name, arr in arrays.items():
+        if arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
+            bad = int((~np.isfinite(arr)).sum())
+            raise ResultFormatError(
+                f"{source}: array {name} holds {bad} NaN or infinite value(s)",
+                hint="results must hold finite numbers only: re-run the reconstruction",
+            )
+
+
+def _json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed: numbers must be finite")
+
+
+def json_depth(value: Any) -> int:
+    """Deepest nesting of objects and lists in a parsed JSON value (iterative: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def load_json_limited(path: Path, max_bytes: int, what: str, error: type[MegaError]) -> Any:
+    """Parse the JSON file ``path`` within ``max_bytes`` and ``MAX_JSON_DEPTH`` levels; NaN/Infinity refused."""
+    hint = "pass the file written by mega-runtime"
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise error(f"{path} is {size:,} bytes, more than the {what} limit of {max_bytes:,}", hint=hint)
+        data = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_json_constant)
+    except RecursionError:
+        raise error(f"{path} nests deeper than the {what} limit of {MAX_JSON_DEPTH} levels", hint=hint) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise error(f"{path} is not valid JSON: {exc}", hint=hint) from exc
+    except OSError as exc:
+        raise error(
+            f"{path} cannot be read ({exc.strerror or exc})", hint="check the path and its permissions"
+        ) from exc
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise error(f"{path} nests deeper than the {what} limit of {MAX_JSON_DEPTH} levels", hint=hint)
+    return data
+
+
+def npz_array_headers(npz_path: Path, declared: dict[str, Any] | None = None) -> dict[str, tuple[np.dtype, tuple]]:
+    """Each array's (dtype, shape) read from the ``.npy`` headers inside ``npz_path``, without loading any data.
+
+    Refuses object arrays (pickles), shapes that differ from the ones the ``.json`` declares (``declared``: its
+    ``arrays`` block) and a total above :data:`MAX_RESULT_ARRAY_BYTES` — so a small, highly compressed file
+    cannot make a reader allocate gigabytes.
+    """
+    fix = "re-export the result with mega-runtime"
+    headers: dict[str, tuple[np.dtype, tuple]] = {}
+    total = 0
+    try:
+        with zipfile.ZipFile(npz_path) as archive:
+            for info in archive.infolist():
+                name = info.filename[: -len(".npy")] if info.filename.endswith(".npy") else info.filename
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                    elif version == (2, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                    else:
+                        raise ResultFormatError(f"{npz_path}: array {name} has .npy version {version}", hint=fix)
+                if dtype.hasobject:
+                    raise ResultFormatError(
+                        f"{npz_path}: array {name} holds Python objects (a pickle), which are never loaded", hint=fix
+                    )
+                want = (declared or {}).get(name)
+                if isinstance(want, dict) and list(shape) != want.get("shape", list(shape)):
+                    raise ResultFormatError(
+                        f"{npz_path}: array {name} has shape {tuple(shape)}, the .json declares {want.get('shape')}",
+                        hint=fix,
+                    )
+                total += int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if total > MAX_RESULT_ARRAY_BYTES:
+                    raise ResultFormatError(
+                        f"{npz_path} would need more than {MAX_RESULT_ARRAY_BYTES:,} bytes of memory once loaded "
+                        f"(array {name} is {tuple(shape)} {dtype})",
+                        hint="split the video into shorter results, or re-export the result with mega-runtime",
+                    )
+                headers[name] = (dtype, tuple(shape))
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ResultFormatError(f"{npz_path} is not a readable .npz file: {exc}", hint=fix) from exc
+    return headers
 
 
 def result_paths(path: Path | str) -> tuple[Path, Path]:
@@ -196,9 +295,28 @@ def _write_temporary(path: Path, write: Callable[[IO[bytes]], object], digest: b
                 handle.seek(0)
                 sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
         return _Written(tmp, size, sha256)
+    except (OSError, ValueError) as exc:
+        tmp.unlink(missing_ok=True)
+        cause = exc if isinstance(exc, OSError) else exc.__context__
+        if isinstance(cause, OSError):  # zipfile hides ENOSPC behind "seek of closed file" when it closes
+            raise ResultWriteError(
+                f"cannot write {path}: {cause.strerror or cause}",
+                hint="free some disk space or choose another output folder",
+            ) from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _savez(handle: IO[bytes], arrays: dict[str, np.ndarray]) -> None:
+    """What ``np.savez`` writes (uncompressed ``<name>.npy`` members), with the archive closed inside this call
+    even when a write fails — ``np.savez`` leaves it to the garbage collector, whose late close of an already
+    closed file then prints a traceback ("seek of closed file") and hides the real error (e.g. a full disk)."""
+    with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
 def _sync_directory(folder: Path) -> None:
@@ -249,6 +367,72 @@ def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
     tmp.unlink()
 
 
+#: Files a result name stands for: the pair and a video's partial pair.
+RESERVED_ENDINGS = (".json", ".npz", ".partial.json", ".partial.npz")
+
+
+class Reservation:
+    """A result name held by this process (a locked ``.<stem>.lock`` file beside it) until :meth:`release`.
+
+    Writers that share a folder each reserve a name before they write, so two of them never pick the same free
+    name. The lock file is removed on release; one left by a killed process holds no lock and is taken over.
+    """
+
+    def __init__(self, folder: Path, stem: str, lock: Path, fd: int) -> None:
+        self.folder, self.stem, self.lock, self._fd = folder, stem, lock, fd
+
+    def release(self) -> None:
+        """Give the name up (idempotent)."""
+        if self._fd < 0:
+            return
+        self.lock.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = -1
+
+
+def _taken(folder: Path, stem: str) -> bool:
+    return any((folder / f"{stem}{end}").exists() for end in RESERVED_ENDINGS)
+
+
+def _lock_exclusively(lock: Path) -> int | None:
+    """An open, exclusively held descriptor of ``lock``, or None when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: the lock file's existence is the lock
+        try:
+            return os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            return None
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(fd).st_ino != os.stat(lock).st_ino:  # its holder removed it between our open and our lock
+            raise BlockingIOError
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def reserve_stem(folder: Path, name: str, skip: int = 0) -> Reservation:
+    """Reserve ``name``, ``name-2``, … in ``folder``: the first with no result files (:data:`RESERVED_ENDINGS`)
+    that no other writer holds; ``skip`` names are passed over first. Choosing and holding are one step."""
+    for n in range(1 + skip, 100_000):
+        stem = name if n == 1 else f"{name}-{n}"
+        if _taken(folder, stem):
+            continue
+        lock = folder / f".{stem}.lock"
+        fd = _lock_exclusively(lock)
+        if fd is None:
+            continue
+        reservation = Reservation(folder, stem, lock, fd)
+        if _taken(folder, stem):  # published by a writer that finished just before we locked
+            reservation.release()
+            continue
+        return reservation
+    raise ResultWriteError(f"no free result name {name}-N in {folder}", hint="choose another output folder")
+
+
 def write_result(result: Result, path: Path | str, overwrite: bool = False) -> tuple[Path, Path]:
     """Write ``result`` as ``<path>.json`` + ``<path>.npz``; returns both paths (json, npz).
 
@@ -263,12 +447,13 @@ def write_result(result: Result, path: Path | str, overwrite: bool = False) -> t
         if existing:
             raise _exists_error(existing)
     _check_arrays(result.arrays, str(npz_path))
+    check_finite(result.arrays, str(npz_path))
     json_path.parent.mkdir(parents=True, exist_ok=True)
     folder = json_path.parent
     temporaries: list[Path] = []
     published: list[Path] = []
     try:
-        npz = _write_temporary(npz_path, lambda f: np.savez(f, **result.arrays), digest=True)
+        npz = _write_temporary(npz_path, lambda f: _savez(f, result.arrays), digest=True)
         temporaries.append(npz.path)
         meta = {
             "schema": SCHEMA,
@@ -279,7 +464,12 @@ def write_result(result: Result, path: Path | str, overwrite: bool = False) -> t
             "arrays_file_sha256": npz.sha256,
         }
         meta["arrays"] = {k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in result.arrays.items()}
-        text = (json.dumps(meta, indent=2) + "\n").encode("utf-8")
+        try:
+            text = (json.dumps(meta, indent=2, allow_nan=False) + "\n").encode("utf-8")
+        except ValueError as exc:
+            raise ResultFormatError(
+                f"{json_path}: the metadata holds a NaN or infinite number", hint="re-run with finite settings"
+            ) from exc
         meta_file = _write_temporary(json_path, lambda f: f.write(text), digest=False)
         temporaries.append(meta_file.path)
         if overwrite and json_path.exists():
@@ -366,10 +556,7 @@ def read_result(path: Path | str) -> Result:
     json_path, _ = result_paths(path)
     if not json_path.is_file():
         raise ResultFormatError(f"result file {json_path} does not exist", hint="pass the .json of a result pair")
-    try:
-        meta = json.loads(json_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ResultFormatError(f"{json_path} is not valid JSON: {exc}") from exc
+    meta = load_json_limited(json_path, MAX_RESULT_JSON_BYTES, "result", ResultFormatError)
     if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
         schema = meta.get("schema") if isinstance(meta, dict) else None
         raise ResultFormatError(f"{json_path} is not a MEGA result (schema {schema!r})")
@@ -384,10 +571,13 @@ def read_result(path: Path | str) -> Result:
     if not npz_path.is_file():
         raise ResultFormatError(f"{json_path}: its arrays file {npz_path} is missing")
     _check_pair(json_path, npz_path, meta)
+    declared = meta.get("arrays")
+    npz_array_headers(npz_path, declared if isinstance(declared, dict) else None)
     try:
         with np.load(npz_path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ResultFormatError(f"{npz_path} is not a readable .npz file: {exc}") from exc
     _check_arrays(arrays, str(npz_path))
+    check_finite(arrays, str(npz_path))
     return Result(meta=meta, arrays=arrays)

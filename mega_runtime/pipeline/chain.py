@@ -24,7 +24,7 @@ from mega_runtime import __version__, defaults
 from mega_runtime.constants import NUM_TOKENS, NUM_VERTICES
 from mega_runtime.decoding.schedule import CVQMAE_SAMPLING, SamplingConfig
 from mega_runtime.io.result import Result
-from mega_runtime.pipeline.media import FrameRange, iter_frames, open_video, read_image
+from mega_runtime.pipeline.media import FrameRange, MediaError, iter_frames, open_video, read_image
 from mega_runtime.pipeline.preprocess import Crop, crop_person, focal_length_px
 from mega_runtime.pipeline.tracking import BoxTracker
 from mega_runtime.pipeline.visibility import visibility_warnings
@@ -301,6 +301,12 @@ class Pipeline:
         capture, info = open_video(path)
         capture.release()
         expected = None
+        if info.num_frames and frames.start >= info.num_frames:
+            raise MediaError(
+                f"{Path(path).name} has {info.num_frames} frames, so the frame range starting at {frames.start} "
+                "selects none",
+                hint=f"choose a START below {info.num_frames}",
+            )
         if info.num_frames:
             stop = min(info.num_frames, frames.stop) if frames.stop is not None else info.num_frames
             expected = max(0, -(-(stop - frames.start) // frames.step))

@@ -9,13 +9,15 @@ non-ASCII paths work on every platform, and inline bytes (from a remote client) 
 from __future__ import annotations
 
 import logging
+import os
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mega_runtime.defaults import VIDEO_SUFFIXES
+from mega_runtime.defaults import MAX_IMAGE_PIXELS, VIDEO_SUFFIXES
 from mega_runtime.errors import MegaError
 
 log = logging.getLogger(__name__)
@@ -27,13 +29,85 @@ class MediaError(MegaError):
     code = "media_unreadable"
 
 
+#: Bytes of a file's start read to find its size (a JPEG's size marker may follow large EXIF blocks).
+_HEADER_BYTES = 1 << 20
+
+
+def _jpeg_size(head: bytes) -> tuple[int, int] | None:
+    pos = 2
+    while pos + 9 < len(head):
+        if head[pos] != 0xFF:
+            return None
+        marker = head[pos + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        length = struct.unpack(">H", head[pos + 2 : pos + 4])[0]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height, width = struct.unpack(">HH", head[pos + 5 : pos + 9])
+            return width, height
+        pos += 2 + length
+    return None
+
+
+def image_size_from_header(head: bytes) -> tuple[int, int] | None:
+    """(width, height) declared by a PNG, JPEG, GIF or BMP header, without decoding; None for other formats."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and len(head) >= 24:
+        return struct.unpack(">II", head[16:24])
+    if head.startswith(b"\xff\xd8"):
+        return _jpeg_size(head)
+    if head[:6] in (b"GIF87a", b"GIF89a") and len(head) >= 10:
+        return struct.unpack("<HH", head[6:10])
+    if head.startswith(b"BM") and len(head) >= 26:
+        width, height = struct.unpack("<ii", head[18:26])
+        return abs(width), abs(height)
+    return None
+
+
+def check_image_size(head: bytes, source: str) -> None:
+    """Refuse an image whose header declares more than ``MAX_IMAGE_PIXELS`` pixels — before it is decoded."""
+    size = image_size_from_header(head)
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise MediaError(
+            f"{source} declares {size[0]}×{size[1]} pixels, more than the limit of {MAX_IMAGE_PIXELS:,}",
+            hint="scale the image down (e.g. to 8000×8000 or less) and try again",
+        )
+
+
+def check_image_file(path: Path | str) -> None:
+    """Whether ``path`` can be read as a photo of an allowed size (header only); raises :class:`MediaError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"image {path} does not exist", hint="check the path")
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(_HEADER_BYTES)
+    except OSError as exc:
+        raise MediaError(f"image {path} cannot be read ({exc.strerror or exc})", hint="check its permissions") from exc
+    if not head:
+        raise MediaError(f"image {path} is empty", hint="pass a JPEG, PNG, TIFF, WebP or BMP file")
+    check_image_size(head, f"image {path}")
+
+
 def decode_image(data: bytes, source: str = "image") -> np.ndarray:
-    """Encoded image bytes → (H, W, 3) uint8 BGR (the official ``cv2.imread`` conversion)."""
+    """Encoded image bytes → (H, W, 3) uint8 BGR (the official ``cv2.imread`` conversion).
+
+    The header's size is checked first (PNG, JPEG, GIF, BMP); OpenCV's own limit, set to the same number of
+    pixels, guards the other formats.
+    """
+    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
     import cv2
 
     if not data:
         raise MediaError(f"{source} is empty")
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    check_image_size(data[:_HEADER_BYTES], source)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise MediaError(
+            f"{source} cannot be decoded by OpenCV ({str(exc).strip().splitlines()[-1]})",
+            hint=f"use an image of at most {MAX_IMAGE_PIXELS:,} pixels in JPEG, PNG, TIFF, WebP or BMP",
+        ) from exc
     if image is None:
         raise MediaError(
             f"{source} is not an image OpenCV can decode",
@@ -45,9 +119,12 @@ def decode_image(data: bytes, source: str = "image") -> np.ndarray:
 def read_image(path: Path | str) -> np.ndarray:
     """Read an image file → (H, W, 3) uint8 BGR."""
     path = Path(path)
-    if not path.is_file():
-        raise MediaError(f"image {path} does not exist", hint="check the path")
-    return decode_image(path.read_bytes(), str(path))
+    check_image_file(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise MediaError(f"image {path} cannot be read ({exc.strerror or exc})", hint="check its permissions") from exc
+    return decode_image(data, str(path))
 
 
 def is_video(path: Path | str) -> bool:
@@ -74,10 +151,10 @@ class FrameRange:
     step: int = 1
 
     def __post_init__(self) -> None:
-        if self.start < 0 or self.step < 1 or (self.stop is not None and self.stop < self.start):
+        if self.start < 0 or self.step < 1 or (self.stop is not None and self.stop <= self.start):
             raise MediaError(
                 f"invalid frame range start={self.start} stop={self.stop} step={self.step}",
-                hint="use START:STOP:STEP with 0 <= START <= STOP and STEP >= 1",
+                hint="use START:STOP:STEP with 0 <= START < STOP and STEP >= 1",
             )
 
     @classmethod
@@ -88,7 +165,11 @@ class FrameRange:
             start, stop, step = (int(p) if p.strip() else None for p in parts)
         except ValueError as exc:
             raise MediaError(f"frame range {text!r} is not START:STOP:STEP", hint="e.g. 0:300:2") from exc
-        return cls(start or 0, stop, step or 1)
+        if len(text.split(":")) > 3:
+            raise MediaError(
+                f"frame range {text!r} has more than three parts", hint="use START:STOP:STEP, e.g. 0:300:2"
+            )
+        return cls(0 if start is None else start, stop, 1 if step is None else step)
 
 
 def open_video(path: Path | str):
@@ -108,6 +189,18 @@ def open_video(path: Path | str):
         num_frames=max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT))),
     )
     return capture, info
+
+
+def check_frame_range(path: Path | str, frames: FrameRange | None) -> None:
+    """Refuse, before any model loads, a video that cannot be opened or whose frame range selects no frame."""
+    capture, info = open_video(path)
+    capture.release()
+    start = frames.start if frames is not None else 0
+    if info.num_frames and start >= info.num_frames:
+        raise MediaError(
+            f"{Path(path).name} has {info.num_frames} frames, so the frame range starting at {start} selects none",
+            hint=f"choose a START below {info.num_frames}",
+        )
 
 
 #: Consecutive unreadable frames after which a video is taken to have ended.

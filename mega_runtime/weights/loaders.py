@@ -44,13 +44,27 @@ def read_folder_config(folder: Path | str) -> dict[str, dict[str, Any]]:
     path = Path(folder) / CHECKPOINT_CONFIG_FILE
     if not path.is_file():
         return {}
+    hint = "rewrite it with mega-runtime verify --write-checkpoints, or remove it to use the official sizes"
+    if path.stat().st_size > defaults.MAX_CONFIG_JSON_BYTES:
+        raise ConfigError(f"{path} is larger than the limit of {defaults.MAX_CONFIG_JSON_BYTES:,} bytes", hint=hint)
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ConfigError(f"{path} nests too deeply to be a checkpoint configuration", hint=hint) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}", hint=hint) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} holds a JSON {type(data).__name__}, not an object", hint=hint)
     if data.get("format") != CONFIG_FORMAT:
-        raise ConfigError(f"{path} is not a {CONFIG_FORMAT} file (format {data.get('format')!r})")
-    return dict(data.get("models", {}))
+        raise ConfigError(f"{path} is not a {CONFIG_FORMAT} file (format {data.get('format')!r})", hint=hint)
+    models = data.get("models", {})
+    if not isinstance(models, dict) or not all(isinstance(v, dict) for v in models.values()):
+        raise ConfigError(f"{path}: 'models' must map model names to objects", hint=hint)
+    return dict(models)
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed: numbers must be finite")
 
 
 def write_folder_config(folder: Path | str, models: dict[str, dict[str, Any]]) -> Path:
@@ -64,7 +78,13 @@ def model_config(folder: Path | str, name: str) -> CVQMAEConfig | VQMAEConfig:
     """The configuration of model ``name`` in ``folder``: config.json if it names it, else the official preset."""
     described = read_folder_config(folder).get(name)
     if described is not None:
-        return config_from_dict(described)
+        try:
+            return config_from_dict(described)
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ConfigError(
+                f"{Path(folder) / CHECKPOINT_CONFIG_FILE}: the sizes of {name} are malformed ({exc})",
+                hint="rewrite it with mega-runtime verify --write-checkpoints, or remove it to use the official sizes",
+            ) from exc
     if name not in PRESETS:
         raise ConfigError(f"unknown model {name!r}; expected one of {', '.join(PRESETS)}")
     return PRESETS[name]

@@ -185,7 +185,7 @@ def test_a_failure_while_writing_the_arrays_leaves_nothing_behind(tmp_path, monk
     def broken_savez(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(result_mod.np, "savez", broken_savez)
-    with pytest.raises(OSError, match="No space"):
+    monkeypatch.setattr(result_mod.np.lib.format, "write_array", broken_savez)
+    with pytest.raises(result_mod.ResultWriteError, match="No space"):
         write_result(make_result(), tmp_path / "r")
     assert os.listdir(tmp_path) == []
