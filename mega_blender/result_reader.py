@@ -301,7 +301,8 @@ def _check_headers(npz_path: Path, meta: dict[str, Any]) -> None:
     """Read every ``.npy`` header in the archive before loading: refuse pickles, shapes that differ from the
     ``.json``'s ``arrays`` block and totals above ``MAX_RESULT_ARRAY_BYTES`` (a zip bomb stays on disk)."""
     fix = "re-export the result with mega-runtime"
-    declared = meta.get("arrays") if isinstance(meta.get("arrays"), dict) else {}
+    found = meta.get("arrays")
+    declared: dict[str, Any] = found if isinstance(found, dict) else {}
     limit, total = runtime_defaults.MAX_RESULT_ARRAY_BYTES, 0
     try:
         with zipfile.ZipFile(npz_path) as archive:
