@@ -292,5 +292,7 @@ def test_ng_infer_rejects_bad_smoothing_parameters(small_checkpoints, tmp_path, 
 
     argv = ["infer", str(tmp_path), "--checkpoint-dir", str(small_checkpoints), "--out", str(tmp_path / "o")]
     (tmp_path / "a.avi").write_bytes(b"")
-    assert main([*argv, "--smooth", "--one-euro-min-cutoff", "0"]) == 2
-    assert "min_cutoff > 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:  # refused while the arguments are parsed, before any work
+        main([*argv, "--smooth", "--one-euro-min-cutoff", "0"])
+    assert stopped.value.code == 2
+    assert "--one-euro-min-cutoff: 0 is out of range; use a finite number more than 0" in capsys.readouterr().err
