@@ -552,6 +552,8 @@ class InstallJob:
         self.done = True
         self._process = None
         self.status = f"failed: {error}" if error else "done"
+        if error == "cancelled":
+            self.status = "cancelled: the next Install recreates the unfinished environment"
         if error is None and self.env_dir is not None:
             record = {"build": self.build.__dict__ if self.build else None, "check": self.check}
             try:
