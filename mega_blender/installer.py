@@ -249,7 +249,7 @@ def estimate_disk_bytes(build: TorchBuild, platform: str) -> int:
     key = "default-macos" if build.kind == "default" and platform == "darwin" else build.kind
     download, installed = TORCH_SIZES_MB[key]
     total_mb = (download + installed + OTHER_SIZES_MB[0] + OTHER_SIZES_MB[1]) * DISK_MARGIN
-    return int(total_mb * 1024 * 1024)
+    return int(total_mb * 1_000_000)
 
 
 def check_disk_space(
