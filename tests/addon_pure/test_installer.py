@@ -460,8 +460,18 @@ def test_real_install_of_the_bundled_runtime(tmp_path):
     plan = installer.plan_install(sys.executable, env, REPO_ROOT, build, sys.platform)
     installer.check_disk_space(env, plan.needed_bytes)
     job = installer.InstallJob(plan.steps, env_dir=env, build=build)
-    progress = _run(job, timeout_s=3600)
+    statuses: set[str] = set()
+    progress = []
+    deadline = time.monotonic() + 3600
+    while job.poll():
+        progress.append(job.progress)
+        statuses.add(job.status.split(":")[0])
+        assert time.monotonic() < deadline, job.status
+        time.sleep(0.05)
     assert job.error is None, job.status + "\n" + "\n".join(job.tail)
     assert progress == sorted(progress)
+    assert len({round(p, 3) for p in progress}) >= 20  # the bar moves
+    titles = {step.title for step in plan.steps}
+    assert titles <= {status.split(" ", 1)[1].rstrip("…") for status in statuses}, statuses
     assert installer.env_state(env, sys.platform) == "ready"
     assert job.check is not None and job.check["runtime"]
