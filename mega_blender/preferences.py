@@ -11,44 +11,33 @@ The runtime (PyTorch) never runs inside Blender's Python. It runs as a separate 
   repository root in a development checkout) — only when Blender's *Allow Online Access* is on;
 * ``COMMAND`` — any command line (for example one that runs the runtime on another machine over ssh).
 
-The install runs in a background process; a ``bpy.app.timers`` function polls it and shows progress in the
-preferences. The live link (:mod:`mega_blender.jobs`) starts the runtime with :func:`runtime_command`.
+The install's logic (which PyTorch build, the named steps, pip's progress, the disk check, cancelling) is in the
+pure :mod:`mega_blender.installer`; this module is the bpy glue: it runs an :class:`installer.InstallJob` polled by a
+``bpy.app.timers`` function and shows its progress in the preferences. The live link (:mod:`mega_blender.jobs`)
+starts the runtime with :func:`runtime_command`.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
+import platform
 import shlex
-import subprocess
 import sys
-import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import bpy
 from bpy.props import EnumProperty, IntProperty, StringProperty
 
+from . import installer
 from . import runtime_defaults as defaults
+from .installer import InstallerError, InstallJob, InstallPlan, TorchBuild
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems, OperatorTypeFlagItems
 
 log = logging.getLogger(__name__)
 
-#: Extra pip arguments per device: a CPU-only PyTorch keeps the private environment small.
-CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
-#: The person detector's models: from the mediapipe wheel, installed without its (large, unused) dependencies, where
-#: one with them exists (Python 3.11/3.12; pip skips the line elsewhere), else downloaded into the runtime's cache
-#: (SHA-256 checked) by :data:`DETECTOR_FETCH` (docs/detection.md).
-DETECTOR_REQUIREMENT = "mediapipe==0.10.14; python_version < '3.13'"
-DETECTOR_FETCH = (
-    "import sys\n"
-    "if sys.version_info >= (3, 13):\n"
-    "    from mega_runtime.weights import fetch_detector_models\n"
-    "    print('detector models:', fetch_detector_models())\n"
-)
 INSTALL_POLL_S = 0.5
 #: ``bl_options`` of the install operators (they change no data, so no undo step).
 NOT_UNDOABLE: set[OperatorTypeFlagItems] = {"REGISTER"}
@@ -77,8 +66,8 @@ def private_env_dir() -> Path:
 
 
 def env_python(env_dir: Path) -> Path:
-    """The Python interpreter of a virtual environment."""
-    return env_dir / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+    """The Python interpreter of a virtual environment on this platform."""
+    return installer.env_python(env_dir, sys.platform)
 
 
 def bundled_runtime_source() -> Path | None:
@@ -91,96 +80,48 @@ def bundled_runtime_source() -> Path | None:
     return None
 
 
-def install_commands(base_python: str, env_dir: Path, runtime_source: Path, device: str) -> list[list[str]]:
-    """The commands that create the private environment and install the runtime into it, in order."""
-    python = str(env_python(env_dir))
-    torch_index = ["--extra-index-url", CPU_TORCH_INDEX] if device == "CPU" else []
-    pip = [python, "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off"]
-    return [
-        [base_python, "-m", "venv", str(env_dir)],
-        [*pip, *torch_index, str(runtime_source)],
-        [*pip, "--no-deps", DETECTOR_REQUIREMENT],
-        [python, "-c", DETECTOR_FETCH],
-    ]
+_driver: list[str | None] = []
 
 
-class InstallJob:
-    """Runs a list of commands one after another in a background process; poll it from the main thread.
+def nvidia_driver(refresh: bool = False) -> str | None:
+    """The NVIDIA driver version (``nvidia-smi``), asked once per session (None without one)."""
+    if refresh or not _driver:
+        _driver[:] = [installer.detect_nvidia_driver()]
+        log.info("NVIDIA driver: %s", _driver[0] or "none found")
+    return _driver[0]
 
-    Output lines are read by a thread into a queue, so :meth:`poll` never blocks Blender's UI.
-    """
 
-    def __init__(self, commands: Sequence[Sequence[str]]) -> None:
-        self.commands = [list(c) for c in commands]
-        self.step = 0
-        self.status = "waiting"
-        self.error: str | None = None
-        self.done = False
-        self._process: subprocess.Popen[str] | None = None
-        self._lines: queue.Queue[str] = queue.Queue()
-        self._tail: list[str] = []
+def known_nvidia_driver() -> tuple[bool, str | None]:
+    """(asked already, the driver version) without running ``nvidia-smi`` (for drawing)."""
+    return (bool(_driver), _driver[0] if _driver else None)
 
-    @property
-    def progress(self) -> float:
-        """Fraction of the commands finished (0…1)."""
-        return self.step / max(len(self.commands), 1)
 
-    def _start(self) -> None:
-        command = self.commands[self.step]
-        self.status = f"step {self.step + 1}/{len(self.commands)}: {shlex.join(command[:4])} …"
-        try:
-            self._process = subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
-            )
-        except OSError as exc:
-            self._finish(f"cannot run {command[0]}: {exc}")
-            return
-        threading.Thread(target=self._read, args=(self._process,), daemon=True).start()
+def chosen_torch_build(override: str) -> TorchBuild:
+    """The PyTorch build for this machine and the preference (``AUTO`` asks ``nvidia-smi`` once); raises
+    :class:`InstallerError`."""
+    driver = nvidia_driver() if override == "AUTO" and sys.platform != "darwin" else None
+    return installer.choose_torch_build(sys.platform, platform.machine(), driver, override)
 
-    def _read(self, process: subprocess.Popen[str]) -> None:
-        if process.stdout is None:
-            return
-        for line in process.stdout:
-            self._lines.put(line.rstrip())
 
-    def _finish(self, error: str | None) -> None:
-        self.error = error
-        self.done = True
-        self.status = f"failed: {error}" if error else "done"
+def plan_for(context: bpy.types.Context, action: str) -> InstallPlan:
+    """The install plan for the preferences' PyTorch build and ``action`` (``auto``, ``repair``, ``recreate``);
+    raises :class:`InstallerError` with a message that names the fix."""
+    source = bundled_runtime_source()
+    if source is None:
+        raise InstallerError("the runtime's source is not bundled with this add-on: reinstall the extension")
+    preferences = get_preferences(context)
+    build = chosen_torch_build(preferences.torch_build if preferences is not None else "AUTO")
+    return installer.plan_install(sys.executable, private_env_dir(), source, build, sys.platform, action)
 
-    def poll(self) -> bool:
-        """Advance the job; returns True while it is still running."""
-        if self.done:
-            return False
-        if self._process is None:
-            self._start()
-            return not self.done
-        while not self._lines.empty():
-            line = self._lines.get_nowait()
-            if line:
-                self._tail = [*self._tail[-19:], line]
-                self.status = f"step {self.step + 1}/{len(self.commands)}: {line[:120]}"
-        code = self._process.poll()
-        if code is None:
-            return True
-        if code != 0:
-            last = self._tail[-1] if self._tail else ""
-            self._finish(f"{shlex.join(self.commands[self.step][:4])} … exited with {code}: {last}")
-            return False
-        self.step += 1
-        self._process = None
-        self._tail = []
-        if self.step == len(self.commands):
-            self._finish(None)
-            return False
-        self._start()
-        return not self.done
 
-    def cancel(self) -> None:
-        """Stop the running command (the environment may be left half-installed; Install again repairs it)."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-        self._finish("cancelled")
+def check_free_space(plan: InstallPlan) -> int:
+    """Free bytes for the environment; raises :class:`InstallerError` when there is not enough for ``plan``."""
+    return installer.check_disk_space(plan.env_dir, plan.needed_bytes)
+
+
+def online_access() -> bool:
+    """Blender's *Allow Online Access* (a function, so tests can stand in for it)."""
+    return bool(bpy.app.online_access)
 
 
 class MEGA_AddonPreferences(bpy.types.AddonPreferences):
@@ -207,6 +148,19 @@ class MEGA_AddonPreferences(bpy.types.AddonPreferences):
         name="Command",
         description="Command line that starts the runtime, e.g. 'ssh gpu-host mega-runtime' (split like a shell)",
         default="",
+    )
+    torch_build: EnumProperty(
+        name="PyTorch Build",
+        description="Which PyTorch the private environment installs",
+        items=(
+            ("AUTO", "Automatic", "CUDA matching the NVIDIA driver, the Apple GPU build on macOS, else CPU"),
+            ("DEFAULT", "PyPI default", "PyTorch's default build from PyPI"),
+            ("CPU", "CPU only", "The small CPU-only build (download.pytorch.org/whl/cpu)"),
+            ("cu130", "CUDA 13.0", "NVIDIA driver 580 or newer"),
+            ("cu128", "CUDA 12.8", "NVIDIA driver 570 or newer"),
+            ("cu126", "CUDA 12.6", "NVIDIA driver 525.60 (Windows 527.41) or newer"),
+        ),
+        default="AUTO",
     )
     weights_dir: StringProperty(
         name="Weights Folder",
@@ -272,19 +226,8 @@ class MEGA_AddonPreferences(bpy.types.AddonPreferences):
         elif self.runtime_mode == "COMMAND":
             box.prop(self, "custom_command")
         else:
-            env_dir = private_env_dir()
-            ready = env_python(env_dir).is_file()
-            box.label(text=f"{'Ready' if ready else 'Not installed'}: {env_dir}", icon="CHECKMARK" if ready else "INFO")
-            session = getattr(context.window_manager, "mega", None)
-            row = box.row(align=True)
-            if session is not None and session.install_running:
-                row.progress(factor=session.install_progress, text=session.install_status or "Installing…")
-                row.operator("mega.cancel_install", text="", icon="CANCEL")
-            else:
-                row.operator("mega.install_runtime", icon="IMPORT")
-                if session is not None and session.install_status:
-                    box.label(text=session.install_status)
-            if not bpy.app.online_access:
+            draw_private_environment(self, box, context)
+            if not online_access():
                 box.label(text="Online access is off (Preferences › System › Network)", icon="ERROR")
         box = layout.box()
         box.label(text="Reconstruction", icon="OUTLINER_OB_ARMATURE")
@@ -298,6 +241,60 @@ class MEGA_AddonPreferences(bpy.types.AddonPreferences):
         row.prop(self, "num_hypotheses")
         row.prop(self, "num_steps")
         row.prop(self, "seed")
+
+
+ENV_STATE_TEXT = {
+    "ready": "Ready",
+    "missing": "Not installed",
+    "incomplete": "Unfinished install (Install recreates it)",
+}
+
+
+def build_preview(override: str) -> str:
+    """What the PyTorch preference means on this machine, without running ``nvidia-smi`` in a redraw."""
+    asked, driver = known_nvidia_driver()
+    if override == "AUTO" and not asked and sys.platform != "darwin":
+        return "Automatic: decided from the NVIDIA driver when you press Install"
+    try:
+        build = installer.choose_torch_build(sys.platform, platform.machine(), driver, override)
+    except InstallerError as exc:
+        return str(exc)
+    size = installer.estimate_disk_bytes(build, sys.platform) / 1e9
+    return f"{build.label} ({build.reason}); needs about {size:.1f} GB of disk"
+
+
+def draw_private_environment(
+    preferences: MEGA_AddonPreferences, box: bpy.types.UILayout, context: bpy.types.Context
+) -> None:
+    """The private environment's part of the preferences: state, build, progress, last check, buttons."""
+    env_dir = private_env_dir()
+    state = installer.env_state(env_dir, sys.platform)
+    text = f"{ENV_STATE_TEXT[state]}: {env_dir}"
+    if state == "ready":
+        box.label(text=text, icon="CHECKMARK")
+    elif state == "missing":
+        box.label(text=text, icon="INFO")
+    else:
+        box.label(text=text, icon="ERROR")
+    box.prop(preferences, "torch_build")
+    box.label(text=build_preview(preferences.torch_build))
+    record = installer.read_install_record(env_dir) if state == "ready" else None
+    check = record.get("check") if record else None
+    if isinstance(check, dict):
+        box.label(text="Check: " + installer.describe_check(check), icon="CHECKMARK")
+    session = getattr(context.window_manager, "mega", None)
+    row = box.row(align=True)
+    if session is not None and session.install_running:
+        row.progress(factor=session.install_progress, text=session.install_status or "Installing…")
+        row.operator("mega.cancel_install", text="", icon="CANCEL")
+        return
+    if state == "ready":
+        row.operator("mega.install_runtime", text="Repair / Update", icon="FILE_REFRESH").action = "REPAIR"
+        row.operator("mega.install_runtime", text="Recreate", icon="TRASH").action = "RECREATE"
+    else:
+        row.operator("mega.install_runtime", icon="IMPORT").action = "AUTO"
+    if session is not None and session.install_status:
+        box.label(text=session.install_status)
 
 
 def get_preferences(context: bpy.types.Context) -> MEGA_AddonPreferences | None:
@@ -356,34 +353,48 @@ def _poll_install() -> float | None:
 
 
 class MEGA_OT_install_runtime(bpy.types.Operator):
-    """Create a private environment in the add-on's user folder and install the runtime into it (downloads)"""
+    """Create (or repair) a private environment in the add-on's user folder and install the runtime (downloads)"""
 
     bl_idname = "mega.install_runtime"
     bl_label = "Install Runtime"
     bl_options = NOT_UNDOABLE
 
+    action: EnumProperty(
+        name="Action",
+        items=(
+            ("AUTO", "Install", "Create the environment, or recreate an unfinished one, or repair a ready one"),
+            ("REPAIR", "Repair / Update", "Re-run the install into the existing environment, upgrading the runtime"),
+            ("RECREATE", "Recreate", "Empty the environment and install everything again"),
+        ),
+        default="AUTO",
+    )
+
     def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
         global _job
-        if not bpy.app.online_access:
+        if not online_access():
             self.report({"ERROR"}, ONLINE_ACCESS_OFF)
             return {"CANCELLED"}
         if _job is not None and not _job.done:
-            self.report({"WARNING"}, "An install is already running")
+            self.report({"WARNING"}, "An install is already running: wait for it, or cancel it first")
             return {"CANCELLED"}
-        source = bundled_runtime_source()
-        if source is None:
-            self.report({"ERROR"}, "The runtime's source is not bundled with this add-on; reinstall the extension")
+        try:
+            plan = plan_for(context, self.action.lower())
+            free = check_free_space(plan)
+        except InstallerError as exc:
+            self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        preferences = get_preferences(context)
-        device = preferences.device if preferences is not None else "AUTO"
-        _job = InstallJob(install_commands(sys.executable, private_env_dir(), source, device))
+        _job = InstallJob(plan.steps, env_dir=plan.env_dir, build=plan.build)
         bpy.app.timers.register(_poll_install, first_interval=0.0)
-        self.report({"INFO"}, f"Installing the MEGA runtime into {private_env_dir()}")
+        self.report(
+            {"INFO"},
+            f"{plan.action.capitalize()} the MEGA runtime in {plan.env_dir}: PyTorch {plan.build.label} "
+            f"({plan.build.reason}); needs about {plan.needed_bytes / 1e9:.1f} GB, {free / 1e9:.1f} GB free",
+        )
         return {"FINISHED"}
 
 
 class MEGA_OT_cancel_install(bpy.types.Operator):
-    """Stop the running private-environment install"""
+    """Stop the running private-environment install (the next Install recreates the unfinished environment)"""
 
     bl_idname = "mega.cancel_install"
     bl_label = "Cancel Install"

@@ -16,7 +16,15 @@ FORBIDDEN_EVERYWHERE = {"torch", "mega_runtime", "torchvision", "timm"}
 #: Modules that exist only inside Blender.
 BLENDER_MODULES = {"bpy", "bpy_extras", "bpy_types", "mathutils", "bmesh", "gpu", "gpu_extras", "addon_utils", "bl_ui"}
 #: Add-on modules that import in plain CPython (unit-tested without Blender), present or planned.
-PURE_MODULES = ("result_reader", "coords", "runtime_client", "sources", "pointcache", "runtime_defaults")
+PURE_MODULES = (
+    "result_reader",
+    "coords",
+    "runtime_client",
+    "sources",
+    "pointcache",
+    "runtime_defaults",
+    "installer",
+)
 
 
 def addon_files() -> list[Path]:

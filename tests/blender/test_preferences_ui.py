@@ -15,7 +15,7 @@ from tests.blender.conftest import BPY_SKIP_REASON, REPO_ROOT
 bpy = pytest.importorskip("bpy", reason=BPY_SKIP_REASON)
 
 import mega_blender  # noqa: E402
-from mega_blender import panels, preferences  # noqa: E402
+from mega_blender import installer, panels, preferences  # noqa: E402
 
 
 def _prefs():
@@ -71,61 +71,118 @@ def test_ok_user_folder_falls_back_for_a_legacy_add_on(blender):
     assert folder.parts[-2:] == ("mega_blender", "venv")
 
 
-def test_ok_install_commands_create_an_environment_and_install_the_bundled_runtime(tmp_path):
+def test_ok_install_plan_uses_the_bundled_runtime_and_the_preferred_build(blender):
     source = preferences.bundled_runtime_source()
     assert source == REPO_ROOT  # a development checkout: the repository root
-    commands = preferences.install_commands("/usr/bin/python3", tmp_path / "venv", source, "CPU")
-    assert commands[0] == ["/usr/bin/python3", "-m", "venv", str(tmp_path / "venv")]
-    assert commands[1][:4] == [str(tmp_path / "venv" / "bin" / "python"), "-m", "pip", "install"]
-    assert commands[1][-1] == str(source)
-    assert preferences.CPU_TORCH_INDEX in commands[1]
-    assert "--no-deps" in commands[2]
-    assert commands[3][:2] == [str(tmp_path / "venv" / "bin" / "python"), "-c"]
-    compile(commands[3][2], "<detector fetch>", "exec")
-    assert preferences.CPU_TORCH_INDEX not in preferences.install_commands("p", tmp_path, source, "AUTO")[1]
+    prefs = _prefs()
+    assert prefs.torch_build == "AUTO"
+    prefs.torch_build = "CPU"
+    plan = preferences.plan_for(bpy.context, "auto")
+    env = preferences.private_env_dir()
+    assert plan.env_dir == env and plan.action == "create" and plan.build.label == "CPU"
+    assert plan.steps[0].command == [sys.executable, "-m", "venv", str(env)]
+    torch_step = next(step for step in plan.steps if step.key == "torch")
+    assert torch_step.command[:4] == [str(env / "bin" / "python"), "-m", "pip", "install"]
+    assert installer.TORCH_INDEX_BASE + "cpu" in torch_step.command
+    assert next(step for step in plan.steps if step.key == "runtime").command[-1] == str(source)
+    assert [step.title for step in plan.steps][-1] == "Check"
 
 
-def _run(job: preferences.InstallJob, timeout_s: float = 30.0) -> list[float]:
+def _fake_plan(env: Path, steps: list, needed_bytes: int = 1) -> installer.InstallPlan:
+    build = installer.choose_torch_build("linux", "x86_64", None, "CPU")
+    return installer.InstallPlan(env, build, steps, "create", needed_bytes)
+
+
+def _py_step(key: str, code: str, weight: float, pip: bool = False) -> installer.Step:
+    return installer.Step(key, installer.STEP_TITLES[key], [sys.executable, "-c", code], weight, pip=pip)
+
+
+def _poll_until_done(timeout_s: float = 30.0) -> list[float]:
+    """Call the timer function as Blender would, until it unregisters itself; bounded."""
+    session = bpy.context.window_manager.mega
     seen = []
     deadline = time.monotonic() + timeout_s
-    while job.poll():
-        seen.append(job.progress)
-        assert time.monotonic() < deadline, job.status
+    while preferences._poll_install() is not None:
+        seen.append(session.install_progress)
+        assert time.monotonic() < deadline, session.install_status
         time.sleep(0.01)
     return seen
 
 
-def test_ok_install_job_runs_the_commands_in_order_with_progress(tmp_path):
-    marker = tmp_path / "order.txt"
-    step = "import sys; open(sys.argv[1], 'a').write(sys.argv[2]); print('did', sys.argv[2])"
-    job = preferences.InstallJob([[sys.executable, "-c", step, str(marker), str(n)] for n in range(3)])
-    progress = _run(job)
-    assert job.done and job.error is None and job.status == "done"
-    assert marker.read_text() == "012"
-    assert job.progress == 1.0
+@pytest.fixture
+def fake_install(blender, monkeypatch, tmp_path):
+    """The install operator with online access on and a plan of fake commands (nothing downloads)."""
+    monkeypatch.setattr(preferences, "online_access", lambda: True)
+    monkeypatch.setattr(preferences, "_job", None)
+    plans: list = []
+    monkeypatch.setattr(preferences, "plan_for", lambda context, action: plans.pop(0))
+    yield plans, tmp_path / "venv"
+    if preferences._job is not None and not preferences._job.done:
+        preferences._job.cancel()
+    if bpy.app.timers.is_registered(preferences._poll_install):
+        bpy.app.timers.unregister(preferences._poll_install)
+
+
+def test_ok_install_operator_runs_the_steps_and_shows_the_check(fake_install):
+    plans, env = fake_install
+    pip_lines = "Collecting torch|  Downloading torch-2.13.0-cp311.whl (100.0 MB)|Progress 0 of 100000000|"
+    pip_lines += "Progress 50000000 of 100000000|Progress 100000000 of 100000000|Installing collected packages: torch"
+    check = 'print(\'MEGA-CHECK {"runtime": "0.1.0", "torch": "2.13.0+cpu", "cuda": false, "mps": false}\')'
+    plans.append(
+        _fake_plan(
+            env,
+            [
+                _py_step("environment", f"import os; os.makedirs({str(env / 'bin')!r})", 0.1),
+                _py_step("torch", f"for l in {pip_lines!r}.split('|'): print(l, flush=True)", 0.7, pip=True),
+                _py_step("check", f"open({str(env / 'bin' / 'python')!r}, 'w'); {check}", 0.2),
+            ],
+        )
+    )
+    assert bpy.ops.mega.install_runtime() == {"FINISHED"}
+    assert bpy.app.timers.is_registered(preferences._poll_install)
+    progress = _poll_until_done()
+    session = bpy.context.window_manager.mega
     assert progress == sorted(progress)
+    assert not session.install_running and session.install_progress == pytest.approx(1.0)
+    assert session.install_status == "done: runtime 0.1.0, torch 2.13.0+cpu: CPU only"
+    assert installer.env_state(env, "linux") == "ready"
+    assert installer.read_install_record(env)["check"]["torch"] == "2.13.0+cpu"
 
 
-def test_ng_install_job_stops_at_a_failing_command(tmp_path):
-    fail = "import sys; print('no such package'); sys.exit(3)"
-    job = preferences.InstallJob([[sys.executable, "-c", fail], [sys.executable, "-c", "open('x', 'w')"]])
-    _run(job)
-    assert job.done and job.error is not None
-    assert "exited with 3" in job.error and "no such package" in job.error
-    assert job.step == 0
+def test_ok_install_operator_can_be_cancelled_and_leaves_the_environment_marked(fake_install):
+    plans, env = fake_install
+    plans.append(
+        _fake_plan(
+            env,
+            [_py_step("torch", "print('Collecting torch', flush=True); import time; time.sleep(60)", 1.0, pip=True)],
+        )
+    )
+    assert bpy.ops.mega.install_runtime() == {"FINISHED"}
+    assert preferences._poll_install() is not None  # started
+    session = bpy.context.window_manager.mega
+    assert session.install_running
+    assert bpy.ops.mega.install_runtime() == {"CANCELLED"}  # one at a time
+    assert bpy.ops.mega.cancel_install() == {"FINISHED"}
+    assert preferences._poll_install() is None
+    assert not session.install_running and "cancelled" in session.install_status
+    assert installer.env_state(env, "linux") == "incomplete"
 
 
-def test_ng_install_job_reports_a_missing_program():
-    job = preferences.InstallJob([["/no/such/program", "--version"]])
-    _run(job)
-    assert job.error is not None and "cannot run /no/such/program" in job.error
+def test_ng_install_operator_refuses_without_disk_space(fake_install):
+    plans, env = fake_install
+    plans.append(_fake_plan(env, [_py_step("check", "pass", 1.0)], needed_bytes=10**18))
+    with pytest.raises(RuntimeError, match=r"not enough disk space.*free some space"):
+        bpy.ops.mega.install_runtime()
+    assert preferences._job is None
 
 
-def test_ok_install_job_can_be_cancelled():
-    job = preferences.InstallJob([[sys.executable, "-c", "import time; time.sleep(30)"]])
-    assert job.poll()
-    job.cancel()
-    assert job.done and job.error == "cancelled" and not job.poll()
+def test_ng_install_operator_reports_a_build_the_machine_has_no_wheels_for(fake_install, monkeypatch):
+    def refuse(context, action):
+        raise installer.InstallerError("there is no CUDA PyTorch for macOS: choose Automatic instead of cu128")
+
+    monkeypatch.setattr(preferences, "plan_for", refuse)
+    with pytest.raises(RuntimeError, match="no CUDA PyTorch for macOS"):
+        bpy.ops.mega.install_runtime(action="REPAIR")
 
 
 def test_ok_sidebar_panels_are_registered_in_the_mega_tab(blender):
@@ -282,7 +339,8 @@ def test_ok_preferences_draw_in_every_mode(blender, mode):
 
     prefs = _prefs()
     calls: list = []
-    stub = SimpleNamespace(layout=_Layout(calls), **{k: getattr(prefs, k) for k in ("runtime_mode", "device")})
+    keys = ("runtime_mode", "device", "torch_build")
+    stub = SimpleNamespace(layout=_Layout(calls), **{k: getattr(prefs, k) for k in keys})
     stub.runtime_mode = mode
     preferences.MEGA_AddonPreferences.draw(stub, bpy.context)
     drawn = {args[1] for name, args, _ in calls if name == "prop" and len(args) > 1}
@@ -293,6 +351,8 @@ def test_ok_preferences_draw_in_every_mode(blender, mode):
     else:
         assert any(name == "operator" and args[0] == "mega.install_runtime" for name, args, _ in calls)
         assert "Online access is off (Preferences › System › Network)" in _texts(calls)
+        assert "torch_build" in drawn
+        assert "Automatic: decided from the NVIDIA driver when you press Install" in _texts(calls)
 
 
 def test_ok_folder_on_the_scripts_path_is_listed_as_a_legacy_add_on(blender, tmp_path):
