@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import secrets
+import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -372,7 +373,7 @@ RESERVED_ENDINGS = (".json", ".npz", ".partial.json", ".partial.npz")
 
 
 class Reservation:
-    """A result name held by this process (a locked ``.<stem>.lock`` file beside it) until :meth:`release`.
+    """A result name held by this process (a locked lock file, see :func:`lock_path`) until :meth:`release`.
 
     Writers that share a folder each reserve a name before they write, so two of them never pick the same free
     name. The lock file is removed on release; one left by a killed process holds no lock and is taken over.
@@ -388,6 +389,20 @@ class Reservation:
         self.lock.unlink(missing_ok=True)
         os.close(self._fd)
         self._fd = -1
+
+
+def lock_path(folder: Path, stem: str) -> Path:
+    """The lock file of the result name ``stem`` in ``folder``.
+
+    It lives in a private folder of this user in the system's temporary folder, keyed by the output folder's
+    resolved path — never in the user's folder, so a writer killed with SIGKILL (no clean-up runs) leaves nothing
+    beside the results. Writers on one machine share it; that is what name reservation needs.
+    """
+    key = hashlib.sha256(str(folder.resolve()).encode("utf-8")).hexdigest()[:24]
+    owner = str(os.getuid()) if hasattr(os, "getuid") else "user"
+    locks = Path(tempfile.gettempdir()) / f"mega-runtime-locks-{owner}" / key
+    locks.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return locks / f"{stem}.lock"
 
 
 def _taken(folder: Path, stem: str) -> bool:
@@ -421,7 +436,7 @@ def reserve_stem(folder: Path, name: str, skip: int = 0) -> Reservation:
         stem = name if n == 1 else f"{name}-{n}"
         if _taken(folder, stem):
             continue
-        lock = folder / f".{stem}.lock"
+        lock = lock_path(folder, stem)
         fd = _lock_exclusively(lock)
         if fd is None:
             continue

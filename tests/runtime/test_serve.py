@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -170,6 +171,31 @@ def test_ok_inline_video_is_read_from_a_temporary_copy_that_is_removed(server, v
     assert result["meta"]["source"]["path"] == video.name
     leftovers = [p for p in (server.work_dir / "jobs").glob("*") if p.name.endswith("-iv")]  # this job's folder
     assert not leftovers, "the private job folder and the copy were not removed"
+
+
+def test_ok_killed_inline_video_job_leaves_no_temporary_in_the_users_folder(fresh_server, video, tmp_path):
+    """The inline clip's temporary copy lives in the server's own job folder, never beside the user's results: a
+    SIGKILL (no clean-up runs) must leave nothing hidden or half-written in ``out_dir``."""
+    import signal
+
+    server, out = fresh_server, tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("a user's file")
+    infer(server, "ik", inline(video), out)
+    while True:  # each call waits (bounded) for the job's next reply; frames being read means the clip was written
+        reply = server.until("ik", ("progress", "result", "error"))[-1]
+        assert reply["type"] == "progress", f"the job ended before a frame was read: {reply}"
+        if reply.get("stage") == "frames":
+            break
+    os.kill(server.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while server.process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.process.poll() is not None, "the killed runtime did not exit within 30 s"
+    left = sorted(p.name for p in out.iterdir())
+    assert "mine.txt" in left and (out / "mine.txt").read_text() == "a user's file"
+    strays = [name for name in left if name.startswith(".") or "inline" in name or name.endswith((".tmp", ".avi"))]
+    assert not strays, f"the killed job left temporaries in the user's folder: {strays}"
 
 
 def test_ok_existing_results_are_never_overwritten(server, photo, tmp_path):
