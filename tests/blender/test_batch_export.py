@@ -16,7 +16,7 @@ from tests.blender.conftest import BPY_SKIP_REASON, REPO_ROOT
 bpy = pytest.importorskip("bpy", reason=BPY_SKIP_REASON)
 
 import mega_blender  # noqa: E402
-from mega_blender import batch, coords, scene_build  # noqa: E402
+from mega_blender import batch, coords, exports, scene_build  # noqa: E402
 from mega_blender.result_reader import hypothesis_order  # noqa: E402
 from tests.blender.helpers import world_vertices  # noqa: E402
 from tests.blender.make_result import make_arrays, make_meta, write_photo, write_result  # noqa: E402
@@ -274,7 +274,7 @@ def test_ok_keyframed_hypothesis_is_baked_into_the_export(blender, tmp_path, res
         bpy.ops.mega.keyframe_hypothesis()
     scene.frame_set(1)
     out = tmp_path / f"animated.{suffix}"
-    batch.EXPORTERS[f".{suffix}"](out, 1)
+    exports.EXPORTERS[f".{suffix}"](out, 1)
     people = _reimport(out)
     keys = people[0].data.shape_keys
     assert keys.animation_data is not None and keys.animation_data.action is not None

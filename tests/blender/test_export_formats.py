@@ -28,6 +28,7 @@ from tests.blender.make_result import make_arrays, make_meta, write_result
 bpy = pytest.importorskip("bpy", reason=BPY_SKIP_REASON)
 
 from mega_blender import batch, coords, scene_build  # noqa: E402
+from mega_blender import exports as export_module  # noqa: E402
 from mega_blender.result_reader import hypothesis_order  # noqa: E402
 
 DOC = REPO_ROOT / "docs" / "blender-addon.md"
@@ -70,7 +71,7 @@ CASES = [(suffix, column, keeps) for suffix, values in table_rows() for column, 
 
 def test_ok_table_names_every_export_format():
     named = {suffix for suffix, _ in table_rows()}
-    assert named == set(batch.EXPORTERS) - {".bvh"}  # BVH holds only an armature: tested in test_armature.py
+    assert named == set(export_module.EXPORTERS) - {".bvh"}  # BVH holds only an armature: tested in test_armature.py
 
 
 # --- the exports --------------------------------------------------------------------------------------------
@@ -408,17 +409,17 @@ def test_ok_video_export_bakes_the_hypothesis_the_picker_shows(exports, suffix):
 
 def test_ok_usd_is_finished_with_blenders_own_pxr(blender):
     """The batch imports the pxr that ships with Blender (the exporter's libraries), never a usd-core beside it."""
-    pxr = batch.blender_pxr()
+    pxr = export_module.blender_pxr()
     assert pxr is not None
     assert Path(pxr.__file__).resolve().is_relative_to(Path(bpy.utils.resource_path("LOCAL")).resolve())
 
 
 def test_ok_usd_without_pxr_is_written_as_blender_writes_it(exports, monkeypatch, caplog):
     """A Blender without pxr: the file is still written (without the weights and displayColor), with a warning."""
-    monkeypatch.setattr(batch, "blender_pxr", lambda: None)
+    monkeypatch.setattr(export_module, "blender_pxr", lambda: None)
     folder: Path = exports["folder"]
     out = folder / "plain.usda"
-    with caplog.at_level("WARNING", logger="mega_blender.batch"):
+    with caplog.at_level("WARNING", logger="mega_blender.exports"):
         assert batch.main(["import", str(folder / "photo.json"), "--export", str(out), "--overwrite"]) == 0
     assert out.is_file() and "primvars:displayColor" not in out.read_text()
     assert any("no pxr module" in r.getMessage() for r in caplog.records)
