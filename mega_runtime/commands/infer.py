@@ -318,6 +318,34 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_complete(args: argparse.Namespace) -> int:
+    from mega_runtime.io.result import read_result, result_paths, write_result
+    from mega_runtime.pipeline.complete import CompletionRequest, complete_person, keep_vertices
+    from mega_runtime.weights import resolve_assets_dir
+
+    source_json, _ = result_paths(args.result)
+    name = args.name or f"{source_json.name.removesuffix('.json')}.completed"
+    if Path(name).name != name or name in (".", ".."):
+        raise MegaError(f"--name {name!r} is not a plain file name", hint="use a name without folders")
+    check_output_folder(Path(args.out), "--out")
+    source = read_result(args.result)
+    assets = resolve_assets_dir(args.assets_dir)
+    request = CompletionRequest(
+        person=args.person,
+        hypothesis=args.hypothesis,
+        keep=keep_vertices(args.keep, assets),
+        count=args.count,
+        seed=args.seed,
+        coverage=args.coverage,
+    )
+    result = complete_person(source, request, args.checkpoint_dir, assets, args.device)
+    out = Path(args.out) / name
+    json_path, _ = result_paths(out)
+    write_result(result, out, overwrite=args.overwrite)
+    print(f"{args.count} completed hypotheses → {json_path}")
+    return EXIT_OK
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the result pairs")
     p.add_argument(
@@ -476,3 +504,35 @@ def add_infer_commands(sub: argparse._SubParsersAction) -> None:
     )
     _common(p)
     p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser(
+        "complete",
+        help="keep a body region of one person's hypothesis, resample the rest",
+        description="Keep the Mesh-VQ-VAE tokens that own a region of one hypothesis of one person and resample "
+        "the other tokens (with the source image when the result has one): a new result pair with the new "
+        "hypotheses (docs/completion.md).",
+    )
+    p.add_argument("result", metavar="RESULT.json", help="a result pair (either file, or the common stem)")
+    p.add_argument("--person", type=bounded_int(0, 1_000_000), default=0, help="person index (default 0)")
+    p.add_argument("--hypothesis", type=bounded_int(0, 1_000_000), default=0, help="hypothesis index (default 0)")
+    p.add_argument(
+        "--keep",
+        required=True,
+        metavar="REGION|VERTEX_FILE",
+        help="a region (head, torso, left_arm, ..., hands, feet) or a text file of vertex indices",
+    )
+    p.add_argument(
+        "--count",
+        type=bounded_int(1, defaults.MAX_HYPOTHESES),
+        default=defaults.NUM_HYPOTHESES,
+        help="number of new hypotheses (default %(default)s)",
+    )
+    p.add_argument(
+        "--coverage",
+        type=bounded_float(0.0, 1.0, above=True),
+        default=0.95,
+        help="share of the kept vertices' token influence the kept tokens give (default %(default)s)",
+    )
+    p.add_argument("--name", help="result name in --out (default <source name>.completed)")
+    _common(p)
+    p.set_defaults(func=_cmd_complete)

@@ -162,3 +162,16 @@ def test_ok_check_command_exit_status(assets_dir):
     )
     assert done.returncode == 0, done.stderr
     assert "is current" in done.stderr
+
+
+def test_ok_tokens_covering_grows_with_coverage(regions):
+    w = regions.weights
+    head = regions.regions["head"]
+    sizes = [len(tr.tokens_covering(w, head, c)) for c in (0.5, 0.8, 0.95, 1.0)]
+    assert sizes == sorted(sizes) and sizes[0] >= 1
+    picked = tr.tokens_covering(w, head, 0.95).astype(int)
+    assert w[head][:, picked].sum() / w[head].sum() >= 0.95 - 1e-6
+    assert set(tr.tokens_for_vertices(w, head).tolist()) <= set(picked.tolist())
+    assert tr.tokens_covering(w, np.zeros(0, dtype=int)).size == 0
+    with pytest.raises(ValueError, match="coverage"):
+        tr.tokens_covering(w, head, 0.0)
