@@ -37,6 +37,8 @@ from mega_runtime.io.protocol import (
     MAX_INLINE_BYTES,
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
+    CompleteRequest,
+    GenerateRequest,
     InferRequest,
     LineReader,
     ProtocolError,
@@ -79,7 +81,7 @@ class ServeConfig:
 class _Job:
     """A queued or running ``infer``; ``number`` counts jobs from 1 (it names the job's private folder)."""
 
-    request: InferRequest
+    request: InferRequest | CompleteRequest | GenerateRequest
     number: int
     cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
 
@@ -163,7 +165,7 @@ class Server:
         except ProtocolError as exc:
             self.writer.error(exc.request_id, exc.code, exc.message, exc.hint)
             return None
-        if isinstance(request, InferRequest):
+        if isinstance(request, InferRequest | CompleteRequest | GenerateRequest):
             rid = request.request_id
             with self._lock:
                 busy = rid in self._waiting or (self._running is not None and self._running.request.request_id == rid)
@@ -318,6 +320,8 @@ class Server:
 
     def _pipeline(self, job: _Job):
         request = job.request
+        if not isinstance(request, InferRequest):  # only infer jobs run the image pipeline
+            raise TypeError(f"not an infer request: {type(request).__name__}")
         from mega_runtime.decoding.schedule import CVQMAE_SAMPLING, SamplingConfig
         from mega_runtime.mega import resolve_device
         from mega_runtime.pipeline.chain import Pipeline, PipelineConfig
@@ -395,10 +399,78 @@ class Server:
             ) from exc
         return folder, private
 
+    def _run_model_job(self, job: _Job) -> None:
+        """A ``complete`` or ``generate`` job: no media, one result pair in the job's folder."""
+        import numpy as np
+
+        from mega_runtime.io.result import read_result
+        from mega_runtime.mega import resolve_device
+        from mega_runtime.pipeline.complete import CompletionRequest, complete_person, keep_vertices
+        from mega_runtime.pipeline.generate import generate_bodies
+        from mega_runtime.weights import resolve_assets_dir
+
+        request, rid = job.request, job.request.request_id
+        device = resolve_device(request.device or self.config.device)
+        out_dir, _ = self._out_dir(job)
+        assets = resolve_assets_dir(self.config.assets_dir, progress=self._download_progress(job))
+        if isinstance(request, CompleteRequest):
+            if not Path(request.result_path).is_file():
+                raise ProtocolError(
+                    "not_found", f"{request.result_path} does not exist on the runtime's machine", "check the path"
+                )
+            source = read_result(request.result_path)
+            keep = (
+                keep_vertices(request.keep, assets)
+                if isinstance(request.keep, str)
+                else np.asarray(request.keep, dtype=np.int64)
+            )
+            self._progress(rid, "model", 0, 1, "completing")
+            completion = CompletionRequest(
+                request.person, request.hypothesis, keep, request.count, request.seed, request.coverage
+            )
+            result = complete_person(source, completion, self.config.checkpoint_dir, assets, device)
+            default_name = f"{Path(request.result_path).name.removesuffix('.json')}.completed"
+        elif isinstance(request, GenerateRequest):
+            self._progress(rid, "model", 0, 1, "generating")
+            result = generate_bodies(
+                request.count,
+                seed=request.seed,
+                checkpoint_dir=self.config.checkpoint_dir,
+                assets_dir=assets,
+                device=device,
+                steps=request.steps or defaults.GENERATE_STEPS,
+                temperature=request.temperature if request.temperature is not None else defaults.GENERATE_TEMPERATURE,
+            )
+            default_name = "generated"
+        else:  # _run passes only these two kinds here
+            raise TypeError(f"not a complete/generate request: {type(request).__name__}")
+        self._progress(rid, "model", 1, 1, "done")
+        if job.cancel.is_set():
+            raise JobCancelled("the job was cancelled")
+        reservation = reserve_stem(out_dir, request.result_name or default_name)
+        try:
+            json_path, npz_path = self._write_final(result, reservation)
+        finally:
+            reservation.release()
+        reply = {
+            "json_path": str(json_path.resolve()),
+            "npz_path": str(npz_path.resolve()),
+            "cancelled": False,
+            "num_frames": result.num_frames,
+            "num_people": result.num_people,
+            "num_hypotheses": result.num_hypotheses,
+            "warnings": list(result.meta.get("warnings", [])),
+        }
+        with self._end_lock:
+            self.writer.send("result", rid, **reply)
+
     def _run(self, job: _Job) -> None:
         from mega_runtime.io.result import result_paths, write_result
         from mega_runtime.pipeline.media import FrameRange, decode_image, read_image
 
+        if not isinstance(job.request, InferRequest):
+            self._run_model_job(job)
+            return
         request, rid = job.request, job.request.request_id
         if request.path is not None and not Path(request.path).is_file():
             raise ProtocolError(

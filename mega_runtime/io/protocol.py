@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from mega_runtime import defaults
+from mega_runtime.constants import NUM_VERTICES
 from mega_runtime.defaults import MAX_INLINE_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, VIDEO_SUFFIXES
 from mega_runtime.errors import MegaError
 
-OPS = ("hello", "infer", "cancel", "shutdown")
+OPS = ("hello", "infer", "complete", "generate", "cancel", "shutdown")
 MODELS = defaults.MODEL_SHORT_NAMES
 #: Keys of an ``infer`` request's ``temporal`` object.
 TEMPORAL_KEYS = ("path", "smooth", "min_cutoff", "beta", "d_cutoff", "causal", "smoothness")
@@ -107,6 +108,55 @@ class InferRequest:
         return suffix in VIDEO_SUFFIXES
 
 
+@dataclass(frozen=True)
+class CompleteRequest:
+    """A parsed ``complete``: keep the tokens owning ``keep`` (a region name or vertex indices) of one hypothesis of
+    one person of the result at ``result_path``, resample the others ``count`` times (docs/completion.md)."""
+
+    request_id: str
+    result_path: str
+    person: int
+    hypothesis: int
+    keep: str | tuple[int, ...]
+    count: int
+    seed: int
+    coverage: float
+    out_dir: str | None
+    result_name: str | None
+    device: str | None
+
+    @property
+    def op(self) -> str:
+        return "complete"
+
+    @property
+    def inline_result(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """A parsed ``generate``: ``count`` bodies from the pre-trained unconditional model (as ``mega-runtime
+    generate``); ``steps`` / ``temperature`` None = the official settings."""
+
+    request_id: str
+    count: int
+    seed: int
+    steps: int | None
+    temperature: float | None
+    out_dir: str | None
+    result_name: str | None
+    device: str | None
+
+    @property
+    def op(self) -> str:
+        return "generate"
+
+    @property
+    def inline_result(self) -> bool:
+        return False
+
+
 # -- framing ------------------------------------------------------------------------------------------------------
 
 
@@ -182,6 +232,7 @@ _INT_MAXIMA = {
     "hypotheses": defaults.MAX_HYPOTHESES,
     "steps": defaults.MAX_SAMPLING_STEPS,
     "seed": defaults.MAX_SEED,
+    "count": min(defaults.MAX_HYPOTHESES, defaults.MAX_GENERATE_COUNT),
 }
 
 
@@ -201,7 +252,9 @@ def _int(fields: dict[str, Any], key: str, default: int | None, minimum: int, ri
     return value
 
 
-def parse_request(line: bytes, max_inline_bytes: int = MAX_INLINE_BYTES) -> Request | InferRequest:
+def parse_request(
+    line: bytes, max_inline_bytes: int = MAX_INLINE_BYTES
+) -> Request | InferRequest | CompleteRequest | GenerateRequest:
     """Validate one request line. Raises :class:`ProtocolError` (with the request id when it could be read)."""
     try:
         message = json.loads(line.decode("utf-8"))  # NaN/Infinity parse; each field's check refuses them by name
@@ -233,9 +286,102 @@ def parse_request(line: bytes, max_inline_bytes: int = MAX_INLINE_BYTES) -> Requ
         if not isinstance(job, str) or not job:
             raise ProtocolError("bad_request", "'cancel' needs 'job': the id of an infer request", request_id=rid)
         return Request(rid, op, job)
+    if op == "complete":
+        return _parse_complete(message, rid)
+    if op == "generate":
+        return _parse_generate(message, rid)
     if op != "infer":
         return Request(rid, op)
     return _parse_infer(message, rid, max_inline_bytes)
+
+
+def _out_fields(message: dict[str, Any], rid: str) -> tuple[str | None, str | None, str | None]:
+    """(out_dir, name, device) of a job request, checked as for ``infer``."""
+    out_dir = message.get("out_dir")
+    if out_dir is not None and (not isinstance(out_dir, str) or "\0" in out_dir or not os.path.isabs(out_dir)):
+        raise ProtocolError(
+            "bad_request", "'out_dir' must be an absolute folder path on the runtime's machine", request_id=rid
+        )
+    name = message.get("name")
+    if name is not None and (
+        not isinstance(name, str) or not name or any(c in name for c in "/\\\0") or name in {".", ".."}
+    ):
+        raise ProtocolError("bad_request", "'name' must be a plain file name (no folders)", request_id=rid)
+    device = message.get("device")
+    if device is not None and not isinstance(device, str):
+        raise ProtocolError("bad_request", "'device' must be a string such as cpu or cuda", request_id=rid)
+    return out_dir, name, device
+
+
+def _temperature(message: dict[str, Any], rid: str) -> float | None:
+    value = message.get("temperature")
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not 0 <= value <= defaults.MAX_SAMPLING_TEMPERATURE
+    ):
+        raise ProtocolError(
+            "bad_request",
+            f"'temperature' must be a number ≥ 0 and ≤ {defaults.MAX_SAMPLING_TEMPERATURE:g}, got {value!r}",
+            request_id=rid,
+        )
+    return float(value)
+
+
+def _parse_complete(message: dict[str, Any], rid: str) -> CompleteRequest:
+    result = message.get("result")
+    if not isinstance(result, str) or not result or "\0" in result or not os.path.isabs(result):
+        raise ProtocolError("bad_request", "'result' must be the absolute path of a result .json", request_id=rid)
+    keep = message.get("keep")
+    kept: str | tuple[int, ...]
+    if isinstance(keep, str) and keep:
+        kept = keep
+    elif (
+        isinstance(keep, list)
+        and keep
+        and all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < NUM_VERTICES for i in keep)
+    ):
+        kept = tuple(keep)
+    else:
+        raise ProtocolError(
+            "bad_request",
+            f"'keep' must be a region name or a non-empty list of vertex indices in [0, {NUM_VERTICES})",
+            request_id=rid,
+        )
+    coverage = message.get("coverage", 0.95)
+    if isinstance(coverage, bool) or not isinstance(coverage, int | float) or not 0 < coverage <= 1:
+        raise ProtocolError("bad_request", f"'coverage' must be a number in (0, 1], got {coverage!r}", request_id=rid)
+    out_dir, name, device = _out_fields(message, rid)
+    return CompleteRequest(
+        request_id=rid,
+        result_path=result,
+        person=_int(message, "person", 0, 0, rid) or 0,
+        hypothesis=_int(message, "hypothesis", 0, 0, rid) or 0,
+        keep=kept,
+        count=_int(message, "count", defaults.NUM_HYPOTHESES, 1, rid) or defaults.NUM_HYPOTHESES,
+        seed=_int(message, "seed", defaults.SEED, 0, rid) or 0,
+        coverage=float(coverage),
+        out_dir=out_dir,
+        result_name=name,
+        device=device,
+    )
+
+
+def _parse_generate(message: dict[str, Any], rid: str) -> GenerateRequest:
+    out_dir, name, device = _out_fields(message, rid)
+    return GenerateRequest(
+        request_id=rid,
+        count=_int(message, "count", defaults.GENERATE_COUNT, 1, rid) or defaults.GENERATE_COUNT,
+        seed=_int(message, "seed", defaults.SEED, 0, rid) or 0,
+        steps=_int(message, "steps", None, 1, rid),
+        temperature=_temperature(message, rid),
+        out_dir=out_dir,
+        result_name=name,
+        device=device,
+    )
 
 
 def _parse_infer(message: dict[str, Any], rid: str, max_inline_bytes: int) -> InferRequest:
