@@ -346,6 +346,22 @@ def _cmd_complete(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _sampling_options(p: argparse.ArgumentParser, steps: int, temperature: float, temperature_help: str) -> None:
+    """``--steps`` and ``--temperature``, range-checked, with the command's own official defaults."""
+    p.add_argument(
+        "--steps",
+        type=bounded_int(1, defaults.MAX_SAMPLING_STEPS),
+        default=steps,
+        help="sampling steps (official %(default)s)",
+    )
+    p.add_argument(
+        "--temperature",
+        type=bounded_float(0.0, defaults.MAX_SAMPLING_TEMPERATURE),
+        default=temperature,
+        help=f"{temperature_help} (official %(default)s)",
+    )
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the result pairs")
     p.add_argument(
@@ -393,18 +409,7 @@ def add_infer_commands(sub: argparse._SubParsersAction) -> None:
         default=defaults.NUM_HYPOTHESES,
         help="hypotheses per person, incl. the most likely (default %(default)s)",
     )
-    p.add_argument(
-        "--steps",
-        type=bounded_int(1, defaults.MAX_SAMPLING_STEPS),
-        default=defaults.SAMPLING_STEPS,
-        help="sampling steps (official %(default)s)",
-    )
-    p.add_argument(
-        "--temperature",
-        type=bounded_float(0.0, defaults.MAX_SAMPLING_TEMPERATURE),
-        default=defaults.SAMPLING_TEMPERATURE,
-        help="initial sampling temperature (official %(default)s)",
-    )
+    _sampling_options(p, defaults.SAMPLING_STEPS, defaults.SAMPLING_TEMPERATURE, "initial sampling temperature")
     p.add_argument(
         "--sampler",
         choices=defaults.SAMPLERS,
@@ -490,18 +495,7 @@ def add_infer_commands(sub: argparse._SubParsersAction) -> None:
         help="number of bodies (default %(default)s)",
     )
     p.add_argument("--name", default="generated", help="result name in --out (default 'generated')")
-    p.add_argument(
-        "--steps",
-        type=bounded_int(1, defaults.MAX_SAMPLING_STEPS),
-        default=defaults.GENERATE_STEPS,
-        help="sampling steps (official %(default)s)",
-    )
-    p.add_argument(
-        "--temperature",
-        type=bounded_float(0.0, defaults.MAX_SAMPLING_TEMPERATURE),
-        default=defaults.GENERATE_TEMPERATURE,
-        help="sampling temperature (official %(default)s)",
-    )
+    _sampling_options(p, defaults.GENERATE_STEPS, defaults.GENERATE_TEMPERATURE, "sampling temperature")
     _common(p)
     p.set_defaults(func=_cmd_generate)
 
