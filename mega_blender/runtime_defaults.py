@@ -88,6 +88,14 @@ GENERATE_COUNT = 4
 GENERATE_STEPS = 20
 GENERATE_TEMPERATURE = 1.3
 GENERATE_ANNEALING = "power5"
+#: New hypotheses ``complete`` makes.
+COMPLETION_COUNT = 8
+#: Share of the kept vertices' token influence the kept tokens must give (docs/completion.md).
+COMPLETION_COVERAGE = 0.95
+#: Pin the kept vertices to the source hypothesis after decoding (docs/completion.md).
+COMPLETION_PIN = True
+#: Width (metres, along the template's surface) of the band over which pinned vertices blend into resampled ones.
+COMPLETION_FALLOFF_M = 0.05
 #: Hypothesis played per frame: ``zero`` (hypothesis 0) or ``coherent`` (the smooth, likely path).
 TEMPORAL_PATHS = ("zero", "coherent")
 TEMPORAL_PATH = "zero"

@@ -311,6 +311,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         device=args.device,
         steps=args.steps,
         temperature=args.temperature,
+        stack=args.stack,
     )
     json_path, _ = result_paths(out)
     write_result(result, out, overwrite=args.overwrite)
@@ -337,6 +338,8 @@ def _cmd_complete(args: argparse.Namespace) -> int:
         count=args.count,
         seed=args.seed,
         coverage=args.coverage,
+        pin=args.pin,
+        falloff_m=args.falloff,
     )
     result = complete_person(source, request, args.checkpoint_dir, assets, args.device)
     out = Path(args.out) / name
@@ -495,6 +498,11 @@ def add_infer_commands(sub: argparse._SubParsersAction) -> None:
         help="number of bodies (default %(default)s)",
     )
     p.add_argument("--name", default="generated", help="result name in --out (default 'generated')")
+    p.add_argument(
+        "--stack",
+        action="store_true",
+        help="write the bodies as the hypotheses of one person (most likely first) instead of side by side",
+    )
     _sampling_options(p, defaults.GENERATE_STEPS, defaults.GENERATE_TEMPERATURE, "sampling temperature")
     _common(p)
     p.set_defaults(func=_cmd_generate)
@@ -518,14 +526,28 @@ def add_infer_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--count",
         type=bounded_int(1, defaults.MAX_HYPOTHESES),
-        default=defaults.NUM_HYPOTHESES,
+        default=defaults.COMPLETION_COUNT,
         help="number of new hypotheses (default %(default)s)",
     )
     p.add_argument(
         "--coverage",
         type=bounded_float(0.0, 1.0, above=True),
-        default=0.95,
+        default=defaults.COMPLETION_COVERAGE,
         help="share of the kept vertices' token influence the kept tokens give (default %(default)s)",
+    )
+    p.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        default=defaults.COMPLETION_PIN,
+        help="keep the decoded kept region as it comes (default: pin it to the source hypothesis)",
+    )
+    p.add_argument(
+        "--falloff",
+        type=bounded_float(0.0, 10.0),
+        default=defaults.COMPLETION_FALLOFF_M,
+        metavar="METRES",
+        help="band along the surface over which the pinned region blends into the new body (default %(default)s)",
     )
     p.add_argument("--name", help="result name in --out (default <source name>.completed)")
     _common(p)

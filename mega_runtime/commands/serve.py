@@ -426,7 +426,14 @@ class Server:
             )
             self._progress(rid, "model", 0, 1, "completing")
             completion = CompletionRequest(
-                request.person, request.hypothesis, keep, request.count, request.seed, request.coverage
+                request.person,
+                request.hypothesis,
+                keep,
+                request.count,
+                request.seed,
+                request.coverage,
+                pin=request.pin,
+                falloff_m=request.falloff_m,
             )
             result = complete_person(source, completion, self.config.checkpoint_dir, assets, device)
             default_name = f"{Path(request.result_path).name.removesuffix('.json')}.completed"
@@ -440,6 +447,7 @@ class Server:
                 device=device,
                 steps=request.steps or defaults.GENERATE_STEPS,
                 temperature=request.temperature if request.temperature is not None else defaults.GENERATE_TEMPERATURE,
+                stack=request.stack,
             )
             default_name = "generated"
         else:  # _run passes only these two kinds here

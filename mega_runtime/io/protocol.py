@@ -124,6 +124,8 @@ class CompleteRequest:
     out_dir: str | None
     result_name: str | None
     device: str | None
+    pin: bool = defaults.COMPLETION_PIN
+    falloff_m: float = defaults.COMPLETION_FALLOFF_M
 
     @property
     def op(self) -> str:
@@ -147,6 +149,7 @@ class GenerateRequest:
     out_dir: str | None
     result_name: str | None
     device: str | None
+    stack: bool = False
 
     @property
     def op(self) -> str:
@@ -252,6 +255,13 @@ def _int(fields: dict[str, Any], key: str, default: int | None, minimum: int, ri
     return value
 
 
+def _bool(fields: dict[str, Any], key: str, default: bool, rid: str) -> bool:
+    value = fields.get(key, default)
+    if not isinstance(value, bool):
+        raise ProtocolError("bad_request", f"'{key}' must be true or false, got {value!r}", request_id=rid)
+    return value
+
+
 def parse_request(
     line: bytes, max_inline_bytes: int = MAX_INLINE_BYTES
 ) -> Request | InferRequest | CompleteRequest | GenerateRequest:
@@ -351,9 +361,14 @@ def _parse_complete(message: dict[str, Any], rid: str) -> CompleteRequest:
             f"'keep' must be a region name or a non-empty list of vertex indices in [0, {NUM_VERTICES})",
             request_id=rid,
         )
-    coverage = message.get("coverage", 0.95)
+    coverage = message.get("coverage", defaults.COMPLETION_COVERAGE)
     if isinstance(coverage, bool) or not isinstance(coverage, int | float) or not 0 < coverage <= 1:
         raise ProtocolError("bad_request", f"'coverage' must be a number in (0, 1], got {coverage!r}", request_id=rid)
+    falloff = message.get("falloff_m", defaults.COMPLETION_FALLOFF_M)
+    if isinstance(falloff, bool) or not isinstance(falloff, int | float) or not 0 <= falloff <= 10:
+        raise ProtocolError(
+            "bad_request", f"'falloff_m' must be a number in [0, 10] (metres), got {falloff!r}", request_id=rid
+        )
     out_dir, name, device = _out_fields(message, rid)
     return CompleteRequest(
         request_id=rid,
@@ -361,12 +376,14 @@ def _parse_complete(message: dict[str, Any], rid: str) -> CompleteRequest:
         person=_int(message, "person", 0, 0, rid) or 0,
         hypothesis=_int(message, "hypothesis", 0, 0, rid) or 0,
         keep=kept,
-        count=_int(message, "count", defaults.NUM_HYPOTHESES, 1, rid) or defaults.NUM_HYPOTHESES,
+        count=_int(message, "count", defaults.COMPLETION_COUNT, 1, rid) or defaults.COMPLETION_COUNT,
         seed=_int(message, "seed", defaults.SEED, 0, rid) or 0,
         coverage=float(coverage),
         out_dir=out_dir,
         result_name=name,
         device=device,
+        pin=_bool(message, "pin", defaults.COMPLETION_PIN, rid),
+        falloff_m=float(falloff),
     )
 
 
@@ -381,6 +398,7 @@ def _parse_generate(message: dict[str, Any], rid: str) -> GenerateRequest:
         out_dir=out_dir,
         result_name=name,
         device=device,
+        stack=_bool(message, "stack", False, rid),
     )
 
 

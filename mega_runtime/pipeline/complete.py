@@ -7,6 +7,11 @@ tokens (:meth:`mega_runtime.mega.Mega.complete`); otherwise (generated bodies, v
 pre-trained unconditional model does (:meth:`mega_runtime.mega.Mega.generate` with fixed tokens). Either way the
 new hypotheses are scored by :mod:`mega_runtime.decoding.scoring` and placed with the person's rotation and
 translation, so they overlay the source hypothesis.
+
+With ``pin`` (the default) the kept vertices are then set back exactly to the source hypothesis, and the vertices
+within ``falloff_m`` of them (measured along the template's surface) blend from the source to the new body with a
+smoothstep (:func:`pin_weights`): the locked region does not move at all and no seam appears. Without it, the
+locked region moves as much as the kept tokens allow (docs/completion.md has both figures).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from mega_runtime.constants import NUM_TOKENS
 from mega_runtime.errors import MegaError
 from mega_runtime.io.result import Result
 
-__all__ = ["CompletionError", "CompletionRequest", "complete_person", "keep_vertices"]
+__all__ = ["CompletionError", "CompletionRequest", "complete_person", "keep_vertices", "pin_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +47,8 @@ class CompletionRequest:
     count: number of new hypotheses (1 … defaults.MAX_HYPOTHESES).
     seed: seeds the sampler (torch.Generator).
     coverage: share of the kept vertices' influence the kept tokens must give (see tokens_covering).
+    pin: set the kept vertices back to the source hypothesis after decoding (see the module doc).
+    falloff_m: metres along the surface over which pinned vertices blend into the new body (>= 0).
     """
 
     person: int
@@ -49,7 +56,9 @@ class CompletionRequest:
     keep: np.ndarray
     count: int
     seed: int = defaults.SEED
-    coverage: float = 0.95
+    coverage: float = defaults.COMPLETION_COVERAGE
+    pin: bool = defaults.COMPLETION_PIN
+    falloff_m: float = defaults.COMPLETION_FALLOFF_M
 
 
 def keep_vertices(spec: str, assets_dir: Path) -> np.ndarray:
@@ -136,10 +145,15 @@ def complete_person(
         offset = mega.decode_meshes(tokens[None].to(mega.device)).cpu().numpy().mean(axis=1)
         bodies = bodies - offset.astype(np.float32)
     vertices = bodies @ rotation.T + cam_t
+    template = read_template_ply(assets / "template.ply")
+    if request.pin:
+        weights = pin_weights(template.vertices, template.faces, request.keep, request.falloff_m)[None, :, None]
+        source_vertices = arrays["vertices"][0, request.person, request.hypothesis].astype(np.float32)
+        vertices = (weights * source_vertices + (1.0 - weights) * vertices).astype(np.float32)
     spread = np.sqrt(np.square(vertices - vertices.mean(axis=0)).sum(axis=-1).mean(axis=0))
     m = request.count
     out = {
-        "faces": read_template_ply(assets / "template.ply").faces,
+        "faces": template.faces,
         "vertices": vertices[None, None].astype(np.float32),
         "cam_t": np.broadcast_to(cam_t, (1, 1, m, 3)).copy(),
         "tokens": samples.tokens.cpu().numpy().astype(np.int16).reshape(1, 1, m, NUM_TOKENS),
@@ -161,12 +175,40 @@ def complete_person(
         "hypothesis": request.hypothesis,
         "kept_tokens": [int(t) for t in keep],
         "conditioning": conditioning,
+        "pinned": bool(request.pin),
+        "falloff_m": float(request.falloff_m) if request.pin else None,
     }
     meta["warnings"] = list(meta.get("warnings", []))
     if conditioning == "none" and source.meta.get("source", {}).get("kind") != "generated":
         meta["warnings"].append("the source image could not be read: the other tokens were sampled without it")
     logger.info("completed person %d: kept %d tokens, %d new hypotheses", request.person, len(keep), m)
     return Result(meta=meta, arrays=out)
+
+
+def pin_weights(template_vertices: np.ndarray, faces: np.ndarray, keep: np.ndarray, falloff_m: float) -> np.ndarray:
+    """How much of the source each vertex keeps: (V,) float32 in [0, 1].
+
+    1 on ``keep``; for the other vertices ``1 - smoothstep(d / falloff_m)``, d = the shortest path (metres) along the
+    edges of the template mesh (``template_vertices`` (V, 3) float32 metres, ``faces`` (F, 3) int) to the nearest
+    kept vertex; 0 beyond ``falloff_m`` (and everywhere but ``keep`` when ``falloff_m`` is 0).
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import dijkstra
+
+    if falloff_m < 0:
+        raise CompletionError(f"the falloff must be >= 0 metres, got {falloff_m}", hint="use e.g. 0.05")
+    count = int(template_vertices.shape[0])
+    weights = np.zeros(count, np.float32)
+    kept = np.unique(np.asarray(keep, dtype=np.int64))
+    weights[kept] = 1.0
+    if falloff_m == 0 or kept.size == 0:
+        return weights
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).astype(np.int64)
+    lengths = np.linalg.norm(template_vertices[edges[:, 0]] - template_vertices[edges[:, 1]], axis=1)
+    graph = coo_matrix((lengths, (edges[:, 0], edges[:, 1])), shape=(count, count)).tocsr()
+    distance = dijkstra(graph, directed=False, indices=kept, min_only=True, limit=falloff_m)
+    x = np.clip(np.asarray(distance, dtype=np.float64) / falloff_m, 0.0, 1.0)
+    return np.maximum(weights, (1.0 - x * x * (3.0 - 2.0 * x)).astype(np.float32))
 
 
 def _source_image(meta: dict[str, Any]) -> np.ndarray | None:

@@ -47,6 +47,26 @@ def test_generate_writes_bodies_standing_in_front_of_the_camera(checkpoints, ass
     assert main(args) == 2  # does not overwrite
 
 
+def test_generate_stack_writes_the_bodies_as_hypotheses_of_one_person_most_likely_first(
+    checkpoints, assets_dir, tmp_path
+):
+    common = ["--checkpoint-dir", str(checkpoints), "--assets-dir", str(assets_dir), "--device", "cpu"]
+    common += ["--steps", "4", "--count", "3", "--seed", "5"]
+    assert main(["generate", "--out", str(tmp_path), "--name", "row", *common]) == 0
+    assert main(["generate", "--out", str(tmp_path), "--name", "stacked", "--stack", *common]) == 0
+    row, stacked = read_result(tmp_path / "row.json"), read_result(tmp_path / "stacked.json")
+    assert stacked.num_people == 1 and stacked.num_hypotheses == 3
+    assert stacked.meta["sampling"]["num_hypotheses"] == 3
+    likelihood = stacked.arrays["log_likelihood"][0, 0]
+    assert np.all(np.diff(likelihood) <= 0)
+    # the same bodies as side by side, moved to one place: match each stacked body to its row body by its tokens
+    for h in range(3):
+        (person,) = np.flatnonzero((row.arrays["tokens"][0, :, 0] == stacked.arrays["tokens"][0, 0, h]).all(axis=1))
+        moved = row.arrays["vertices"][0, person, 0] - row.arrays["cam_t"][0, person, 0]
+        np.testing.assert_allclose(stacked.arrays["vertices"][0, 0, h], moved + np.array([0, 0, 3.0]), atol=1e-5)
+    assert stacked.arrays["vertex_std"][0, 0].max() > 0
+
+
 def test_generate_without_the_pretrained_checkpoint_names_the_fix(assets_dir, tmp_path, capsys):
     args = [
         "generate",

@@ -73,6 +73,8 @@ def test_ok_complete_a_photo_result_with_vertex_indices_uses_the_image(server, a
         ({"result": "/tmp/x.json", "keep": [6890]}, "bad_request"),
         ({"result": "/tmp/x.json", "keep": "head", "coverage": 0}, "bad_request"),
         ({"result": "/tmp/x.json", "keep": "head", "count": 0}, "bad_request"),
+        ({"result": "/tmp/x.json", "keep": "head", "pin": "yes"}, "bad_request"),
+        ({"result": "/tmp/x.json", "keep": "head", "falloff_m": -0.1}, "bad_request"),
     ],
 )
 def test_ng_bad_complete_requests(server, fields, code):
@@ -81,7 +83,15 @@ def test_ng_bad_complete_requests(server, fields, code):
     assert reply["type"] == "error" and reply["code"] == code, reply
 
 
-def test_ng_bad_generate_request(server):
-    server.send("generate", "badg", count=0)
+@pytest.mark.parametrize("fields", [{"count": 0}, {"stack": 1}])
+def test_ng_bad_generate_request(server, fields):
+    server.send("generate", "badg", **fields)
     reply = server.until("badg", timeout_s=WAIT_S)[-1]
     assert reply["type"] == "error" and reply["code"] == "bad_request", reply
+
+
+def test_ok_generate_stacked_bodies_are_one_person(server, tmp_path):
+    server.send("generate", "gs", count=3, seed=2, stack=True, device="cpu", out_dir=str(tmp_path), steps=2)
+    done = server.until("gs", timeout_s=WAIT_S)[-1]
+    assert done["type"] == "result", done
+    assert (done["num_people"], done["num_hypotheses"]) == (1, 3)
