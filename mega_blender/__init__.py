@@ -1,8 +1,8 @@
 """MEGA Human Mesh Recovery for Blender: people in photos as meshes with hypotheses and uncertainty.
 
 This module only registers and unregisters; the work is in the submodules (``scene_build``, ``operators``,
-``reconstruct``, ``jobs``, ``animation``, ``panels``, ``preferences``, ``properties``, ``batch``) and the bpy-free
-``result_reader``, ``coords``, ``sources``, ``pointcache`` and ``runtime_client``.
+``reconstruct``, ``shaping``, ``jobs``, ``animation``, ``panels``, ``preferences``, ``properties``, ``batch``) and
+the bpy-free ``result_reader``, ``coords``, ``sources``, ``pointcache``, ``regions`` and ``runtime_client``.
 Nothing is imported at module level, so ``import mega_blender.result_reader`` works in plain CPython.
 
 It is an extension (``blender_manifest.toml`` at the zip root; Blender ignores ``bl_info`` then) and, for
@@ -33,13 +33,14 @@ def register() -> None:
     global _cli_handle
     import bpy
 
-    from . import animation, batch, operators, panels, preferences, properties, reconstruct
+    from . import animation, batch, operators, panels, preferences, properties, reconstruct, shaping
 
     animation.ensure_handler()
     properties.register()
     preferences.register()
     operators.register()
     reconstruct.register()
+    shaping.register()
     panels.register()
     _cli_handle = bpy.utils.register_cli_command("mega", batch.cli_command)  # type: ignore[func-returns-value]
 
@@ -49,12 +50,13 @@ def unregister() -> None:
     global _cli_handle
     import bpy
 
-    from . import animation, operators, panels, preferences, properties, reconstruct
+    from . import animation, operators, panels, preferences, properties, reconstruct, shaping
 
     if _cli_handle is not None:
         bpy.utils.unregister_cli_command(_cli_handle)
         _cli_handle = None
     panels.unregister()
+    shaping.unregister()
     reconstruct.unregister()
     operators.unregister()
     preferences.unregister()

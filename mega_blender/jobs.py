@@ -44,14 +44,19 @@ IDLE_POLL_S = 1.0
 OUTCOMES_KEPT = 64
 
 
+#: Builds a finished job's result into Blender: (event, label) → (panel message, undo step name, names built).
+Builder = Callable[[JobDone, str], tuple[str, str, list[str]]]
+
+
 @dataclass
 class JobInfo:
-    """What the main thread remembers of a submitted job."""
+    """What the main thread remembers of a submitted job (``builder`` None: import the result as a scene)."""
 
     job_id: str
     label: str
     cleanup: list[Path] = field(default_factory=list)
     built: list[str] = field(default_factory=list)
+    builder: Builder | None = None
 
 
 @dataclass
@@ -202,6 +207,33 @@ def submit(
     return job_id
 
 
+def submit_model_job(
+    context: bpy.types.Context,
+    op: str,
+    fields: Mapping[str, Any],
+    out_dir: Path,
+    *,
+    name: str,
+    label: str,
+    builder: Builder | None = None,
+) -> str:
+    """Send a ``complete`` or ``generate`` to the runtime (starting it if needed); returns the job id.
+
+    ``builder`` turns the finished result into Blender data (default: import it like a reconstruction).
+    """
+    link = ensure_link(context)
+    try:
+        job_id = link.submit_model_job(op, out_dir, name, fields)
+    except LinkError as exc:
+        record_failure(str(exc), link.client.last_stderr(STDERR_SHOWN))
+        raise
+    _state.jobs[job_id] = JobInfo(job_id, label, builder=builder)
+    _set_session(job_running=True, job_progress=0.0, job_status=f"{label}: queued")
+    _status_bar(f"MEGA: {label} queued")
+    _ensure_timer()
+    return job_id
+
+
 def cancel(job_id: str | None = None) -> bool:
     """Cancel one job or all of them; False when nothing was running."""
     link = _state.link
@@ -279,26 +311,37 @@ def _session_progress() -> float:
 
 
 def _build(event: JobDone) -> str:
-    """Build the result of a finished job into the current scene; returns the message for the panel."""
+    """Build the result of a finished job (into the current scene, or with the job's builder); returns the
+    message for the panel. One undo step holds what was built."""
     info = _state.jobs.get(event.job)
     label = info.label if info is not None else event.json_path.stem
+    builder = info.builder if info is not None and info.builder is not None else import_result
+    message, undo_name, built = builder(event, label)
+    if info is not None:
+        info.built = built
+    try:
+        bpy.ops.ed.undo_push(message=undo_name)
+    except RuntimeError as exc:  # no undo stack (background mode) or no window context
+        log.debug("no undo step pushed: %s", exc)
+    return message
+
+
+def import_result(event: JobDone, label: str) -> tuple[str, str, list[str]]:
+    """The default :data:`Builder`: import the result pair like File › Import (a scene with its people)."""
     try:
         result = read_result(event.json_path)
         built = animation.build(bpy.context, result)
     except (ResultFormatError, OSError) as exc:
         raise LinkError(f"the result of {label} could not be imported: {exc}") from exc
-    if info is not None:
-        info.built = [obj.name for obj in built.people]
-    try:
-        bpy.ops.ed.undo_push(message=f"MEGA Reconstruct {label}")
-    except RuntimeError as exc:  # no undo stack (background mode) or no window context
-        log.debug("no undo step pushed: %s", exc)
     for warning in built.warnings:
         log.warning("%s", warning)
     people = f"{len(built.people)} {'person' if len(built.people) == 1 else 'people'}"
+    names = [obj.name for obj in built.people]
     if event.cancelled:
-        return f"{label}: cancelled after {event.num_frames} frame(s); kept them — {people}"
-    return f"{label}: {people} into '{built.collection.name}'"
+        message = f"{label}: cancelled after {event.num_frames} frame(s); kept them — {people}"
+    else:
+        message = f"{label}: {people} into '{built.collection.name}'"
+    return message, f"MEGA Reconstruct {label}", names
 
 
 def _build_partial(job_id: str, json_path: Path) -> str:

@@ -3,7 +3,9 @@
 * **MEGA** — *Reconstruct* (source: an image, a movie clip or a file; progress and Cancel while it runs; the
   runtime's state, with the reason and Restart when it failed) and *Import Result…*.
 * **Person** — for the active MEGA person: the hypothesis slider (``mega_hypothesis``), previous / next,
-  *Most likely*, *Keyframe*, and the list of hypotheses with their log-likelihoods (click one to show it).
+  *Most likely*, *Keyframe*, and the list of hypotheses with their log-likelihoods (click one to show it);
+  *Complete* (keep the Edit Mode selection or a region, add new hypotheses of the rest).
+* **Generate** — bodies with no image, as one new object (:mod:`mega_blender.shaping`).
 * **View** — uncertainty colours on/off and, while they are shown, their legend (a colour bar from 0 to the
   spread shown as full red); look through the MEGA camera, the photo behind it on/off.
 
@@ -258,6 +260,38 @@ class MEGA_PT_person(_SidebarPanel):
             layout.template_list("MEGA_UL_hypotheses", "", keys, "key_blocks", obj, "active_shape_key_index", rows=4)
         else:
             layout.label(text="Only one hypothesis (no shape keys)")
+        scene = context.scene
+        if scene is not None and obj.get("mega_frame") is not None:
+            settings = scene.mega  # type: ignore[attr-defined]
+            box = layout.box()
+            box.label(text="Complete the shown hypothesis", icon="MOD_MASK")
+            row = box.row(align=True)
+            row.prop(settings, "complete_region", text="")
+            row.prop(settings, "complete_count")
+            op = box.operator("mega.complete", icon="SHAPEKEY_DATA")
+            op.region = settings.complete_region
+            op.count = settings.complete_count
+
+
+class MEGA_PT_generate(_SidebarPanel):
+    """Bodies with no image."""
+
+    bl_idname = "MEGA_PT_generate"
+    bl_label = "Generate"
+    bl_parent_id = "MEGA_PT_main"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        scene = context.scene
+        if layout is None or scene is None:
+            return
+        settings = scene.mega  # type: ignore[attr-defined]
+        row = layout.row(align=True)
+        row.prop(settings, "generate_count")
+        row.prop(settings, "generate_seed")
+        op = layout.operator("mega.generate", icon="OUTLINER_OB_ARMATURE")
+        op.count = settings.generate_count
+        op.seed = settings.generate_seed
 
 
 class MEGA_PT_view(_SidebarPanel):
@@ -294,7 +328,7 @@ class MEGA_PT_view(_SidebarPanel):
             layout.prop(camera.data, "show_background_images", text="Photo Behind", icon="IMAGE_DATA")
 
 
-CLASSES = (MEGA_UL_hypotheses, MEGA_PT_main, MEGA_PT_person, MEGA_PT_view)
+CLASSES = (MEGA_UL_hypotheses, MEGA_PT_main, MEGA_PT_person, MEGA_PT_view, MEGA_PT_generate)
 
 
 def register() -> None:

@@ -3,7 +3,8 @@
 
 * ``Scene.mega`` (:class:`MEGA_PG_scene`, saved with the file): what the uncertainty toggle replaced, so hiding
   the colours gives back the viewport colouring the user had.
-  It also holds what the Reconstruct button sends: the source (an Image, a Movie Clip or a file) and the frames.
+  It also holds what the Reconstruct button sends: the source (an Image, a Movie Clip or a file) and the frames,
+  and the panel's Complete and Generate settings.
 * ``WindowManager.mega`` (:class:`MEGA_PG_session`, never saved): progress of the private-environment install,
   the live link's state and the running job's progress.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
+from . import regions
 from . import runtime_defaults as defaults
 
 
@@ -82,6 +84,26 @@ class MEGA_PG_scene(bpy.types.PropertyGroup):
         min=0.01,
         max=30.0,
     )
+    complete_region: EnumProperty(
+        name="Keep",
+        description="Complete: what stays as it is (the Edit Mode selection or a body region)",
+        items=regions.enum_items,
+    )
+    complete_count: IntProperty(
+        name="Count",
+        description="Complete: new hypotheses to add",
+        default=defaults.COMPLETION_COUNT,
+        min=1,
+        max=defaults.MAX_HYPOTHESES,
+    )
+    generate_count: IntProperty(
+        name="Bodies",
+        description="Generate: bodies to make (one object, one shape key each)",
+        default=defaults.GENERATE_COUNT,
+        min=1,
+        max=defaults.MAX_HYPOTHESES,
+    )
+    generate_seed: IntProperty(name="Seed", description="Generate: seeds the sampler", default=defaults.SEED, min=0)
     one_euro_causal: BoolProperty(
         name="Forward Only",
         description="One-Euro: filter forwards only, as a live view would (lags moving bodies); "

@@ -410,7 +410,6 @@ class Link:
             raise LinkError(self.failed.reason)
         source = Path(source)
         name = name or source.stem
-        out_dir = Path(out_dir).resolve()
         fields: dict[str, Any] = dict(options or {})
         if self.inline:
             try:
@@ -421,12 +420,34 @@ class Link:
             fields["return"] = "inline"
         else:
             fields["source"] = {"path": str(source.resolve())}
+        return self._send_job("infer", Path(out_dir), name, fields)
+
+    def submit_model_job(self, op: str, out_dir: Path, name: str, fields: Mapping[str, Any]) -> str:
+        """Queue a ``complete`` or ``generate`` (docs/protocol.md: ``fields`` are the op's own); returns the job id.
+
+        These ops read and write files on the runtime's machine, so they need a runtime on this machine: with an
+        inline (remote) runtime a :class:`LinkError` says so.
+        """
+        if op not in ("complete", "generate"):
+            raise ValueError(f"not a model job: {op!r}")
+        if self.failed is not None:
+            raise LinkError(self.failed.reason)
+        if self.inline:
+            raise LinkError(
+                f"'{op}' needs the MEGA runtime on this machine (it reads and writes result files there); "
+                "set the runtime mode to Interpreter in the add-on's preferences"
+            )
+        return self._send_job(op, Path(out_dir), name, dict(fields))
+
+    def _send_job(self, op: str, out_dir: Path, name: str, fields: dict[str, Any]) -> str:
+        out_dir = out_dir.resolve()
+        if not self.inline:
             fields["out_dir"] = str(out_dir)
             fields["name"] = name
         job_id = uuid.uuid4().hex[:12]
         self.jobs[job_id] = _Job(job_id, out_dir, name, self.inline)
         try:
-            self.client.send("infer", job_id, **fields)
+            self.client.send(op, job_id, **fields)
         except LinkError:
             del self.jobs[job_id]
             raise LinkError(self._exit_reason()) from None

@@ -446,15 +446,7 @@ def _build_person(
     obj[LOG_LIKELIHOOD_PROP] = [float(log_likelihood[h]) for h in picker]
     obj[SOURCE_HYPOTHESIS_PROP] = picker
     obj[HYPOTHESIS_PROP] = 0
-    obj.id_properties_ui(HYPOTHESIS_PROP).update(
-        min=0,
-        max=len(picker) - 1,
-        soft_min=0,
-        soft_max=len(picker) - 1,
-        step=1,
-        description="Hypothesis shown: 0 = Basis (the deterministic decode), k = shape key 'Hypothesis k' "
-        "(the k-th most likely sample)",
-    )
+    set_picker_range(obj, len(picker))
     if len(picker) > 1:
         _add_hypothesis_keys(obj, shapes_local, order)
     return obj
@@ -491,24 +483,44 @@ def _add_hypothesis_keys(obj: bpy.types.Object, shapes_local: np.ndarray, order:
     """Basis = ``shapes_local[0]``; key k = ``shapes_local[order[k - 1]]``, driven by ``mega_hypothesis == k``."""
     obj.shape_key_add(name="Basis", from_mix=False)
     for rank, hypothesis in enumerate(order, start=1):
-        key_block = obj.shape_key_add(name=key_name(rank), from_mix=False)
-        key_block.points.foreach_set("co", np.ascontiguousarray(shapes_local[hypothesis]).ravel())
-        key_block.slider_min = 0.0
-        key_block.slider_max = 1.0
-        fcurve = key_block.driver_add("value")
-        driver = fcurve.driver if isinstance(fcurve, bpy.types.FCurve) else None
-        if driver is None:  # pragma: no cover - a single property always gives one F-curve with a driver
-            raise RuntimeError(f"Blender made no driver for shape key {key_block.name!r}")
-        driver.type = "SCRIPTED"
-        variable = driver.variables.new()
-        variable.name = DRIVER_VARIABLE
-        variable.type = "SINGLE_PROP"
-        target = variable.targets[0]
-        target.id_type = "OBJECT"
-        target.id = obj
-        target.data_path = f'["{HYPOTHESIS_PROP}"]'
-        driver.expression = driver_expression(rank)
+        add_driven_key(obj, key_name(rank), rank, shapes_local[hypothesis])
     obj.active_shape_key_index = 0
+
+
+def add_driven_key(obj: bpy.types.Object, name: str, rank: int, shape_local: np.ndarray) -> bpy.types.ShapeKey:
+    """A shape key ``name`` holding ``shape_local`` ((V, 3) float32, object space), driven by
+    ``mega_hypothesis == rank``. The object must already have its Basis."""
+    key_block = obj.shape_key_add(name=name, from_mix=False)
+    key_block.points.foreach_set("co", np.ascontiguousarray(shape_local, dtype=np.float32).ravel())
+    key_block.slider_min = 0.0
+    key_block.slider_max = 1.0
+    fcurve = key_block.driver_add("value")
+    driver = fcurve.driver if isinstance(fcurve, bpy.types.FCurve) else None
+    if driver is None:  # pragma: no cover - a single property always gives one F-curve with a driver
+        raise RuntimeError(f"Blender made no driver for shape key {key_block.name!r}")
+    driver.type = "SCRIPTED"
+    variable = driver.variables.new()
+    variable.name = DRIVER_VARIABLE
+    variable.type = "SINGLE_PROP"
+    target = variable.targets[0]
+    target.id_type = "OBJECT"
+    target.id = obj
+    target.data_path = f'["{HYPOTHESIS_PROP}"]'
+    driver.expression = driver_expression(rank)
+    return key_block
+
+
+def set_picker_range(obj: bpy.types.Object, count: int) -> None:
+    """``mega_hypothesis`` ranges over 0 … count − 1 (the Basis and the keys)."""
+    cast(Any, obj).id_properties_ui(HYPOTHESIS_PROP).update(  # the stubs type it as returning None
+        min=0,
+        max=count - 1,
+        soft_min=0,
+        soft_max=count - 1,
+        step=1,
+        description="Hypothesis shown: 0 = Basis (the deterministic decode), k = shape key 'Hypothesis k' "
+        "(the k-th most likely sample)",
+    )
 
 
 def link_into_scene(

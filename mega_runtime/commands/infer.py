@@ -340,6 +340,7 @@ def _cmd_complete(args: argparse.Namespace) -> int:
         coverage=args.coverage,
         pin=args.pin,
         falloff_m=args.falloff,
+        use_image=args.use_image,
     )
     result = complete_person(source, request, args.checkpoint_dir, assets, args.device)
     out = Path(args.out) / name
@@ -541,6 +542,12 @@ def add_infer_commands(sub: argparse._SubParsersAction) -> None:
         action="store_false",
         default=defaults.COMPLETION_PIN,
         help="keep the decoded kept region as it comes (default: pin it to the source hypothesis)",
+    )
+    p.add_argument(
+        "--no-image",
+        dest="use_image",
+        action="store_false",
+        help="resample with the pre-trained model, without the photo (default: with it when it is on disk)",
     )
     p.add_argument(
         "--falloff",

@@ -434,6 +434,7 @@ class Server:
                 request.coverage,
                 pin=request.pin,
                 falloff_m=request.falloff_m,
+                use_image=request.use_image,
             )
             result = complete_person(source, completion, self.config.checkpoint_dir, assets, device)
             default_name = f"{Path(request.result_path).name.removesuffix('.json')}.completed"

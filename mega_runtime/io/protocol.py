@@ -126,6 +126,7 @@ class CompleteRequest:
     device: str | None
     pin: bool = defaults.COMPLETION_PIN
     falloff_m: float = defaults.COMPLETION_FALLOFF_M
+    use_image: bool = True
 
     @property
     def op(self) -> str:
@@ -384,6 +385,7 @@ def _parse_complete(message: dict[str, Any], rid: str) -> CompleteRequest:
         device=device,
         pin=_bool(message, "pin", defaults.COMPLETION_PIN, rid),
         falloff_m=float(falloff),
+        use_image=_bool(message, "use_image", True, rid),
     )
 
 

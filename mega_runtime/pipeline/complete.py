@@ -49,6 +49,7 @@ class CompletionRequest:
     coverage: share of the kept vertices' influence the kept tokens must give (see tokens_covering).
     pin: set the kept vertices back to the source hypothesis after decoding (see the module doc).
     falloff_m: metres along the surface over which pinned vertices blend into the new body (>= 0).
+    use_image: condition on the result's photo when it is still on disk (False: the pre-trained model, no image).
     """
 
     person: int
@@ -59,6 +60,7 @@ class CompletionRequest:
     coverage: float = defaults.COMPLETION_COVERAGE
     pin: bool = defaults.COMPLETION_PIN
     falloff_m: float = defaults.COMPLETION_FALLOFF_M
+    use_image: bool = True
 
 
 def keep_vertices(spec: str, assets_dir: Path) -> np.ndarray:
@@ -115,7 +117,7 @@ def complete_person(
     fixed = torch.full((request.count, NUM_TOKENS), -1, dtype=torch.int64)
     fixed[:, keep] = tokens[keep]
     generator = torch.Generator().manual_seed(request.seed)
-    image = _source_image(source.meta)
+    image = _source_image(source.meta) if request.use_image else None
     model = source.meta.get("model", {}).get("name") if image is not None else None
     if image is not None and model in defaults.IMAGE_MODELS:
         from mega_runtime.pipeline.preprocess import crop_person
@@ -179,7 +181,7 @@ def complete_person(
         "falloff_m": float(request.falloff_m) if request.pin else None,
     }
     meta["warnings"] = list(meta.get("warnings", []))
-    if conditioning == "none" and source.meta.get("source", {}).get("kind") != "generated":
+    if request.use_image and conditioning == "none" and source.meta.get("source", {}).get("kind") != "generated":
         meta["warnings"].append("the source image could not be read: the other tokens were sampled without it")
     logger.info("completed person %d: kept %d tokens, %d new hypotheses", request.person, len(keep), m)
     return Result(meta=meta, arrays=out)

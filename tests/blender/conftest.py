@@ -69,3 +69,23 @@ def blender() -> Iterator[Any]:
 
 def _raise(exc: BaseException) -> None:
     raise exc
+
+
+@pytest.fixture
+def live(blender: Any, small_checkpoints: Path, assets_dir: Path, tmp_path: Path, monkeypatch: Any) -> Iterator[Any]:
+    """The add-on set up to run this Python as its runtime (it has torch and mega_runtime installed), with the
+    small seeded checkpoints; yields ``mega_blender.jobs``. The runtime is stopped afterwards."""
+    bpy = blender
+    monkeypatch.setenv("MEGA_ASSETS_DIR", str(assets_dir))
+    preferences = bpy.context.preferences.addons[ADDON].preferences
+    preferences.runtime_mode = "INTERPRETER"
+    preferences.python_path = sys.executable
+    preferences.weights_dir = str(small_checkpoints)
+    preferences.results_dir = str(tmp_path / "results")
+    preferences.model = "resnet"
+    preferences.num_hypotheses = 3
+    preferences.device = "CPU"
+    from mega_blender import jobs
+
+    yield jobs
+    jobs.stop()

@@ -55,3 +55,22 @@ def execute_import(operator_class: Any, context: Any, filepath: str, **options: 
     values = {"frame": 0, "animate": True, "uncertainty_range_mm": 0.0, "sensor_mm": 36.0, **options}
     stub = SimpleNamespace(filepath=filepath, report=lambda kind, message: reports.append((kind, message)), **values)
     return operator_class.execute(stub, context), reports
+
+
+def run_jobs(jobs: Any, timeout_s: float = 180.0, on_progress: Any = None) -> None:
+    """Call the add-on's timer function until no job runs (what Blender's event loop does in the UI); fails the
+    test naming the job's last status when none ended within ``timeout_s``."""
+    import time
+
+    import bpy
+    import pytest
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        jobs.pump()
+        if on_progress is not None:
+            on_progress()
+        if not bpy.context.window_manager.mega.job_running:
+            return
+        time.sleep(0.02)
+    pytest.fail(f"no job ended within {timeout_s} s: {bpy.context.window_manager.mega.job_status}")

@@ -5,52 +5,19 @@ or a Movie Clip, and builds the people once the timer function has handed the re
 from __future__ import annotations
 
 import stat
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.blender.conftest import BPY_SKIP_REASON
-from tests.blender.helpers import counts
+from tests.blender.helpers import counts, run_jobs
 
 bpy = pytest.importorskip("bpy", reason=BPY_SKIP_REASON)
 cv2 = pytest.importorskip("cv2", reason="the video test writes its clip with opencv (installed with the runtime)")
 from mega_blender import scene_build  # noqa: E402
 
 PHOTO = "pexels-polina-tankilevitch-6739044.jpg"
-
-
-@pytest.fixture
-def live(blender, small_checkpoints, assets_dir, tmp_path, monkeypatch):
-    """The add-on set up to run this Python as its runtime (it has torch and mega_runtime installed)."""
-    monkeypatch.setenv("MEGA_ASSETS_DIR", str(assets_dir))
-    preferences = bpy.context.preferences.addons["mega_blender"].preferences
-    preferences.runtime_mode = "INTERPRETER"
-    preferences.python_path = sys.executable
-    preferences.weights_dir = str(small_checkpoints)
-    preferences.results_dir = str(tmp_path / "results")
-    preferences.model = "resnet"
-    preferences.num_hypotheses = 3
-    preferences.device = "CPU"
-    from mega_blender import jobs
-
-    yield jobs
-    jobs.stop()
-
-
-def run_jobs(jobs, timeout_s: float = 180.0, on_progress=None) -> None:
-    """Call the add-on's timer function until no job runs (what Blender's event loop does in the UI)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        jobs.pump()
-        if on_progress is not None:
-            on_progress()
-        if not bpy.context.window_manager.mega.job_running:
-            return
-        time.sleep(0.02)
-    pytest.fail(f"no result within {timeout_s} s: {bpy.context.window_manager.mega.job_status}")
 
 
 def people() -> list:

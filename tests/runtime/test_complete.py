@@ -132,6 +132,9 @@ def test_ok_photo_result_is_completed_with_the_image(source, small_checkpoints, 
     assert res.meta["completion"]["conditioning"] == "image"
     kept = res.meta["completion"]["kept_tokens"]
     assert np.all(res.arrays["tokens"][0, 0][:, kept] == src.arrays["tokens"][0, 0, 0, kept])
+    blind = complete_person(src, CompletionRequest(0, 0, keep, 2, 0, use_image=False), small_checkpoints, assets_dir)
+    assert blind.meta["completion"]["conditioning"] == "none" and not blind.meta["warnings"]
+    assert np.all(blind.arrays["tokens"][0, 0][:, kept] == src.arrays["tokens"][0, 0, 0, kept])
 
 
 def test_ng_bad_requests(source, small_checkpoints, assets_dir, tmp_path):
