@@ -175,3 +175,21 @@ def test_ok_tokens_covering_grows_with_coverage(regions):
     assert tr.tokens_covering(w, np.zeros(0, dtype=int)).size == 0
     with pytest.raises(ValueError, match="coverage"):
         tr.tokens_covering(w, head, 0.0)
+
+
+def test_ok_region_picture_colours_every_token_in_one_of_two_views(assets_dir, tmp_path):
+    import cv2
+
+    out = tmp_path / "regions.png"
+    done = subprocess.run(
+        [sys.executable, "tools/draw_token_regions.py", "--assets-dir", str(assets_dir), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    image = cv2.imread(str(out))
+    assert image is not None and image.shape[0] > 500 and image.shape[1] > 800  # two views side by side
+    background = np.all(image == 255, axis=2)
+    assert 0.1 < 1 - background.mean() < 0.6  # a body drawn in each view, not an empty or a filled canvas
