@@ -21,7 +21,12 @@ from mega_runtime.weights.registry import (
     cache_checkpoints_dir,
     local_folder,
 )
-from mega_runtime.weights.resolve import fetch_detector_models, resolve_assets_dir, resolve_checkpoint_dir
+from mega_runtime.weights.resolve import (
+    fetch_detector_models,
+    resolve_assets_dir,
+    resolve_checkpoint_dir,
+    resolve_yolox_model,
+)
 from mega_runtime.weights.state import FileStatus, status
 
 
@@ -87,12 +92,15 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
             models, args.checkpoint_dir, download=True, progress=bar, assets_dir=assets
         )
         detector = fetch_detector_models(progress=bar) if args.detector else None
+        yolox = resolve_yolox_model(progress=bar, honour_offline=False) if args.yolox else None
     finally:
         bar.close()
     print(f"assets: {assets}")
     print(f"checkpoints: {checkpoints} ({', '.join(models)})")
     if detector is not None:
         print(f"detector models: {detector}")
+    if yolox is not None:
+        print(f"YOLOX person detector: {yolox}")
     return 0
 
 
@@ -156,6 +164,12 @@ def add_weights_commands(subparsers: Any) -> argparse.ArgumentParser:
                 action="store_true",
                 help="also download the person detector's two BlazePose models (needed where no mediapipe wheel "
                 "with them can be installed, e.g. Python 3.13; docs/detection.md)",
+            )
+            sub.add_argument(
+                "--yolox",
+                action="store_true",
+                help="also download the YOLOX-S person detector (36 MB; the default detector where it is present, "
+                "docs/detection.md); downloads even when $MEGA_OFFLINE is set",
             )
         sub.set_defaults(func=func)
     return parser
