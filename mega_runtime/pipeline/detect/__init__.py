@@ -64,6 +64,7 @@ from mega_runtime.pipeline.detect.yolox import YoloxDetector
 __all__ = [
     "BLAZEPOSE_MODEL_FILES",
     "DETECTOR_NAMES",
+    "DOWNLOADING_DETECTORS",
     "BlazePoseDetector",
     "Detection",
     "GivenBoxes",
@@ -76,6 +77,9 @@ __all__ = [
 
 DETECTOR_NAMES: tuple[str, ...] = ("default", "auto", "yolox", "blazepose", "yolo", "boxes")
 """Names :func:`make_detector` accepts; ``"default"`` is ``"auto"``."""
+
+#: Detectors that may download their model when built, and so take a ``progress`` option.
+DOWNLOADING_DETECTORS: tuple[str, ...] = ("default", "auto", "yolox")
 
 log = logging.getLogger(__name__)
 _warned: set[str] = set()

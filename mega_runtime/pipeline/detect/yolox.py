@@ -184,16 +184,20 @@ class YoloxDetector:
         self._input_name = inputs[0].name
         return int(shape[2]), int(shape[3])
 
-    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
-        height, width = check_image(image_bgr)
-        blob, (sx, sy) = letterbox(image_bgr, self.input_hw)
+    def run_network(self, blob: np.ndarray) -> np.ndarray:
+        """The raw head output ``(N, 5 + C)`` for one letterboxed input ``(1, 3, H, W)`` float32."""
         raw = np.asarray(self._session.run(None, {self._input_name: blob})[0])
         if raw.ndim != 3 or raw.shape[0] != 1:
             raise DetectorError(
                 f"the YOLOX model's output has shape {raw.shape}, expected (1, N, 5 + classes)",
                 hint="use a YOLOX ONNX export without built-in decoding, such as the registered YOLOX-S",
             )
-        boxes, scores = decode_yolox(raw[0], self.input_hw)
+        return raw[0]
+
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        height, width = check_image(image_bgr)
+        blob, (sx, sy) = letterbox(image_bgr, self.input_hw)
+        boxes, scores = decode_yolox(self.run_network(blob), self.input_hw)
         kept = np.flatnonzero(np.isfinite(scores) & (scores >= self.conf))
         boxes = boxes[kept] / np.array([sx, sy, sx, sy])
         boxes = np.clip(boxes, 0.0, np.array([width, height, width, height], dtype=np.float64))
