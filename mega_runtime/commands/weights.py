@@ -8,17 +8,21 @@ from pathlib import Path
 from typing import IO, Any
 
 from mega_runtime.commands.progress import ProgressBar
-from mega_runtime.weights.downloads import human_size
+from mega_runtime.weights.downloads import human_size, present_and_valid
 from mega_runtime.weights.registry import (
     CHECKPOINTS,
     DEFAULT_MODELS,
     ENV_ASSETS_DIR,
     ENV_CHECKPOINTS_DIR,
     ENV_HOME,
+    ENV_YOLOX_DIR,
+    FETCH_COMMAND,
     MESHCONV_COMMIT,
+    YOLOX_FILE,
     ZENODO_RECORD_ID,
     cache_assets_dir,
     cache_checkpoints_dir,
+    cache_detector_dir,
     local_folder,
 )
 from mega_runtime.weights.resolve import (
@@ -80,7 +84,23 @@ def _cmd_list(args: argparse.Namespace) -> int:
     _print_rows([r for r in rows if r.kind == "checkpoint"], required)
     present = sum(r.present for r in rows)
     print(f"{present} of {len(rows)} files present; inference needs the assets and {', '.join(sorted(required))}")
+    _print_yolox()
     return 0
+
+
+def _print_yolox() -> None:
+    """The optional YOLOX person detector: ok, BAD (another file) or absent, and the fix."""
+    local, origin = local_folder(None, ENV_YOLOX_DIR)
+    path = (local if local is not None else cache_detector_dir()) / YOLOX_FILE.name
+    if present_and_valid(path, YOLOX_FILE.sha256, None, YOLOX_FILE.size):
+        state = "ok"
+    else:
+        state = "BAD" if path.is_file() else "absent"
+    where = origin if local is not None else "download cache"
+    print(f"person detector (YOLOX-S; without it the offline BlazePose detector is used): {path.parent} ({where})")
+    print(f"  {state:<8} {YOLOX_FILE.name}  {human_size(YOLOX_FILE.size):>9}  {path}  (optional)")
+    if state != "ok":
+        print(f"           fix: {FETCH_COMMAND} --yolox")
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:

@@ -75,14 +75,21 @@ def _images() -> list[np.ndarray]:
     return out
 
 
-def _reference(session, image: np.ndarray, conf: float, iou_limit: float) -> list[tuple[tuple[float, ...], float]]:
-    """YOLOX post-processing written out cell by cell, independently of the product's vectorised code."""
+def _raw_rows(session, image: np.ndarray) -> np.ndarray:
+    """The network's raw output for ``image``, letterboxed as YOLOX's preprocessing does (top-left, grey 114)."""
     h, w = image.shape[:2]
     scale = min(640 / h, 640 / w)
     nw, nh = int(w * scale), int(h * scale)
     canvas = np.full((640, 640, 3), 114.0, dtype=np.float32)
     canvas[:nh, :nw] = cv2.resize(image, (nw, nh)) if (nw, nh) != (w, h) else image
-    rows = session.run(None, {"images": canvas.transpose(2, 0, 1)[None].copy()})[0][0].astype(np.float64)
+    return session.run(None, {"images": canvas.transpose(2, 0, 1)[None].copy()})[0][0].astype(np.float64)
+
+
+def _reference(rows: np.ndarray, image_hw, conf: float, iou_limit: float) -> list[tuple[tuple[float, ...], float]]:
+    """YOLOX post-processing written out cell by cell, independently of the product's vectorised code."""
+    h, w = image_hw
+    scale = min(640 / h, 640 / w)
+    nw, nh = int(w * scale), int(h * scale)
     candidates = []
     index = 0
     for stride in (8, 16, 32):
@@ -125,14 +132,17 @@ def test_yolox_boxes_match_an_independent_reference_on_a_seeded_model(seeded_onn
     # loaded through the product's code: the file pinned by SHA-256 and size in a local folder, then the session
     path = resolve_yolox_model(seeded_onnx.parent, entry=_entry(seeded_onnx))
     assert path == seeded_onnx
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    detectors = {conf: YoloxDetector(model_path=path, conf=conf, num_threads=1) for conf in (0.3, 0.5)}
+    assert detectors[0.3].input_hw == (640, 640)
     total = 0
-    for conf in (0.3, 0.5):
-        detector = YoloxDetector(model_path=path, conf=conf, num_threads=1)
-        assert detector.input_hw == (640, 640)
-        for image in _images():
+    for image in _images():
+        rows = _raw_rows(session, image)
+        for conf, detector in detectors.items():
             got = detector.detect(image)
-            want = _reference(session, image, conf, 0.45)
+            want = _reference(rows, image.shape[:2], conf, 0.45)
             assert len(got) == len(want), (image.shape, len(got), len(want))
             total += len(got)
             if got:
@@ -262,12 +272,23 @@ def test_weights_fetch_yolox_downloads_even_when_offline(
     from mega_runtime.commands.cli import main
 
     monkeypatch.setattr("mega_runtime.weights.resolve.YOLOX_FILE", _entry(seeded_onnx))
+    monkeypatch.setattr("mega_runtime.commands.weights.YOLOX_FILE", _entry(seeded_onnx))
     monkeypatch.setattr("mega_runtime.commands.weights.resolve_assets_dir", lambda *a, **k: isolated / "assets")
     monkeypatch.setattr("mega_runtime.commands.weights.resolve_checkpoint_dir", lambda *a, **k: isolated / "ckpt")
     monkeypatch.setenv("MEGA_YOLOX_URL", seeded_onnx.as_uri())
     assert main(["weights", "fetch", "--yolox"]) == 0
     assert f"YOLOX person detector: {isolated / 'detector' / seeded_onnx.name}" in capsys.readouterr().out
     assert (isolated / "detector" / seeded_onnx.name).read_bytes() == seeded_onnx.read_bytes()
+    assert main(["weights", "list"]) == 0
+    assert f"ok       {seeded_onnx.name}" in capsys.readouterr().out
+
+
+def test_weights_list_shows_the_missing_yolox_model_and_its_fix(isolated: Path, capsys: pytest.CaptureFixture[str]):
+    from mega_runtime.commands.cli import main
+
+    assert main(["weights", "list"]) == 0
+    out = capsys.readouterr().out
+    assert f"absent   {YOLOX_FILE.name}" in out and "fix: mega-runtime weights fetch --yolox" in out
 
 
 # -- the "auto" (default) choice ---------------------------------------------------------------------------------
