@@ -354,3 +354,23 @@ def test_yolox_is_offered_wherever_a_detector_is_chosen():
 
     assert {"auto", "yolox", "blazepose"} <= set(defaults.DETECTOR_CHOICES)
     assert {"auto", "yolox", "blazepose"} <= set(detect.DETECTOR_NAMES)
+
+
+def test_the_add_on_install_survives_a_failed_yolox_fetch(tmp_path: Path):
+    import os
+    import subprocess
+    import sys
+
+    from mega_blender.installer import DETECTOR_FETCH
+
+    # the install runs this script in the new environment; here a mirror serves another file: it is refused (size,
+    # SHA-256) and the install goes on with the offline detector
+    other = tmp_path / "other.onnx"
+    other.write_bytes(b"not the model")
+    env = {**os.environ, "MEGA_HOME": str(tmp_path / "home"), "MEGA_YOLOX_URL": other.as_uri()}
+    env.pop("MEGA_YOLOX_DIR", None)
+    done = subprocess.run([sys.executable, "-c", DETECTOR_FETCH], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "YOLOX person detector not downloaded (the offline detector will be used)" in done.stdout
+    assert "corrupted" in done.stdout or "bytes, expected" in done.stdout
+    assert not (tmp_path / "home" / "detector" / YOLOX_FILE.name).exists()
