@@ -58,8 +58,9 @@ CHECK_PREFIX = "MEGA-CHECK "
 #: the wheels on PyPI / download.pytorch.org (Linux x86-64: CPU torch ~190 MB; CUDA torch ~900 MB plus the
 #: nvidia-* wheels, ~2.8 GB in all; Windows CUDA is one ~2.6 GB wheel; macOS arm64 ~80 MB).
 TORCH_SIZES_MB = {"cpu": (250, 900), "cuda": (3000, 6500), "default-macos": (120, 450), "default": (3000, 6500)}
-#: numpy, scipy, opencv-python-headless, ai-edge-litert, mediapipe (no deps) and the runtime itself.
-OTHER_SIZES_MB = (200, 600)
+#: numpy, scipy, opencv-python-headless, ai-edge-litert, onnxruntime, mediapipe (no deps), the runtime itself and
+#: the YOLOX person detector model (36 MB).
+OTHER_SIZES_MB = (260, 700)
 #: Head room on top of the estimate (pip's temporary files, byte-compiling).
 DISK_MARGIN = 1.2
 #: Weights of the steps in the overall fraction (PyTorch dominates).
@@ -72,11 +73,19 @@ STEP_TITLES = {
     "check": "Check",
 }
 DETECTOR_REQUIREMENT = "mediapipe==0.10.14; python_version < '3.13'"
+#: Fetches the BlazePose models where no mediapipe wheel has them (3.13) and the YOLOX person detector (the default
+#: where it is present); a failed YOLOX download does not fail the install: the offline detector is used instead.
 DETECTOR_FETCH = (
     "import sys\n"
+    "from mega_runtime.errors import MegaError\n"
+    "from mega_runtime.weights import fetch_detector_models\n"
+    "from mega_runtime.weights.resolve import resolve_yolox_model\n"
     "if sys.version_info >= (3, 13):\n"
-    "    from mega_runtime.weights import fetch_detector_models\n"
     "    print('detector models:', fetch_detector_models())\n"
+    "try:\n"
+    "    print('YOLOX person detector:', resolve_yolox_model(honour_offline=False))\n"
+    "except MegaError as exc:\n"
+    "    print('YOLOX person detector not downloaded (the offline detector will be used):', exc.message)\n"
 )
 #: Loads the runtime and torch in the new environment and prints one JSON line: versions and devices.
 CHECK_SCRIPT = (

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from typing import Any
 import bpy
 
 from . import animation
+from . import preferences as addon_preferences
 from .preferences import get_preferences, runtime_command
 from .result_reader import ResultFormatError, read_result
 from .runtime_client import Event, JobDone, JobFailed, Link, LinkError, Progress, Ready, RuntimeFailed
@@ -131,7 +133,10 @@ def ensure_link(context: bpy.types.Context) -> Link:
     if link is not None:
         _retire(link)
     command, serve_args, inline = link_settings(context)
-    link = Link(command, serve_args, inline=inline)
+    # Blender's "Allow Online Access" off: the runtime downloads nothing implicitly (the default detector then
+    # keeps to a YOLOX model already on disk, else uses the offline one; docs/detection.md)
+    env = None if addon_preferences.online_access() else {**os.environ, "MEGA_OFFLINE": "1"}
+    link = Link(command, serve_args, inline=inline, env=env)
     _state.link = link
     _set_session(link_state="STARTING", link_message="Starting the MEGA runtime…", link_stderr="")
     try:

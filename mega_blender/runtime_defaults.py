@@ -116,8 +116,8 @@ PATH_LIKELIHOOD_WEIGHT = 1.0
 #: The add-on panel's starting choice for videos (an interactive user wants the smooth result at once).
 PANEL_TEMPORAL_PATH = "coherent"
 PANEL_SMOOTH = True
-#: Detectors the CLI and ``serve`` offer (``default`` is BlazePose).
-DETECTOR_CHOICES = ("default", "yolo")
+#: Detectors the CLI and ``serve`` offer (``default`` is ``auto``: YOLOX where it can be had, else BlazePose).
+DETECTOR_CHOICES = ("default", "auto", "yolox", "blazepose", "yolo")
 DETECTOR = "default"
 #: Minimum detector score of a person (0.5, as in MediaPipe).
 DETECTOR_CONF = 0.5

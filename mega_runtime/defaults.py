@@ -122,8 +122,8 @@ PANEL_SMOOTH = True
 
 # -- person detection --------------------------------------------------------------------------------------------------
 
-#: Detectors the CLI and ``serve`` offer (``default`` is BlazePose).
-DETECTOR_CHOICES = ("default", "yolo")
+#: Detectors the CLI and ``serve`` offer (``default`` is ``auto``: YOLOX where it can be had, else BlazePose).
+DETECTOR_CHOICES = ("default", "auto", "yolox", "blazepose", "yolo")
 DETECTOR = "default"
 #: Minimum detector score of a person (0.5, as in MediaPipe).
 DETECTOR_CONF = 0.5

@@ -13,6 +13,10 @@ FIXTURES_DIR = SHARED_DIR / "fixtures"
 ASSETS_DIR = SHARED_DIR / "assets"
 MANIFESTS_DIR = FIXTURES_DIR / "manifests"
 
+# Nothing is downloaded implicitly in tests (the "auto" detector keeps to files already on disk, so it falls back to
+# BlazePose deterministically); subprocesses inherit it. Tests of downloads pass their own mirrors explicitly.
+os.environ["MEGA_OFFLINE"] = "1"
+
 
 def _require(path: Path) -> Path:
     if not path.exists():

@@ -29,8 +29,9 @@ PLATFORMS = ("x86_64-pc-windows-msvc", "aarch64-apple-darwin", "x86_64-unknown-l
 PYTHONS = ("3.11", "3.12", "3.13")
 #: Oldest macOS the add-on supports on Apple silicon (uv reads it for the macOS wheel tags it accepts).
 MACOS_TARGET = "14.0"
-#: What every platform's environment must hold: the pinned torch and the detector's TFLite interpreter.
+#: What every platform's environment must hold: the pinned torch and the detectors' TFLite interpreter and onnxruntime.
 REQUIRED_PINS = ("torch==2.13.0", "ai-edge-litert==2.3.0")
+REQUIRED_PACKAGES = ("onnxruntime",)
 RESOLVE_TIMEOUT_S = 180.0
 PROBE_TIMEOUT_S = 5.0
 
@@ -115,6 +116,8 @@ def test_runtime_dependencies_resolve_to_wheels(resolutions, platform, python):
     pins = {line.strip() for line in result.stdout.splitlines() if "==" in line and not line.startswith("#")}
     missing = [pin for pin in REQUIRED_PINS if pin not in pins]
     assert not missing, f"{platform}, Python {python}: {missing} not in the resolution {sorted(pins)}"
+    absent = [name for name in REQUIRED_PACKAGES if not any(pin.startswith(f"{name}==") for pin in pins)]
+    assert not absent, f"{platform}, Python {python}: {absent} not in the resolution {sorted(pins)}"
     assert not [pin for pin in pins if pin.startswith(("tflite-runtime==", "mediapipe=="))]
 
 

@@ -199,7 +199,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
 
     from mega_runtime.mega import resolve_device
     from mega_runtime.pipeline.chain import Pipeline, PipelineConfig
-    from mega_runtime.pipeline.detect import make_detector
+    from mega_runtime.pipeline.detect import DOWNLOADING_DETECTORS, make_detector
 
     config = PipelineConfig(
         model=_model_name(args.model),
@@ -210,7 +210,9 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         device=resolve_device(args.device),
         batch_size=args.batch_size,
     )
-    options = {"weights": args.yolo_weights} if args.detector == "yolo" else {}
+    options: dict[str, object] = {"weights": args.yolo_weights} if args.detector == "yolo" else {}
+    if args.detector in DOWNLOADING_DETECTORS:  # YOLOX may be downloaded on first use
+        options["progress"] = DownloadBar(sys.stderr)
     detector = make_detector(args.detector, **options)
     pipeline = Pipeline.load(config, args.checkpoint_dir, args.assets_dir, detector, progress=DownloadBar(sys.stderr))
     frames_bar = ProgressBar(sys.stderr, verb="frames of")

@@ -325,7 +325,7 @@ class Server:
         from mega_runtime.decoding.schedule import CVQMAE_SAMPLING, SamplingConfig
         from mega_runtime.mega import resolve_device
         from mega_runtime.pipeline.chain import Pipeline, PipelineConfig
-        from mega_runtime.pipeline.detect import make_detector
+        from mega_runtime.pipeline.detect import DOWNLOADING_DETECTORS, make_detector
 
         device = resolve_device(request.device or self.config.device)
         key = (request.model, device)
@@ -333,11 +333,14 @@ class Server:
         if base is None:
             self._progress(request.request_id, "load", 0, 1, f"loading {request.model} on {device}")
             config = PipelineConfig(model=request.model, device=device)
+            detector_options = (  # YOLOX may be downloaded on first use: its progress is the job's
+                {"progress": self._download_progress(job)} if self.config.detector in DOWNLOADING_DETECTORS else {}
+            )
             base = Pipeline.load(
                 config,
                 self.config.checkpoint_dir,
                 self.config.assets_dir,
-                make_detector(self.config.detector),
+                make_detector(self.config.detector, **detector_options),
                 progress=self._download_progress(job),
             )
             self._pipelines[key] = base  # kept even when the job was cancelled meanwhile: the next job needs it

@@ -8,20 +8,29 @@ from pathlib import Path
 from typing import IO, Any
 
 from mega_runtime.commands.progress import ProgressBar
-from mega_runtime.weights.downloads import human_size
+from mega_runtime.weights.downloads import human_size, present_and_valid
 from mega_runtime.weights.registry import (
     CHECKPOINTS,
     DEFAULT_MODELS,
     ENV_ASSETS_DIR,
     ENV_CHECKPOINTS_DIR,
     ENV_HOME,
+    ENV_YOLOX_DIR,
+    FETCH_COMMAND,
     MESHCONV_COMMIT,
+    YOLOX_FILE,
     ZENODO_RECORD_ID,
     cache_assets_dir,
     cache_checkpoints_dir,
+    cache_detector_dir,
     local_folder,
 )
-from mega_runtime.weights.resolve import fetch_detector_models, resolve_assets_dir, resolve_checkpoint_dir
+from mega_runtime.weights.resolve import (
+    fetch_detector_models,
+    resolve_assets_dir,
+    resolve_checkpoint_dir,
+    resolve_yolox_model,
+)
 from mega_runtime.weights.state import FileStatus, status
 
 
@@ -75,7 +84,23 @@ def _cmd_list(args: argparse.Namespace) -> int:
     _print_rows([r for r in rows if r.kind == "checkpoint"], required)
     present = sum(r.present for r in rows)
     print(f"{present} of {len(rows)} files present; inference needs the assets and {', '.join(sorted(required))}")
+    _print_yolox()
     return 0
+
+
+def _print_yolox() -> None:
+    """The optional YOLOX person detector: ok, BAD (another file) or absent, and the fix."""
+    local, origin = local_folder(None, ENV_YOLOX_DIR)
+    path = (local if local is not None else cache_detector_dir()) / YOLOX_FILE.name
+    if present_and_valid(path, YOLOX_FILE.sha256, None, YOLOX_FILE.size):
+        state = "ok"
+    else:
+        state = "BAD" if path.is_file() else "absent"
+    where = origin if local is not None else "download cache"
+    print(f"person detector (YOLOX-S; without it the offline BlazePose detector is used): {path.parent} ({where})")
+    print(f"  {state:<8} {YOLOX_FILE.name}  {human_size(YOLOX_FILE.size):>9}  {path}  (optional)")
+    if state != "ok":
+        print(f"           fix: {FETCH_COMMAND} --yolox")
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
@@ -87,12 +112,15 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
             models, args.checkpoint_dir, download=True, progress=bar, assets_dir=assets
         )
         detector = fetch_detector_models(progress=bar) if args.detector else None
+        yolox = resolve_yolox_model(progress=bar, honour_offline=False) if args.yolox else None
     finally:
         bar.close()
     print(f"assets: {assets}")
     print(f"checkpoints: {checkpoints} ({', '.join(models)})")
     if detector is not None:
         print(f"detector models: {detector}")
+    if yolox is not None:
+        print(f"YOLOX person detector: {yolox}")
     return 0
 
 
@@ -156,6 +184,12 @@ def add_weights_commands(subparsers: Any) -> argparse.ArgumentParser:
                 action="store_true",
                 help="also download the person detector's two BlazePose models (needed where no mediapipe wheel "
                 "with them can be installed, e.g. Python 3.13; docs/detection.md)",
+            )
+            sub.add_argument(
+                "--yolox",
+                action="store_true",
+                help="also download the YOLOX-S person detector (36 MB; the default detector where it is present, "
+                "docs/detection.md); downloads even when $MEGA_OFFLINE is set",
             )
         sub.set_defaults(func=func)
     return parser

@@ -18,6 +18,10 @@ Files and their official public sources:
   from Google's MediaPipe bucket, pinned by SHA-256 and size (:data:`DETECTOR_FILES`), only where no mediapipe
   wheel bundles them: :func:`fetch_detector_models` (``mega-runtime weights fetch --detector``) puts them in
   ``<cache>/detector``.
+* The default person detector's YOLOX-S model ``object_detection_yolox_2022nov.onnx`` from opencv_zoo's Git LFS
+  at a pinned commit, pinned by SHA-256 and size (``registry.YOLOX_FILE``): :func:`resolve_yolox_model` finds it
+  in ``$MEGA_YOLOX_DIR`` or ``<cache>/detector`` or downloads it there (not implicitly when ``$MEGA_OFFLINE``
+  is set; ``mega-runtime weights fetch --yolox``).
 * The MEGA checkpoints (``CVQMAE/mega_resnet``, ``CVQMAE/mega_hrnet``, ``CVQMAE/mega_vit``,
   ``VQMAE/mega_pretrained``, ``MESH_VQVAE/mesh_vqvae_54``) from Zenodo record 14974141. The record is
   listed through Zenodo's public API; the names of its files are not assumed: single files and archives
@@ -78,7 +82,12 @@ from mega_runtime.weights.registry import ZENODO_RECORD_ID as ZENODO_RECORD_ID
 from mega_runtime.weights.registry import cache_assets_dir as cache_assets_dir
 from mega_runtime.weights.registry import cache_checkpoints_dir as cache_checkpoints_dir
 from mega_runtime.weights.registry import cache_detector_dir as cache_detector_dir
-from mega_runtime.weights.resolve import fetch_detector_models, resolve_assets_dir, resolve_checkpoint_dir
+from mega_runtime.weights.resolve import (
+    fetch_detector_models,
+    resolve_assets_dir,
+    resolve_checkpoint_dir,
+    resolve_yolox_model,
+)
 from mega_runtime.weights.state import FileStatus, status
 from mega_runtime.weights.zenodo import RemoteFile, extract_archive, list_zenodo_record, parse_zenodo_files
 
@@ -107,6 +116,7 @@ __all__ = [
     "parse_zenodo_files",
     "resolve_assets_dir",
     "resolve_checkpoint_dir",
+    "resolve_yolox_model",
     "status",
     "verify_checkpoint",
 ]

@@ -47,6 +47,9 @@ ENV_CHECKPOINTS_DIR = "MEGA_CHECKPOINTS_DIR"
 ENV_ASSETS_URL = "MEGA_ASSETS_URL"
 ENV_ZENODO_URL = "MEGA_ZENODO_URL"
 ENV_DETECTOR_URL = "MEGA_DETECTOR_URL"
+ENV_YOLOX_DIR = "MEGA_YOLOX_DIR"
+ENV_YOLOX_URL = "MEGA_YOLOX_URL"
+ENV_OFFLINE = "MEGA_OFFLINE"
 
 #: Google's public bucket of MediaPipe model files (the URLs mediapipe's own build fetches, external_files.bzl).
 MEDIAPIPE_ASSETS_URL = "https://storage.googleapis.com/mediapipe-assets"
@@ -131,6 +134,23 @@ DETECTOR_FILES: tuple[AssetFile, ...] = (
         "e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f",
         6440512,
     ),
+)
+
+
+#: opencv/opencv_zoo commit whose Git LFS pointer pins the YOLOX-S model below (the file is unchanged there since
+#: 2022-11-13, commit 0b263e42, "Merge pull request #104 from Sidd1609:YoloX").
+OPENCV_ZOO_COMMIT = "966be4cb6eefc2a4f586ed0581bf4bbaa2533070"
+#: GitHub's Git LFS media host for opencv_zoo at that commit (serves the real file, not the pointer).
+OPENCV_ZOO_MEDIA_URL = f"https://media.githubusercontent.com/media/opencv/opencv_zoo/{OPENCV_ZOO_COMMIT}"
+
+#: The downloadable person detector: YOLOX-S (Megvii, Apache-2.0) as published in opencv_zoo
+#: (``models/object_detection_yolox``, Apache-2.0): 640×640 BGR input, (1, 8400, 85) raw YOLOX head output.
+#: SHA-256 and size are those of the repository's Git LFS pointer at :data:`OPENCV_ZOO_COMMIT`.
+YOLOX_FILE = AssetFile(
+    "object_detection_yolox_2022nov.onnx",
+    "models/object_detection_yolox/object_detection_yolox_2022nov.onnx",
+    "c5c2d13e59ae883e6af3b45daea64af4833a4951c92d116ec270d9ddbe998063",
+    35858002,
 )
 
 
@@ -242,6 +262,20 @@ def cache_detector_dir() -> Path:
 def detector_base_url() -> str:
     """Base URL of the detector models: ``$MEGA_DETECTOR_URL`` (a mirror), else Google's MediaPipe bucket."""
     return os.environ.get(ENV_DETECTOR_URL) or MEDIAPIPE_ASSETS_URL
+
+
+def yolox_url(entry: AssetFile = YOLOX_FILE) -> str:
+    """Download URL of the YOLOX model: ``$MEGA_YOLOX_URL`` (a mirror's full URL), else GitHub's LFS media host."""
+    return os.environ.get(ENV_YOLOX_URL) or entry.url(OPENCV_ZOO_MEDIA_URL)
+
+
+def offline() -> bool:
+    """True when ``$MEGA_OFFLINE`` is set to something other than ``""``, ``0``, ``false``, ``no`` or ``off``.
+
+    Offline, nothing is downloaded implicitly (the ``auto`` detector keeps to what is already on disk); an
+    explicit ``mega-runtime weights fetch`` still downloads.
+    """
+    return os.environ.get(ENV_OFFLINE, "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
 def cache_checkpoints_dir() -> Path:

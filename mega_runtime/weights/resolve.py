@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 from mega_runtime.constants import CHECKPOINT_CONFIG_FILE
 from mega_runtime.errors import ConfigError, MegaError, WeightsError
 from mega_runtime.weights.downloads import download, file_digests, human_size, present_and_valid
+from mega_runtime.weights.downloads import download as download_file
 from mega_runtime.weights.identify import identify_checkpoint_file, verify_checkpoint
 from mega_runtime.weights.registry import (
     CHECKPOINTS,
@@ -21,7 +22,10 @@ from mega_runtime.weights.registry import (
     DOWNLOADS_SUBDIR,
     ENV_ASSETS_DIR,
     ENV_CHECKPOINTS_DIR,
+    ENV_OFFLINE,
+    ENV_YOLOX_DIR,
     FETCH_COMMAND,
+    YOLOX_FILE,
     ZENODO_PAGE_URL,
     AssetFile,
     ProgressCallback,
@@ -36,8 +40,10 @@ from mega_runtime.weights.registry import (
     detector_base_url,
     instead_hint,
     local_folder,
+    offline,
     read_manifest,
     write_manifest,
+    yolox_url,
 )
 from mega_runtime.weights.zenodo import (
     NOT_CHECKPOINT_SUFFIXES,
@@ -157,6 +163,65 @@ def fetch_detector_models(
             hint=hint,
         )  # fmt: skip
     return folder
+
+
+def resolve_yolox_model(
+    explicit: Path | str | None = None,
+    download: bool = True,
+    progress: ProgressCallback | None = None,
+    *,
+    entry: AssetFile | None = None,
+    url: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    honour_offline: bool = True,
+) -> Path:
+    """The verified YOLOX ``.onnx`` file (:data:`YOLOX_FILE`): from a local folder, else the cache, else downloaded.
+
+    Args:
+        explicit: a folder holding ``entry.name``; else ``$MEGA_YOLOX_DIR``; else ``<cache>/detector``.
+            A local folder is never downloaded into.
+        download: fetch the file into the cache when it is missing there; False raises instead. Nothing is
+            downloaded either when ``$MEGA_OFFLINE`` is set.
+        progress: called as the download advances (see :data:`ProgressCallback`).
+        entry: the pinned file (name, SHA-256, size); default :data:`YOLOX_FILE`.
+        url: where to download it (default ``$MEGA_YOLOX_URL``, else opencv_zoo's Git LFS media URL).
+        timeout: seconds a connection or a read may stall.
+        honour_offline: False for an explicit fetch, which downloads even when ``$MEGA_OFFLINE`` is set.
+
+    Raises:
+        WeightsError: the file is missing or does not match its SHA-256 / size (naming the fix), or the download
+            failed.
+    """
+    entry = entry or YOLOX_FILE
+    url = url or yolox_url(entry)
+    local, origin = local_folder(explicit, ENV_YOLOX_DIR)
+    if local is not None:
+        path = local / entry.name
+        if not present_and_valid(path, entry.sha256, None, entry.size):
+            state = "lacks" if not path.is_file() else "holds a different file than the pinned"
+            raise WeightsError(
+                f"the YOLOX folder {local} ({origin}) {state} {entry.name} (SHA-256 {entry.sha256[:12]}…, "
+                f"{human_size(entry.size)})",
+                hint=f"download it into the folder: {curl_command(url, path)}\n"
+                f"  or {instead_hint(origin, 'the folder', ENV_YOLOX_DIR)} to use the download cache "
+                f"(`{FETCH_COMMAND} --yolox`)",
+            )
+        return path
+    dest = cache_detector_dir() / entry.name
+    if present_and_valid(dest, entry.sha256, None, entry.size):
+        return dest
+    fixes = (
+        f"run `{FETCH_COMMAND} --yolox` where the network can be reached, or download it yourself "
+        f"({curl_command(url, dest)}), or set {ENV_YOLOX_DIR} to a folder holding {entry.name}"
+    )
+    if not download or (honour_offline and offline()):
+        why = f" and ${ENV_OFFLINE} forbids downloading it" if download else ""
+        raise WeightsError(f"the YOLOX person detector model is not in the cache ({dest}){why}", hint=fixes)
+    download_file(
+        url, dest, sha256=entry.sha256, size=entry.size, progress=progress, timeout=timeout, label=entry.name,
+        hint=f"check the network connection, or {fixes}",
+    )  # fmt: skip
+    return dest
 
 
 # --------------------------------------------------------------------------------------------------------------

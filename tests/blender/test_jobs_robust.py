@@ -161,6 +161,18 @@ def test_ng_listener_that_raises_does_not_stop_the_timer_or_the_other_listeners(
     assert jobs.pump() is not None, "the timer goes on"
 
 
+def test_ok_runtime_started_without_online_access_downloads_nothing_implicitly(fake, monkeypatch):
+    from mega_blender import preferences
+
+    jobs = fake("normal")
+    assert not bpy.app.online_access  # the bpy module starts offline
+    link = jobs.ensure_link(bpy.context)
+    assert link.client.env is not None and link.client.env["MEGA_OFFLINE"] == "1"
+    jobs.stop()
+    monkeypatch.setattr(preferences, "online_access", lambda: True)
+    assert jobs.ensure_link(bpy.context).client.env is None  # the runtime inherits Blender's environment
+
+
 # -- stopping ---------------------------------------------------------------------------------------------------
 
 

@@ -1,8 +1,13 @@
 """Person detection: which people in an image MEGA reconstructs, as whole-person boxes.
 
-Three detectors share one interface (:class:`PersonDetector`, built by :func:`make_detector`):
+Four detectors share one interface (:class:`PersonDetector`, built by :func:`make_detector`):
 
-* ``"default"`` — offline, no download at run time: MediaPipe's BlazePose models run with a TensorFlow Lite
+* ``"auto"`` (also named ``"default"``) — ``"yolox"`` where it can be had, else ``"blazepose"`` with one warning
+  saying why and how to get YOLOX: YOLOX is chosen when onnxruntime imports and its model file is in
+  ``$MEGA_YOLOX_DIR`` or the cache, or can be downloaded now (not when ``$MEGA_OFFLINE`` is set, as in the tests).
+* ``"yolox"`` — YOLOX-S (Apache-2.0) run by onnxruntime, downloaded on first use and pinned by SHA-256
+  (:mod:`~mega_runtime.pipeline.detect.yolox`); 640×640 input, COCO person AP 54.1 (opencv_zoo's evaluation).
+* ``"blazepose"`` — offline, no download at run time: MediaPipe's BlazePose models run with a TensorFlow Lite
   interpreter (``ai-edge-litert``). The model files are the ones bundled inside the ``mediapipe`` wheel
   (``modules/pose_detection/pose_detection.tflite`` and ``modules/pose_landmark/pose_landmark_full.tflite``);
   only those two files are read, ``mediapipe`` itself is never imported (``pip install --no-deps
@@ -33,46 +38,61 @@ pixels of the original image (continuous coordinates: pixel ``i`` spans ``[i, i 
 Modules: :mod:`~mega_runtime.pipeline.detect.base` (:class:`Detection`, :class:`PersonDetector`, the shared checks),
 :mod:`~mega_runtime.pipeline.detect.boxes` (:class:`GivenBoxes`),
 :mod:`~mega_runtime.pipeline.detect.yolo` (:class:`YoloDetector`),
-:mod:`~mega_runtime.pipeline.detect.blazepose` (:class:`BlazePoseDetector` and its model files);
+:mod:`~mega_runtime.pipeline.detect.blazepose` (:class:`BlazePoseDetector` and its model files),
+:mod:`~mega_runtime.pipeline.detect.yolox` (:class:`YoloxDetector`);
 :func:`make_detector` is here.
 
-At import, this package needs numpy only: OpenCV and the TFLite interpreter are imported when the default
-detector is built, ultralytics (and with it torch) when the ``"yolo"`` one is.
+At import, this package needs numpy only: OpenCV and the TFLite interpreter are imported when the BlazePose
+detector is built, onnxruntime when the YOLOX one is, ultralytics (and with it torch) when the ``"yolo"`` one is.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from mega_runtime import defaults
-from mega_runtime.errors import ConfigError
+from mega_runtime.errors import ConfigError, DetectorError, WeightsError
 from mega_runtime.pipeline.detect.base import Detection, PersonDetector
 from mega_runtime.pipeline.detect.blazepose import BLAZEPOSE_MODEL_FILES, BlazePoseDetector, find_blazepose_models
 from mega_runtime.pipeline.detect.blazepose import ENV_MODEL_DIR as ENV_MODEL_DIR
 from mega_runtime.pipeline.detect.boxes import GivenBoxes
 from mega_runtime.pipeline.detect.yolo import YoloDetector
 from mega_runtime.pipeline.detect.yolo import detections_from_ultralytics as detections_from_ultralytics
+from mega_runtime.pipeline.detect.yolox import YoloxDetector
 
 __all__ = [
     "BLAZEPOSE_MODEL_FILES",
     "DETECTOR_NAMES",
+    "DOWNLOADING_DETECTORS",
     "BlazePoseDetector",
     "Detection",
     "GivenBoxes",
     "PersonDetector",
     "YoloDetector",
+    "YoloxDetector",
     "find_blazepose_models",
     "make_detector",
 ]
 
-DETECTOR_NAMES: tuple[str, ...] = ("default", "blazepose", "yolo", "boxes")
-"""Names :func:`make_detector` accepts; ``"default"`` is ``"blazepose"``."""
+DETECTOR_NAMES: tuple[str, ...] = ("default", "auto", "yolox", "blazepose", "yolo", "boxes")
+"""Names :func:`make_detector` accepts; ``"default"`` is ``"auto"``."""
+
+#: Detectors that may download their model when built, and so take a ``progress`` option.
+DOWNLOADING_DETECTORS: tuple[str, ...] = ("default", "auto", "yolox")
+
+log = logging.getLogger(__name__)
+_warned: set[str] = set()
 
 
 def make_detector(name: str = defaults.DETECTOR, **options: Any) -> PersonDetector:
     """Build a person detector by name.
 
-    * ``"default"`` / ``"blazepose"``: :class:`BlazePoseDetector` (options ``conf=0.5``, ``max_people``,
+    * ``"default"`` / ``"auto"``: :class:`YoloxDetector` where it can be had, else :class:`BlazePoseDetector`
+      (see :func:`auto_detector`; options of either, each detector gets those it knows).
+    * ``"yolox"``: :class:`YoloxDetector` (options ``model_path``, ``conf=0.5``, ``max_people``, ``min_size``,
+      ``nms_iou``, ``num_threads``, ``progress``, ``download``).
+    * ``"blazepose"``: :class:`BlazePoseDetector` (options ``conf=0.5``, ``max_people``,
       ``min_size``, ``model_dir``, ``num_threads``, ``tiles``).
     * ``"yolo"``: :class:`YoloDetector` (``weights=<path to yolov8x.pt>``, ``conf=0.5``, ``max_people``,
       ``min_size``, ``device``).
@@ -80,18 +100,49 @@ def make_detector(name: str = defaults.DETECTOR, **options: Any) -> PersonDetect
       ``max_people``, ``min_size``).
 
     Raises :class:`ConfigError` for an unknown name or option, :class:`DetectorError` when the detector's
-    package or model files are missing.
+    package or model files are missing (:class:`~mega_runtime.errors.WeightsError` when the YOLOX model is
+    missing and cannot be downloaded).
     """
     key = str(name).strip().lower()
-    factories = {"default": BlazePoseDetector, "blazepose": BlazePoseDetector, "yolo": YoloDetector}
+    factories = {"blazepose": BlazePoseDetector, "yolo": YoloDetector, "yolox": YoloxDetector}
     if key == "boxes":
         return GivenBoxes(**_known_options(GivenBoxes, key, options))
+    if key in ("default", "auto"):
+        return auto_detector(**options)
     if key not in factories:
         raise ConfigError(
             f"unknown person detector {name!r}", hint=f"use one of: {', '.join(repr(n) for n in DETECTOR_NAMES)}"
         )
     cls = factories[key]
     return cls(**_known_options(cls, key, options))
+
+
+def auto_detector(**options: Any) -> PersonDetector:
+    """:class:`YoloxDetector` when it can be built, else :class:`BlazePoseDetector` after one warning.
+
+    YOLOX is built when onnxruntime imports and its model is in ``$MEGA_YOLOX_DIR`` or the cache, or downloads now
+    (never when ``$MEGA_OFFLINE`` is set or ``download=False``). Otherwise the warning (logged once per reason and
+    process) says why and how to get YOLOX, and BlazePose is built; its own errors propagate.
+    ``options`` may be those of either detector: each gets the ones it accepts.
+    """
+    unknown = sorted(set(options) - set(YoloxDetector.OPTIONS) - set(BlazePoseDetector.OPTIONS))
+    if unknown:
+        accepted = sorted(set(YoloxDetector.OPTIONS) | set(BlazePoseDetector.OPTIONS))
+        raise ConfigError(
+            f"detector 'auto' has no option(s) {', '.join(unknown)}", hint=f"its options are: {', '.join(accepted)}"
+        )
+    try:
+        return YoloxDetector(**{k: v for k, v in options.items() if k in YoloxDetector.OPTIONS})
+    except (DetectorError, WeightsError) as exc:
+        reason = f"{exc.message} (to get it: {exc.hint})" if exc.hint else exc.message
+    if reason not in _warned:
+        _warned.add(reason)
+        log.warning(
+            "person detector: using the offline BlazePose detector, not the better YOLOX-S: %s. "
+            "Choose a detector explicitly with --detector to silence this.",
+            reason,
+        )
+    return BlazePoseDetector(**{k: v for k, v in options.items() if k in BlazePoseDetector.OPTIONS})
 
 
 def _known_options(cls: type, name: str, options: dict[str, Any]) -> dict[str, Any]:
