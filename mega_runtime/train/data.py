@@ -1,0 +1,437 @@
+"""Readers of the official MEGA / Mesh-VQ-VAE dataset layouts, validated, producing the trainers' batch types.
+
+* Motion capture (AMASS, BEDLAM animation files) — ``.npz`` per sequence with ``poses`` (T, ≥66) axis-angle
+  (root 3 + body 63 [+ hands]), ``betas`` (≥10,), ``gender``; a folder is searched as the official
+  ``DatasetMeshFromSmpl`` does (``**/*.npz``, files whose path holds "shape" skipped). :class:`MotionMeshSource`
+  meshes random frames with the user's SMPL model into :class:`~mega_runtime.train.batch.MeshBatch` es:
+  canonical (root rotation zero, as ``canonical=True``) and centred on the vertex mean (``normalize=True``).
+* Image datasets (COCO, H36M, MPI-INF-3DHP, MPII, 3DPW, EMDB as ``DatasetHMRSquare`` reads them) — one ``.npz``
+  per dataset with ``imgname``, ``center`` (N, 2), ``scale`` (N,), a pose (``pose_cam``, else ``pose``, else
+  ``root_orient`` + ``pose_body``), 2D keypoints (``j2d``, else ``part``), shape (``betas``, else ``shape``),
+  optional ``gender``. :func:`read_image_annotations` checks them; :class:`ImageAnnotations` crops and meshes one
+  item the way the official loader does (augmentation off, as in the official scripts).
+* Evaluation sets (3DPW, EMDB) — :func:`read_evaluation_set` meshes an annotation file into centred, posed
+  ground truth (:class:`~mega_runtime.train.evaluate.GroundTruth`) with image names and person-box centres.
+
+The official code meshes with gendered SMPL-H models; this runtime meshes with one SMPL model file the user
+supplies (``mega_runtime.smpl.model``): body joints 1–21 are the same joints in both, SMPL's two hand joints
+are left at rest, and SMPL-H hand poses are not used (the official readers do not use them either by default).
+Files are read with ``allow_pickle=False``: names must be stored as string arrays, not Python objects.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mega_runtime.constants import NUM_BETAS, NUM_JOINTS, NUM_VERTICES
+from mega_runtime.errors import MegaError
+from mega_runtime.train.evaluate import GroundTruth
+
+log = logging.getLogger(__name__)
+
+BODY_POSE_DIMS = 66
+"""Root (3) + 21 body joints (63) of an SMPL-H/SMPL pose vector; what the official readers use."""
+CROP_SIZE = 224
+"""Side of the square training crop (ResNet/HRNet; ViT cuts 32-column side bands from it inside the step)."""
+J24_TO_J17 = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 18, 14, 16, 17)
+"""The official reorder of a dataset's 24 stored keypoints to the 17 of the COCO/H36M branch."""
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DATA_HINT = "see docs/training-data.md for the fields each dataset file must hold"
+
+
+class DataError(MegaError):
+    """A dataset file or folder is missing, unreadable, or lacks a field the reader needs."""
+
+    code = "data_invalid"
+
+
+def load_npz(path: Path | str, what: str) -> dict[str, np.ndarray]:
+    """Every array of a ``.npz`` (no pickled objects), or a :class:`DataError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} file {path} does not exist", hint=DATA_HINT)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except ValueError as exc:
+        raise DataError(
+            f"{path} stores Python objects (pickled), which this reader does not load: {exc}",
+            hint="re-save the file with names as string arrays: np.savez(path, imgname=np.array(names, dtype=str), …)",
+        ) from exc
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path} is not a readable .npz file: {exc}", hint=DATA_HINT) from exc
+
+
+def _field(arrays: dict[str, np.ndarray], path: Path, *names: str) -> np.ndarray:
+    """The first of ``names`` present in the file, or a :class:`DataError` listing what is there."""
+    for name in names:
+        if name in arrays:
+            return arrays[name]
+    wanted = " or ".join(repr(n) for n in names)
+    raise DataError(f"{path} has no {wanted} field (it holds {sorted(arrays)})", hint=DATA_HINT)
+
+
+def _numeric(value: np.ndarray, path: Path, name: str, shape: tuple[int | None, ...]) -> np.ndarray:
+    """``value`` as float32 with ``shape`` (None = any size; a trailing size is a minimum), finite."""
+    try:
+        a = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{path}: {name!r} is not numeric ({value.dtype})", hint=DATA_HINT) from exc
+    ok = a.ndim == len(shape) and all(
+        s is None or (a.shape[i] >= s if i == len(shape) - 1 else a.shape[i] == s) for i, s in enumerate(shape)
+    )
+    if not ok:
+        want = "(" + ", ".join("*" if s is None else (f"≥{s}" if i == len(shape) - 1 else str(s))
+                               for i, s in enumerate(shape)) + ")"  # fmt: skip
+        raise DataError(f"{path}: {name!r} has shape {a.shape}, expected {want}", hint=DATA_HINT)
+    if not np.isfinite(a).all():
+        raise DataError(f"{path}: {name!r} holds NaN or infinite values", hint="repair or drop those rows")
+    return a
+
+
+def _gender(value: np.ndarray) -> str:
+    g = np.asarray(value).reshape(-1)[0] if np.asarray(value).size else "neutral"
+    return g.decode("utf-8") if isinstance(g, bytes) else str(g)
+
+
+# ---------------------------------------------------------------------------------------------- motion capture
+
+
+@dataclass(frozen=True)
+class MotionSequence:
+    """One motion-capture sequence: ``poses`` (T, 66) float32 axis-angle radians (root + 21 body joints),
+    ``betas`` (10,) float32, ``gender`` as stored (the SMPL model file the user gives is used for every gender)."""
+
+    path: Path
+    poses: np.ndarray = field(repr=False)
+    betas: np.ndarray = field(repr=False)
+    gender: str
+
+    @property
+    def frames(self) -> int:
+        return int(self.poses.shape[0])
+
+
+def read_motion_npz(path: Path | str) -> MotionSequence:
+    """Read and check an AMASS/BEDLAM animation ``.npz`` (``poses``, ``betas``, ``gender``)."""
+    path = Path(path)
+    arrays = load_npz(path, "motion")
+    poses = _numeric(_field(arrays, path, "poses"), path, "poses", (None, BODY_POSE_DIMS))
+    if poses.shape[0] == 0:
+        raise DataError(f"{path}: 'poses' holds no frame", hint="drop empty sequences from the folder")
+    betas = _numeric(_field(arrays, path, "betas"), path, "betas", (NUM_BETAS,))
+    gender = _gender(_field(arrays, path, "gender"))
+    return MotionSequence(path, poses[:, :BODY_POSE_DIMS].copy(), betas[:NUM_BETAS].copy(), gender)
+
+
+def find_motion_files(folder: Path | str) -> list[Path]:
+    """The sequence files of a motion-capture folder, as the official reader finds them: ``**/*.npz`` (sorted),
+    skipping paths that contain "shape" (AMASS's per-subject ``shape.npz``)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"motion-capture folder {folder} does not exist", hint="pass the folder of AMASS/BEDLAM .npz")
+    files = sorted(p for p in folder.glob("**/*.npz") if "shape" not in str(p.relative_to(folder)))
+    if not files:
+        raise DataError(f"{folder} holds no .npz sequence files", hint="pass the folder of AMASS/BEDLAM .npz")
+    return files
+
+
+def smpl_body_pose(poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(T, 66) root + body axis-angle → SMPL ``global_orient`` (T, 3) and ``body_pose`` (T, 23, 3), the two hand
+    joints at rest."""
+    t = poses.shape[0]
+    body = np.zeros((t, NUM_JOINTS - 1, 3), dtype=np.float32)
+    body[:, :21] = poses[:, 3:BODY_POSE_DIMS].reshape(t, 21, 3)
+    return poses[:, :3].astype(np.float32), body
+
+
+class MotionMeshSource:
+    """Random frames of motion-capture sequences, meshed with an SMPL model, for Mesh-VQ-VAE training (and,
+    through a tokenizer, pre-training).
+
+    ``model``: a :class:`mega_runtime.smpl.model.SmplModel` (any object with the same ``forward``);
+    ``canonical``: zero the root rotation (official default True); ``normalize``: centre on the vertex mean.
+    Sequences are read when first needed; :meth:`batches` visits every sequence once per epoch in an order drawn
+    from the given generator, one random frame each, as the official ``DatasetMeshFromSmpl`` with shuffling.
+    """
+
+    def __init__(self, files: list[Path], model: object, *, canonical: bool = True, normalize: bool = True) -> None:
+        if not files:
+            raise DataError("no motion-capture files given", hint="pass a folder of AMASS/BEDLAM .npz")
+        self.files = list(files)
+        self.model = model
+        self.canonical = canonical
+        self.normalize = normalize
+        self._cache: dict[int, MotionSequence] = {}
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def sequence(self, index: int) -> MotionSequence:
+        if index not in self._cache:
+            self._cache[index] = read_motion_npz(self.files[index])
+        return self._cache[index]
+
+    def meshes(self, picks: list[tuple[int, int]]) -> np.ndarray:
+        """(file index, frame) pairs → (B, 6890, 3) float32 metres."""
+        out = np.empty((len(picks), NUM_VERTICES, 3), dtype=np.float32)
+        for b, (i, frame) in enumerate(picks):
+            seq = self.sequence(i)
+            go, body = smpl_body_pose(seq.poses[frame : frame + 1])
+            if self.canonical:
+                go = np.zeros_like(go)
+            vertices, _ = self.model.forward(seq.betas, go, body)  # type: ignore[attr-defined]
+            out[b] = vertices[0]
+        if self.normalize:
+            out -= out.mean(axis=1, keepdims=True)
+        return out
+
+    def batches(self, batch_size: int, generator: np.random.Generator, drop_last: bool = True) -> Iterator:
+        """One epoch of :class:`~mega_runtime.train.batch.MeshBatch` (imported lazily: it needs torch)."""
+        import torch
+
+        from mega_runtime.train.batch import MeshBatch
+
+        order = generator.permutation(len(self.files))
+        for start in range(0, len(order), batch_size):
+            chosen = order[start : start + batch_size]
+            if drop_last and len(chosen) < batch_size:
+                return
+            picks = [(int(i), int(generator.integers(self.sequence(int(i)).frames))) for i in chosen]
+            yield MeshBatch(meshes=torch.from_numpy(self.meshes(picks)))
+
+
+# ---------------------------------------------------------------------------------------------- image datasets
+
+
+@dataclass(frozen=True)
+class ImageAnnotations:
+    """The annotation arrays of one image dataset, checked (N rows).
+
+    ``imgname`` N names (relative to the dataset's image folder; 3DPW/EMDB: full paths), ``center`` (N, 2) and
+    ``scale`` (N,) of the person box (box side = 200·scale px; 3DPW/EMDB store 1/scale), ``pose`` (N, 66)
+    root + body axis-angle in the camera frame, ``keypoints`` (N, K, 3) pixel x, y, confidence (K ≥ 17; the
+    official loader keeps the first 24), ``betas`` (N, 10), ``gender`` N strings.
+    """
+
+    path: Path
+    imgname: tuple[str, ...]
+    center: np.ndarray = field(repr=False)
+    scale: np.ndarray = field(repr=False)
+    pose: np.ndarray = field(repr=False)
+    keypoints: np.ndarray = field(repr=False)
+    betas: np.ndarray = field(repr=False)
+    gender: tuple[str, ...] = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.imgname)
+
+    def is_3dpw(self, index: int) -> bool:
+        """Whether row ``index`` uses the 3DPW branch (the official test: "3DPW" or "EMDB" in its image name)."""
+        name = self.imgname[index]
+        return "3DPW" in name or "EMDB" in name
+
+    def box_scale(self, index: int) -> float:
+        """The box scale of a row (box side / 200 px), undoing 3DPW/EMDB's stored inverse."""
+        s = float(self.scale[index])
+        return 1.0 / s if self.is_3dpw(index) else s
+
+    def image_path(self, index: int, images_root: Path) -> Path:
+        """Where the official loader reads the image: ``images_root/<file stem>/<imgname>``, 3DPW/EMDB as stored."""
+        name = self.imgname[index]
+        return Path(name) if self.is_3dpw(index) else images_root / self.path.stem / name
+
+
+def read_image_annotations(path: Path | str) -> ImageAnnotations:
+    """Read and check an image dataset's ``.npz`` as ``DatasetHMRSquare`` reads it (field fallbacks included)."""
+    path = Path(path)
+    a = load_npz(path, "image dataset")
+    names = _field(a, path, "imgname")
+    if names.ndim != 1 or names.shape[0] == 0:
+        raise DataError(f"{path}: 'imgname' has shape {names.shape}, expected (N,) with N ≥ 1", hint=DATA_HINT)
+    n = int(names.shape[0])
+    center = _numeric(_field(a, path, "center"), path, "center", (n, 2))
+    scale = _numeric(_field(a, path, "scale"), path, "scale", (n,))
+    if (scale <= 0).any():
+        raise DataError(f"{path}: 'scale' holds values ≤ 0", hint="box scales are side / 200 px, positive")
+    if "pose_cam" in a or "pose" in a:
+        pose = _numeric(_field(a, path, "pose_cam", "pose"), path, "pose", (n, BODY_POSE_DIMS))
+    else:
+        root = _numeric(_field(a, path, "root_orient"), path, "root_orient", (n, 3))
+        body = _numeric(_field(a, path, "pose_body"), path, "pose_body", (n, 63))
+        pose = np.concatenate([root, body], axis=1)
+    keypoints = _numeric(_field(a, path, "j2d", "part"), path, "j2d", (n, None, 3))
+    if keypoints.shape[1] < len(J24_TO_J17) + 2:
+        raise DataError(f"{path}: 2D keypoints have {keypoints.shape[1]} joints, the loader needs ≥ 19 (24 stored)")
+    betas = _numeric(_field(a, path, "betas", "shape"), path, "betas", (n, NUM_BETAS))
+    gender = tuple(str(g) for g in a["gender"]) if "gender" in a else ("neutral",) * n
+    if len(gender) != n:
+        raise DataError(f"{path}: 'gender' has {len(gender)} rows, 'imgname' {n}", hint=DATA_HINT)
+    return ImageAnnotations(
+        path=path,
+        imgname=tuple(str(x) for x in names),
+        center=center,
+        scale=scale,
+        pose=pose[:, :BODY_POSE_DIMS],
+        keypoints=keypoints[:, :24],
+        betas=betas[:, :NUM_BETAS],
+        gender=gender,
+    )
+
+
+def crop_transform(center: np.ndarray, scale: float, size: int = CROP_SIZE) -> np.ndarray:
+    """2×3 affine from image pixels to crop pixels: the square of side 200·scale around ``center`` → size×size."""
+    h = 200.0 * scale
+    return np.array([[size / h, 0.0, size * (0.5 - center[0] / h)], [0.0, size / h, size * (0.5 - center[1] / h)]])
+
+
+def crop_image(image: np.ndarray, center: np.ndarray, scale: float, size: int = CROP_SIZE) -> np.ndarray:
+    """RGB uint8 (H, W, 3) → the (size, size, 3) uint8 crop, zeros outside the image (bilinear).
+
+    The official SPIN-style crop rounds the box to whole pixels before resizing; this affine warp does not, so
+    crops can differ by up to a pixel's interpolation (documented in docs/training-data.md)."""
+    import cv2
+
+    return cv2.warpAffine(
+        image, crop_transform(center, scale, size), (size, size), flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0),
+    )  # fmt: skip
+
+
+def crop_keypoints(keypoints: np.ndarray, center: np.ndarray, scale: float, size: int = CROP_SIZE) -> np.ndarray:
+    """(K, 3) pixel keypoints + confidence → crop coordinates normalised to [−1, 1] (2·x/size − 1), confidence
+    kept; the official loader adds 1 to the pixel coordinates first (1-based annotations), and so does this."""
+    t = crop_transform(center, scale, size)
+    xy = (keypoints[:, :2] + 1.0) @ t[:, :2].T + t[:, 2]
+    out = keypoints.astype(np.float32).copy()
+    out[:, :2] = 2.0 * xy / size - 1.0
+    return out
+
+
+def normalize_image(crop: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB → (3, H, W) float32 ImageNet-normalised, as the official ``Normalize`` after /255."""
+    x = crop.astype(np.float32).transpose(2, 0, 1) / 255.0
+    mean = np.array(IMAGENET_MEAN, np.float32)[:, None, None]
+    std = np.array(IMAGENET_STD, np.float32)[:, None, None]
+    return (x - mean) / std
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One training item: ``image`` (3, 224, 224) float32 normalised; ``keypoints`` (17 or 24, 3) normalised crop
+    coordinates + confidence; ``rotation`` (3,) root axis-angle; ``local_mesh`` / ``mesh`` (6890, 3) canonical /
+    posed, both centred, metres; ``is_3dpw``; ``name`` the image path."""
+
+    image: np.ndarray = field(repr=False)
+    keypoints: np.ndarray = field(repr=False)
+    rotation: np.ndarray = field(repr=False)
+    local_mesh: np.ndarray = field(repr=False)
+    mesh: np.ndarray = field(repr=False)
+    is_3dpw: bool
+    name: str
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """An image file as RGB uint8 (H, W, 3); official: images whose path holds "closeup" are turned 90° clockwise."""
+    import cv2
+
+    if not path.is_file():
+        raise DataError(f"image {path} does not exist", hint="pass --images-root, the folder above <dataset>/")
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DataError(f"image {path} could not be decoded", hint="check the file")
+    if "closeup" in str(path):
+        bgr = cv2.rotate(bgr, cv2.ROTATE_90_CLOCKWISE)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def image_item(
+    annotations: ImageAnnotations,
+    index: int,
+    model: object,
+    images_root: Path,
+    read_image: Callable[[Path], np.ndarray] = read_rgb,
+) -> ImageItem:
+    """Item ``index`` as the official ``DatasetHMRSquare.__getitem__`` makes it with augmentation off."""
+    center, scale = annotations.center[index], annotations.box_scale(index)
+    name = annotations.image_path(index, images_root)
+    crop = crop_image(read_image(name), center, scale)
+    kp = annotations.keypoints[index]
+    three_dpw = annotations.is_3dpw(index)
+    keypoints = crop_keypoints(kp if three_dpw else kp[list(J24_TO_J17)], center, scale)
+    pose = annotations.pose[index : index + 1]
+    go, body = smpl_body_pose(pose)
+    betas = annotations.betas[index]
+    local, _ = model.forward(betas, np.zeros_like(go), body)  # type: ignore[attr-defined]
+    posed, _ = model.forward(betas, go, body)  # type: ignore[attr-defined]
+    return ImageItem(
+        image=normalize_image(crop),
+        keypoints=keypoints,
+        rotation=pose[0, :3].astype(np.float32),
+        local_mesh=(local[0] - local[0].mean(axis=0)).astype(np.float32),
+        mesh=(posed[0] - posed[0].mean(axis=0)).astype(np.float32),
+        is_3dpw=three_dpw,
+        name=str(name),
+    )
+
+
+def image_batch(items: list[ImageItem], tokenize: Callable[[np.ndarray], np.ndarray]) -> object:
+    """Stack items into an :class:`~mega_runtime.train.batch.ImageBatch`; ``tokenize`` maps (B, 6890, 3) canonical
+    meshes to (B, 54) token ids (the frozen Mesh-VQ-VAE's ``encode``). Rows must all be 3DPW or all not."""
+    import torch
+
+    from mega_runtime.train.batch import ImageBatch
+
+    local = np.stack([it.local_mesh for it in items])
+    return ImageBatch(
+        images=torch.from_numpy(np.stack([it.image for it in items])),
+        gt_tokens=torch.as_tensor(np.asarray(tokenize(local)), dtype=torch.int64),
+        rotation=torch.from_numpy(np.stack([it.rotation for it in items])),
+        keypoints=torch.from_numpy(np.stack([it.keypoints for it in items])),
+        is_3dpw=torch.tensor([it.is_3dpw for it in items]),
+        meshes=torch.from_numpy(np.stack([it.mesh for it in items])),
+    )
+
+
+def read_dataset_list(path: Path | str) -> list[Path]:
+    """The official mix files (``coco_train.txt``, ``real_train.txt``…): one dataset ``.npz`` path per line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"dataset list {path} does not exist", hint="one .npz path per line")
+    entries = [Path(line.strip()) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not entries:
+        raise DataError(f"dataset list {path} is empty", hint="one .npz path per line")
+    return entries
+
+
+# ---------------------------------------------------------------------------------------------- evaluation sets
+
+
+def read_evaluation_set(path: Path | str, smpl_model: Path | str | object, batch: int = 256) -> GroundTruth:
+    """A 3DPW/EMDB annotation ``.npz`` meshed into evaluation ground truth: posed with the root rotation in the
+    camera frame, centred on the vertex mean (as the official ``mesh``), with ``imgname`` and ``center``.
+
+    ``smpl_model``: the user's SMPL model file, or an already loaded model."""
+    annotations = read_image_annotations(path)
+    if isinstance(smpl_model, (str, Path)):
+        from mega_runtime.smpl.model import load_smpl_model
+
+        model: object = load_smpl_model(smpl_model)
+    else:
+        model = smpl_model
+    n = len(annotations)
+    vertices = np.empty((n, NUM_VERTICES, 3), dtype=np.float32)
+    for start in range(0, n, batch):
+        stop = min(start + batch, n)
+        go, body = smpl_body_pose(annotations.pose[start:stop])
+        v, _ = model.forward(annotations.betas[start:stop], go, body)  # type: ignore[attr-defined]
+        vertices[start:stop] = v - v.mean(axis=1, keepdims=True)
+    if len(set(annotations.gender)) > 1:
+        log.info("%s: %d genders; meshed with the one SMPL model given", path, len(set(annotations.gender)))
+    return GroundTruth(vertices=vertices, names=annotations.imgname, centers=annotations.center.astype(np.float64))
