@@ -77,19 +77,23 @@ def _field(arrays: dict[str, np.ndarray], path: Path, *names: str) -> np.ndarray
     raise DataError(f"{path} has no {wanted} field (it holds {sorted(arrays)})", hint=DATA_HINT)
 
 
-def _numeric(value: np.ndarray, path: Path, name: str, shape: tuple[int | None, ...]) -> np.ndarray:
-    """``value`` as float32 with ``shape`` (None = any size; a trailing size is a minimum), finite."""
+def _numeric(
+    value: np.ndarray, path: Path, name: str, shape: tuple[int | None, ...], at_least: bool = False
+) -> np.ndarray:
+    """``value`` as finite float32 of ``shape`` (None: any size; ``at_least``: the last size is a minimum)."""
     try:
         a = np.asarray(value, dtype=np.float32)
     except (TypeError, ValueError) as exc:
         raise DataError(f"{path}: {name!r} is not numeric ({value.dtype})", hint=DATA_HINT) from exc
+    last = len(shape) - 1
     ok = a.ndim == len(shape) and all(
-        s is None or (a.shape[i] >= s if i == len(shape) - 1 else a.shape[i] == s) for i, s in enumerate(shape)
+        s is None or a.shape[i] == s or (at_least and i == last and a.shape[i] > s) for i, s in enumerate(shape)
     )
     if not ok:
-        want = "(" + ", ".join("*" if s is None else (f"≥{s}" if i == len(shape) - 1 else str(s))
-                               for i, s in enumerate(shape)) + ")"  # fmt: skip
-        raise DataError(f"{path}: {name!r} has shape {a.shape}, expected {want}", hint=DATA_HINT)
+        sizes = ["*" if s is None else str(s) for s in shape]
+        if at_least:
+            sizes[-1] = f"≥{sizes[-1]}"
+        raise DataError(f"{path}: {name!r} has shape {a.shape}, expected ({', '.join(sizes)})", hint=DATA_HINT)
     if not np.isfinite(a).all():
         raise DataError(f"{path}: {name!r} holds NaN or infinite values", hint="repair or drop those rows")
     return a
@@ -122,10 +126,10 @@ def read_motion_npz(path: Path | str) -> MotionSequence:
     """Read and check an AMASS/BEDLAM animation ``.npz`` (``poses``, ``betas``, ``gender``)."""
     path = Path(path)
     arrays = load_npz(path, "motion")
-    poses = _numeric(_field(arrays, path, "poses"), path, "poses", (None, BODY_POSE_DIMS))
+    poses = _numeric(_field(arrays, path, "poses"), path, "poses", (None, BODY_POSE_DIMS), at_least=True)
     if poses.shape[0] == 0:
         raise DataError(f"{path}: 'poses' holds no frame", hint="drop empty sequences from the folder")
-    betas = _numeric(_field(arrays, path, "betas"), path, "betas", (NUM_BETAS,))
+    betas = _numeric(_field(arrays, path, "betas"), path, "betas", (NUM_BETAS,), at_least=True)
     gender = _gender(_field(arrays, path, "gender"))
     return MotionSequence(path, poses[:, :BODY_POSE_DIMS].copy(), betas[:NUM_BETAS].copy(), gender)
 
@@ -261,7 +265,7 @@ def read_image_annotations(path: Path | str) -> ImageAnnotations:
     if (scale <= 0).any():
         raise DataError(f"{path}: 'scale' holds values ≤ 0", hint="box scales are side / 200 px, positive")
     if "pose_cam" in a or "pose" in a:
-        pose = _numeric(_field(a, path, "pose_cam", "pose"), path, "pose", (n, BODY_POSE_DIMS))
+        pose = _numeric(_field(a, path, "pose_cam", "pose"), path, "pose", (n, BODY_POSE_DIMS), at_least=True)
     else:
         root = _numeric(_field(a, path, "root_orient"), path, "root_orient", (n, 3))
         body = _numeric(_field(a, path, "pose_body"), path, "pose_body", (n, 63))
@@ -269,7 +273,7 @@ def read_image_annotations(path: Path | str) -> ImageAnnotations:
     keypoints = _numeric(_field(a, path, "j2d", "part"), path, "j2d", (n, None, 3))
     if keypoints.shape[1] < len(J24_TO_J17) + 2:
         raise DataError(f"{path}: 2D keypoints have {keypoints.shape[1]} joints, the loader needs ≥ 19 (24 stored)")
-    betas = _numeric(_field(a, path, "betas", "shape"), path, "betas", (n, NUM_BETAS))
+    betas = _numeric(_field(a, path, "betas", "shape"), path, "betas", (n, NUM_BETAS), at_least=True)
     gender = tuple(str(g) for g in a["gender"]) if "gender" in a else ("neutral",) * n
     if len(gender) != n:
         raise DataError(f"{path}: 'gender' has {len(gender)} rows, 'imgname' {n}", hint=DATA_HINT)
