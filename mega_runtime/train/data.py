@@ -417,25 +417,73 @@ def read_dataset_list(path: Path | str) -> list[Path]:
 # ---------------------------------------------------------------------------------------------- evaluation sets
 
 
-def read_evaluation_set(path: Path | str, smpl_model: Path | str | object, batch: int = 256) -> GroundTruth:
-    """A 3DPW/EMDB annotation ``.npz`` meshed into evaluation ground truth: posed with the root rotation in the
-    camera frame, centred on the vertex mean (as the official ``mesh``), with ``imgname`` and ``center``.
+@dataclass(frozen=True)
+class PoseSet:
+    """A Mesh-VQ-VAE test/validation file (``3DPW_validation.npz``, ``3DPW_test.npz`` as its ``preprocess.py``
+    writes them) or one fine-tuning sequence: ``root_orient`` (N, 3), ``pose_body`` (N, 63), ``betas`` (N or 1,
+    ≥10), ``gender``; checked, as float32 (N, 66) poses and (N, 10) betas."""
 
-    ``smpl_model``: the user's SMPL model file, or an already loaded model."""
-    annotations = read_image_annotations(path)
-    if isinstance(smpl_model, (str, Path)):
-        from mega_runtime.smpl.model import load_smpl_model
+    path: Path
+    pose: np.ndarray = field(repr=False)
+    betas: np.ndarray = field(repr=False)
 
-        model: object = load_smpl_model(smpl_model)
-    else:
-        model = smpl_model
-    n = len(annotations)
+    def __len__(self) -> int:
+        return int(self.pose.shape[0])
+
+
+def read_pose_set(path: Path | str) -> PoseSet:
+    """Read and check a ``root_orient`` / ``pose_body`` / ``betas`` / ``gender`` file (Mesh-VQ-VAE's layout)."""
+    path = Path(path)
+    a = load_npz(path, "pose set")
+    root = _numeric(_field(a, path, "root_orient"), path, "root_orient", (None, 3))
+    n = int(root.shape[0])
+    body = _numeric(_field(a, path, "pose_body"), path, "pose_body", (n, 63))
+    raw_betas = _field(a, path, "betas")
+    raw_betas = raw_betas[None] if raw_betas.ndim == 1 else raw_betas
+    betas = _numeric(raw_betas, path, "betas", (None, NUM_BETAS), at_least=True)
+    if betas.shape[0] not in (1, n):
+        raise DataError(f"{path}: 'betas' has {betas.shape[0]} rows for {n} poses", hint=DATA_HINT)
+    _field(a, path, "gender")
+    return PoseSet(path, np.concatenate([root, body], axis=1), np.broadcast_to(betas[:, :NUM_BETAS], (n, NUM_BETAS)).copy())
+
+
+def _mesh_rows(model: object, pose: np.ndarray, betas: np.ndarray, canonical: bool, batch: int) -> np.ndarray:
+    n = pose.shape[0]
     vertices = np.empty((n, NUM_VERTICES, 3), dtype=np.float32)
     for start in range(0, n, batch):
         stop = min(start + batch, n)
-        go, body = smpl_body_pose(annotations.pose[start:stop])
-        v, _ = model.forward(annotations.betas[start:stop], go, body)  # type: ignore[attr-defined]
+        go, body = smpl_body_pose(pose[start:stop])
+        if canonical:
+            go = np.zeros_like(go)
+        v, _ = model.forward(betas[start:stop], go, body)  # type: ignore[attr-defined]
         vertices[start:stop] = v - v.mean(axis=1, keepdims=True)
+    return vertices
+
+
+def _model(smpl_model: Path | str | object) -> object:
+    if isinstance(smpl_model, (str, Path)):
+        from mega_runtime.smpl.model import load_smpl_model
+
+        return load_smpl_model(smpl_model)
+    return smpl_model
+
+
+def read_evaluation_set(path: Path | str, smpl_model: Path | str | object, batch: int = 256) -> GroundTruth:
+    """Evaluation ground truth meshed from an annotation ``.npz`` with the user's SMPL model (a file, or an
+    already loaded model), every mesh centred on its vertex mean as the official datasets make them:
+
+    * an image dataset (3DPW, EMDB: ``imgname`` …, see :func:`read_image_annotations`): posed with the root
+      rotation in the camera frame (the official ``mesh``), with ``imgname`` and ``center`` for matching;
+    * a Mesh-VQ-VAE pose set (``root_orient``, ``pose_body``; :func:`read_pose_set`): canonical, root rotation
+      zero (the official ``DatasetMeshTest`` default), rows in file order.
+    """
+    path = Path(path)
+    keys = set(load_npz(path, "evaluation set"))
+    if "imgname" not in keys and {"root_orient", "pose_body"} <= keys:
+        poses = read_pose_set(path)
+        return GroundTruth(vertices=_mesh_rows(_model(smpl_model), poses.pose, poses.betas, True, batch))
+    annotations = read_image_annotations(path)
+    vertices = _mesh_rows(_model(smpl_model), annotations.pose, annotations.betas, False, batch)
     if len(set(annotations.gender)) > 1:
         log.info("%s: %d genders; meshed with the one SMPL model given", path, len(set(annotations.gender)))
     return GroundTruth(vertices=vertices, names=annotations.imgname, centers=annotations.center.astype(np.float64))

@@ -200,3 +200,34 @@ def test_an_evaluation_set_is_meshed_posed_and_centred_with_names_and_centres(tm
     assert gt.vertices.shape == (3, 6890, 3) and gt.names == tuple(str(n) for n in arrays["imgname"])
     assert np.abs(gt.vertices.mean(axis=1)).max() < 1e-5
     np.testing.assert_allclose(gt.centers, arrays["center"])
+
+
+def test_a_mesh_vqvae_pose_set_reads_and_meshes_canonical_rows(tmp_path, smpl):
+    rng = np.random.default_rng(0)
+    arrays = {"root_orient": rng.normal(size=(3, 3)), "pose_body": 0.2 * rng.normal(size=(3, 63)),
+              "betas": rng.normal(size=(3, 10)), "gender": np.array(["male"] * 3)}  # fmt: skip
+    np.savez(tmp_path / "3DPW_validation.npz", **arrays)
+    assert len(data.read_pose_set(tmp_path / "3DPW_validation.npz")) == 3
+    gt = data.read_evaluation_set(tmp_path / "3DPW_validation.npz", smpl)
+    assert gt.names is None and np.abs(gt.vertices.mean(axis=1)).max() < 1e-5
+    arrays["root_orient"] = np.zeros((3, 3))
+    np.savez(tmp_path / "zero_root.npz", **arrays)
+    np.testing.assert_allclose(data.read_evaluation_set(tmp_path / "zero_root.npz", smpl).vertices, gt.vertices)
+    for missing in ("pose_body", "betas", "gender"):
+        del_arrays = {k: v for k, v in arrays.items() if k != missing}
+        np.savez(tmp_path / "bad.npz", **del_arrays)
+        with pytest.raises(data.DataError, match=f"no '{missing}' field"):
+            data.read_pose_set(tmp_path / "bad.npz")
+
+
+def test_evaluate_meshes_official_annotation_ground_truth_with_the_users_smpl_model(tmp_path, smpl, smpl_file, capsys):
+    from mega_runtime.commands.cli import main
+
+    np.savez(tmp_path / "3DPW_test.npz", **image_arrays(n=3, three_dpw=True))
+    gt = data.read_evaluation_set(tmp_path / "3DPW_test.npz", smpl)
+    np.savez(tmp_path / "pred.npz", vertices=gt.vertices + np.float32(0.5), imgname=np.array(gt.names))
+    argv = ["evaluate", str(tmp_path / "pred.npz"), "--gt", str(tmp_path / "3DPW_test.npz")]
+    assert main(argv) == 2 and "--smpl-model" in capsys.readouterr().err
+    assert main([*argv, "--smpl-model", str(smpl_file), "--dataset", "3DPW", "--out", str(tmp_path / "o")]) == 0
+    report = (tmp_path / "o" / "metrics.json").read_text()
+    assert '"pve": 0.0' in report and '"count": 3' in report
