@@ -444,7 +444,8 @@ def read_pose_set(path: Path | str) -> PoseSet:
     if betas.shape[0] not in (1, n):
         raise DataError(f"{path}: 'betas' has {betas.shape[0]} rows for {n} poses", hint=DATA_HINT)
     _field(a, path, "gender")
-    return PoseSet(path, np.concatenate([root, body], axis=1), np.broadcast_to(betas[:, :NUM_BETAS], (n, NUM_BETAS)).copy())
+    rows = np.broadcast_to(betas[:, :NUM_BETAS], (n, NUM_BETAS)).copy()
+    return PoseSet(path, np.concatenate([root, body], axis=1), rows)
 
 
 def _mesh_rows(model: object, pose: np.ndarray, betas: np.ndarray, canonical: bool, batch: int) -> np.ndarray:
