@@ -75,7 +75,7 @@ def regress_joints(vertices: np.ndarray, regressor: np.ndarray) -> np.ndarray:
             f"joint regressor has shape {r.shape}, expected (J, {v.shape[1]})",
             hint="use J_regressor_h36m.npy (17 × 6890), as the official evaluation does",
         )
-    return np.einsum("jv,bvc->bjc", r, v)
+    return np.matmul(r, v)  # (J, V) @ (B, V, 3), through BLAS
 
 
 def point_error(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -93,7 +93,7 @@ def similarity_align(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     t, s = _pair(target, source)
     mu_s, mu_t = s.mean(axis=1, keepdims=True), t.mean(axis=1, keepdims=True)
     xs, xt = s - mu_s, t - mu_t
-    cov = np.einsum("bni,bnj->bij", xt, xs)  # target × source
+    cov = np.matmul(xt.transpose(0, 2, 1), xs)  # (B, 3, 3): target × source
     u, sigma, vt = np.linalg.svd(cov)
     d = np.sign(np.linalg.det(u @ vt))
     d[d == 0] = 1.0
@@ -102,7 +102,7 @@ def similarity_align(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     rotation = u @ (fix[:, :, None] * vt)  # maps centred source onto centred target
     variance = (xs**2).sum(axis=(1, 2))
     scale = (sigma * fix).sum(axis=1) / np.where(variance > 0, variance, 1.0)
-    return scale[:, None, None] * np.einsum("bij,bnj->bni", rotation, xs) + mu_t
+    return scale[:, None, None] * np.matmul(xs, rotation.transpose(0, 2, 1)) + mu_t
 
 
 def _aligned(
