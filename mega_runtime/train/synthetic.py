@@ -15,8 +15,9 @@ generator the caller passes. Per item:
 * a **weak-perspective camera** (s ∈ [0.7, 1.0], t ∈ ±0.1) and a 224×224 **image** in which the posed mesh's
   vertices are drawn (a body-shaped, depth-shaded point silhouette on seeded noise): images a model can learn
   something from, unlike pure noise;
-* **2D keypoints**: 17 joints from :func:`synthetic_joint_regressor` projected with that camera, confidence 1
-  (normalised crop coordinates, as the official loader makes them);
+* **2D keypoints**: the 17 joints of :func:`synthetic_joint_regressor` in the official ``H36M_TO_J17`` order
+  (as the 2D loss orders the regressed joints), projected with that camera, confidence 1 (normalised crop
+  coordinates, as the official loader makes them);
 * **tokens** (54,) from the tokenizer the caller passes (the frozen Mesh-VQ-VAE's ``encode``), else drawn
   uniformly from the item's generator (documented, so pre-training can run without a tokenizer).
 """
@@ -33,6 +34,9 @@ from mega_runtime.constants import CODEBOOK_SIZE, NUM_TOKENS, NUM_VERTICES
 from mega_runtime.errors import MegaError
 from mega_runtime.train.data import CROP_SIZE, IMAGENET_MEAN, IMAGENET_STD
 
+H36M_TO_J17 = (6, 5, 4, 1, 2, 3, 16, 15, 14, 11, 12, 13, 8, 10, 0, 7, 9)
+"""The official reorder of 17 H36M-regressed joints to the 17 COCO/H36M keypoints (the 2D loss applies it to the
+regressed joints, so synthetic keypoint k is regressor row ``H36M_TO_J17[k]``)."""
 SYNTHETIC_JOINTS = 17
 """Joints of the synthetic regressor: as many as the COCO/H36M branch of the 2D loss expects."""
 Tokenize = Callable[[np.ndarray], np.ndarray]
@@ -173,7 +177,7 @@ class SyntheticSource:
         shade = (255 - 120 * depth).astype(np.uint8)
         order = np.argsort(-posed[:, 2])  # far first, near last (drawn on top)
         image[px[order, 1], px[order, 0]] = np.stack([shade[order], shade[order] // 2 + 60, 200 - shade[order] // 2], 1)
-        joints = self.regressor @ posed
+        joints = (self.regressor @ posed)[list(H36M_TO_J17)]
         keypoints = np.concatenate([cam[0] * (joints[:, :2] + cam[1:]), np.ones((len(joints), 1))], axis=1)
         return SyntheticItem(
             canonical=canonical.astype(np.float32),
