@@ -290,36 +290,53 @@ def read_image_annotations(path: Path | str) -> ImageAnnotations:
 
 
 def crop_transform(center: np.ndarray, scale: float, size: int = CROP_SIZE) -> np.ndarray:
-    """2×3 affine from image pixels to crop pixels: the square of side 200·scale around ``center`` → size×size."""
+    """3×3 affine from image pixels to crop pixels: the square of side 200·scale around ``center`` → size×size
+    (SPIN's convention, which the official loader uses)."""
     h = 200.0 * scale
-    return np.array([[size / h, 0.0, size * (0.5 - center[0] / h)], [0.0, size / h, size * (0.5 - center[1] / h)]])
+    return np.array(
+        [[size / h, 0.0, size * (0.5 - center[0] / h)], [0.0, size / h, size * (0.5 - center[1] / h)], [0, 0, 1.0]]
+    )
+
+
+def _to_pixel(t: np.ndarray, x: float, y: float) -> np.ndarray:
+    """The official point transform with its integer step: ``trunc(t · (x, y, 1))``, as int64 (2,)."""
+    return (t @ np.array([x, y, 1.0]))[:2].astype(np.int64)
 
 
 def crop_image(image: np.ndarray, center: np.ndarray, scale: float, size: int = CROP_SIZE) -> np.ndarray:
-    """RGB uint8 (H, W, 3) → the (size, size, 3) uint8 crop, zeros outside the image (bilinear).
-
-    The official SPIN-style crop rounds the box to whole pixels before resizing; this affine warp does not, so
-    crops can differ by up to a pixel's interpolation (documented in docs/training-data.md)."""
+    """RGB (H, W, 3) → the (size, size, 3) float64 crop (0..255) the official loader makes without augmentation:
+    the box corners are mapped back to whole image pixels (truncated), the box is copied onto zeros (parts
+    outside the image stay 0) and resized to size×size with bilinear interpolation."""
     import cv2
 
-    return cv2.warpAffine(
-        image, crop_transform(center, scale, size), (size, size), flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0),
-    )  # fmt: skip
+    inverse = np.linalg.inv(crop_transform(center, scale, size))
+    ul, br = _to_pixel(inverse, 0.0, 0.0), _to_pixel(inverse, float(size), float(size))
+    height, width = int(br[1] - ul[1]), int(br[0] - ul[0])
+    if height < 1 or width < 1:
+        raise DataError(f"the person box at {center.tolist()} with scale {scale} is empty", hint="check 'scale'")
+    box = np.zeros((height, width, image.shape[2]))
+    x0, x1 = max(0, -int(ul[0])), min(int(br[0]), image.shape[1]) - int(ul[0])
+    y0, y1 = max(0, -int(ul[1])), min(int(br[1]), image.shape[0]) - int(ul[1])
+    if x1 > x0 and y1 > y0:
+        box[y0:y1, x0:x1] = image[
+            max(0, int(ul[1])) : min(image.shape[0], int(br[1])), max(0, int(ul[0])) : min(image.shape[1], int(br[0]))
+        ]
+    return cv2.resize(box, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 def crop_keypoints(keypoints: np.ndarray, center: np.ndarray, scale: float, size: int = CROP_SIZE) -> np.ndarray:
-    """(K, 3) pixel keypoints + confidence → crop coordinates normalised to [−1, 1] (2·x/size − 1), confidence
-    kept; the official loader adds 1 to the pixel coordinates first (1-based annotations), and so does this."""
+    """(K, 3) pixel keypoints + confidence → crop coordinates normalised to [−1, 1], confidence kept: as the
+    official loader, the crop pixel is ``trunc(t · kp) + 1`` (its +1/−1 shifts and integer step), then
+    ``2·x/size − 1``."""
     t = crop_transform(center, scale, size)
-    xy = (keypoints[:, :2] + 1.0) @ t[:, :2].T + t[:, 2]
     out = keypoints.astype(np.float32).copy()
-    out[:, :2] = 2.0 * xy / size - 1.0
+    for k in range(len(out)):
+        out[k, :2] = 2.0 * (_to_pixel(t, float(keypoints[k, 0]), float(keypoints[k, 1])) + 1) / size - 1.0
     return out
 
 
 def normalize_image(crop: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 RGB → (3, H, W) float32 ImageNet-normalised, as the official ``Normalize`` after /255."""
+    """(H, W, 3) RGB 0..255 → (3, H, W) float32 ImageNet-normalised: ``/255`` then ``Normalize``, as official."""
     x = crop.astype(np.float32).transpose(2, 0, 1) / 255.0
     mean = np.array(IMAGENET_MEAN, np.float32)[:, None, None]
     std = np.array(IMAGENET_STD, np.float32)[:, None, None]

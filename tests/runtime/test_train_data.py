@@ -156,12 +156,26 @@ def test_an_image_dataset_with_mismatched_rows_is_refused(tmp_path):
         data.read_image_annotations(tmp_path / "coco.npz")
 
 
-def test_keypoints_map_into_the_crop_as_the_official_loader_normalises_them():
-    center, scale = np.array([300.0, 200.0]), 1.5  # a 300 px box
-    kp = np.array([[299.0, 199.0, 0.7], [149.0, 49.0, 1.0], [449.0, 349.0, 0.0]])  # centre, corners (0-based −1)
+def test_keypoints_map_into_the_crop_with_the_official_integer_step():
+    center, scale = np.array([300.0, 200.0]), 1.5  # a 300 px box: crop x = 224/300 · x − 112
+    kp = np.array([[300.0, 200.0, 0.7], [301.0, 200.0, 1.0], [150.0, 50.0, 0.0], [149.0, 49.0, 1.0]])
     out = data.crop_keypoints(kp, center, scale)
-    np.testing.assert_allclose(out[:, :2], [[0, 0], [-1, -1], [1, 1]], atol=1e-6)
+    # trunc(t·kp) + 1, then 2·x/224 − 1; trunc goes towards zero (−0.75 → 0)
+    expected_px = np.array([[113, 113], [113, 113], [1, 1], [1, 1]])
+    np.testing.assert_allclose(out[:, :2], 2.0 * expected_px / 224 - 1.0, atol=1e-6)
     np.testing.assert_allclose(out[:, 2], kp[:, 2], rtol=1e-6)
+
+
+def test_the_crop_is_the_box_resized_and_zero_outside_the_image():
+    import cv2
+
+    image = np.random.default_rng(0).integers(0, 255, (400, 500, 3)).astype(np.uint8)
+    crop = data.crop_image(image, np.array([250.0, 200.0]), 1.0)  # a 200 px box, resized to 224
+    expected = cv2.resize(image[100:300, 150:350].astype(np.float64), (224, 224), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(crop, expected)
+    corner = data.crop_image(image, np.array([0.0, 0.0]), 1.0)  # three quarters outside the image
+    assert (corner[:100] == 0).all() and (corner[:, :100] == 0).all() and corner[130:, 130:].min() >= 0
+    assert corner[130:, 130:].any()
 
 
 def test_image_items_stack_into_an_image_batch_in_both_keypoint_formats(tmp_path, smpl):
