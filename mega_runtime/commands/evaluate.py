@@ -61,8 +61,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             raise MegaError(f"joint regressor {args.regressor} does not exist", hint="pass J_regressor_h36m.npy")
         regressor = np.load(args.regressor, allow_pickle=False)
     dataset = args.dataset or Path(args.gt).stem
+    from mega_runtime.train.metrics import H36M_TO_J14
+
+    joints = H36M_TO_J14 if args.pelvis_joints == "j14" else None
     report = ev.evaluate(
-        predictions, gt, regressor, dataset=dataset, method=args.method, pelvis_index=args.pelvis_index
+        predictions,
+        gt,
+        regressor,
+        dataset=dataset,
+        method=args.method,
+        pelvis_index=args.pelvis_index,
+        pelvis_joints=joints,
     )
     print(f"{report.method} on {report.dataset}: {report.count} samples, {report.hypotheses} hypotheses, mm")
     for block, values in report.means.items():
@@ -111,6 +120,12 @@ def add_evaluate_commands(sub: Any) -> None:
     p.add_argument("--regressor", type=Path, metavar="NPY", help="joint regressor (J, 6890), e.g. J_regressor_h36m.npy")
     p.add_argument("--smpl-model", type=Path, metavar="PATH", help="SMPL model file to mesh annotation ground truth")
     p.add_argument("--pelvis-index", type=int, default=0, help="regressor row of the pelvis (default 0, H36M)")
+    p.add_argument(
+        "--pelvis-joints",
+        choices=("j14", "all"),
+        default="j14",
+        help="joints of the pelvis-aligned MPJPE/PA-MPJPE: the 14 LSP joints of the usual protocol (default) or all",
+    )
     p.add_argument("--dataset", metavar="NAME", help="dataset name in the report (default: the --gt file name)")
     p.add_argument("--method", default="MEGA", metavar="NAME", help="method name in the report (default MEGA)")
     p.add_argument("--out", type=Path, metavar="DIR", help="write DIR/metrics.json and DIR/per_sample.csv")

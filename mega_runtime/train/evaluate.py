@@ -45,10 +45,11 @@ METRIC_NAMES = {
     "mpjpe": "MPJPE over all regressed joints (official alignment)",
     "pa_mpjpe": "PA-MPJPE (similarity-aligned joints)",
     "pve_pelvis": "PVE, both meshes aligned at the regressed pelvis",
-    "mpjpe_pelvis": "MPJPE, both aligned at the regressed pelvis",
+    "mpjpe_pelvis": "MPJPE, both aligned at the regressed pelvis, over the protocol joints (default the 14 LSP)",
+    "pa_mpjpe_pelvis": "PA-MPJPE over the protocol joints (default the 14 LSP joints)",
     "pa_pve": "PA-PVE (Mesh-VQ-VAE's PA-v2v: similarity-aligned vertices)",
 }
-JOINT_METRICS = ("mpjpe", "pa_mpjpe", "pve_pelvis", "mpjpe_pelvis")
+JOINT_METRICS = ("mpjpe", "pa_mpjpe", "pve_pelvis", "mpjpe_pelvis", "pa_mpjpe_pelvis")
 
 
 class EvaluationError(MegaError):
@@ -322,6 +323,7 @@ def _blocks(
     canonical: np.ndarray | None,
     regressor: np.ndarray | None,
     pelvis_index: int,
+    pelvis_joints: tuple[int, ...] | None,
 ) -> dict[str, np.ndarray]:
     """Every metric (mm) for every sample and hypothesis: name → (N, Q)."""
     n, q = posed.shape[:2]
@@ -339,7 +341,8 @@ def _blocks(
             out["mpjpe"][:, h] = metrics.mpjpe(gt, p, regressor)
             out["pa_mpjpe"][:, h] = metrics.pa_mpjpe(gt, c, regressor)
             out["pve_pelvis"][:, h] = metrics.pve(gt, p, "pelvis", regressor, pelvis_index)
-            out["mpjpe_pelvis"][:, h] = metrics.mpjpe(gt, p, regressor, "pelvis", pelvis_index)
+            out["mpjpe_pelvis"][:, h] = metrics.mpjpe(gt, p, regressor, "pelvis", pelvis_index, pelvis_joints)
+            out["pa_mpjpe_pelvis"][:, h] = metrics.pa_mpjpe(gt, c, regressor, pelvis_joints)
     return {k: 1000.0 * v for k, v in out.items()}
 
 
@@ -351,12 +354,15 @@ def evaluate(
     dataset: str = "dataset",
     method: str = "MEGA",
     pelvis_index: int = metrics.PELVIS_INDEX_H36M,
+    pelvis_joints: tuple[int, ...] | None = metrics.H36M_TO_J14,
     batch: int = 256,
 ) -> EvaluationReport:
     """Match, then compute every metric: hypothesis 0 ("first") and, when Q > 1, min over Q ("min").
 
     ``regressor``: (J, V) joint regressor (``J_regressor_h36m.npy``); without it only PVE and PA-PVE are
-    computed. Works through the samples ``batch`` at a time (memory: about batch × Q × 0.5 MB).
+    computed. The official metrics use all its joints; the pelvis-aligned ones the rows ``pelvis_joints``
+    (default the 14 LSP joints of the usual 3DPW protocol; None: all). Works through the samples ``batch`` at a
+    time (memory: about batch × Q × 0.5 MB).
     """
     rows = match(predictions, gt)
     matched = predictions.take(rows)
@@ -380,6 +386,7 @@ def evaluate(
                 None if matched.canonical is None else matched.canonical[start:stop],
                 regressor,
                 pelvis_index,
+                pelvis_joints,
             )
         )
     errors = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -395,8 +402,9 @@ def evaluate(
         method=method,
         count=gt.count,
         hypotheses=matched.hypotheses,
-        alignment_note="official: prediction centred on its vertex mean, ground truth as given; pelvis: both "
-        f"translated to their regressed joint {pelvis_index}; PA: per-sample similarity transform",
+        alignment_note="official: prediction centred on its vertex mean, ground truth as given, all joints; "
+        f"pelvis: both translated to their regressed joint {pelvis_index}, joints "
+        f"{'all' if pelvis_joints is None else list(pelvis_joints)}; PA: per-sample similarity transform",
         means=means,
         per_sample=per_sample,
         names=names,
@@ -423,7 +431,7 @@ def read_report(path: Path | str) -> dict[str, Any]:
 TableKind = Literal["1", "3"]
 TABLE_COLUMNS = {
     "official": (("pve", "PVE"), ("mpjpe", "MPJPE"), ("pa_mpjpe", "PA-MPJPE")),
-    "pelvis": (("pve_pelvis", "PVE"), ("mpjpe_pelvis", "MPJPE"), ("pa_mpjpe", "PA-MPJPE")),
+    "pelvis": (("pve_pelvis", "PVE"), ("mpjpe_pelvis", "MPJPE"), ("pa_mpjpe_pelvis", "PA-MPJPE")),
 }
 
 

@@ -11,7 +11,8 @@ Two alignments:
   translated so that its **vertex mean** is at the origin; the ground truth is used as given (the official
   datasets centre it on its vertex mean: ``normalize=True``). MPJPE is over all J regressed joints.
 * ``pelvis`` — the usual convention of the HMR literature: both meshes are translated so that their regressed
-  pelvis joint (``pelvis_index``, 0 for the H36M regressor) is at the origin; then PVE and MPJPE.
+  pelvis joint (``pelvis_index``, 0 for the H36M regressor) is at the origin; then PVE and MPJPE, the latter
+  usually over the 14 LSP joints (``joints=H36M_TO_J14``, the 3DPW protocol of SPIN/BEDLAM).
 
 PA (Procrustes-aligned) errors solve the similarity transform (scale, rotation with ``det = +1``, translation)
 that best maps the prediction onto the ground truth in the least-squares sense, per sample; translation is
@@ -20,6 +21,7 @@ free, so it does not depend on the alignment.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -31,6 +33,9 @@ ALIGNMENTS: tuple[Alignment, ...] = ("official", "pelvis")
 
 PELVIS_INDEX_H36M = 0
 """Row of the pelvis in ``J_regressor_h36m.npy`` (H36M order; the official reorder to "J17" puts it at 14)."""
+H36M_TO_J14 = (6, 5, 4, 1, 2, 3, 16, 15, 14, 11, 12, 13, 8, 10)
+"""The 14 LSP joints among the 17 H36M-regressed ones (the first 14 of the official ``H36M_TO_J17``): the joints
+of the usual 3DPW protocol (pelvis-aligned MPJPE and PA-MPJPE in SPIN, BEDLAM and most HMR papers)."""
 
 
 class MetricInputError(MegaError):
@@ -135,22 +140,38 @@ def pve(
     return point_error(g, p)
 
 
+def _subset(regressor: np.ndarray, joints: Sequence[int] | None) -> np.ndarray:
+    r = np.asarray(regressor, dtype=np.float64)
+    if joints is None:
+        return r
+    if not joints or min(joints) < 0 or max(joints) >= r.shape[0]:
+        raise MetricInputError(f"joint subset {list(joints)} is not a set of rows of the {r.shape[0]}-joint regressor")
+    return r[list(joints)]
+
+
 def mpjpe(
     gt: np.ndarray,
     pred: np.ndarray,
     regressor: np.ndarray,
     alignment: Alignment = "official",
     pelvis_index: int = PELVIS_INDEX_H36M,
+    joints: Sequence[int] | None = None,
 ) -> np.ndarray:
-    """Mean per-joint position error over all regressed joints, metres, per sample (B,)."""
+    """Mean per-joint position error, metres, per sample (B,): over all regressed joints (official), or over the
+    rows ``joints`` of the regressor (e.g. :data:`H36M_TO_J14`) after aligning with the full regressor's pelvis."""
     g, p = _aligned(gt, pred, alignment, regressor, pelvis_index)
-    return point_error(regress_joints(g, regressor), regress_joints(p, regressor))
+    r = _subset(regressor, joints)
+    return point_error(regress_joints(g, r), regress_joints(p, r))
 
 
-def pa_mpjpe(gt: np.ndarray, pred: np.ndarray, regressor: np.ndarray) -> np.ndarray:
-    """MPJPE after the best similarity transform of the predicted joints onto the true ones, metres (B,)."""
+def pa_mpjpe(
+    gt: np.ndarray, pred: np.ndarray, regressor: np.ndarray, joints: Sequence[int] | None = None
+) -> np.ndarray:
+    """MPJPE after the best similarity transform of the predicted joints onto the true ones, metres (B,); over all
+    regressed joints (official) or the rows ``joints``."""
     g, p = _pair(gt, pred)
-    joints_g, joints_p = regress_joints(g, regressor), regress_joints(p, regressor)
+    r = _subset(regressor, joints)
+    joints_g, joints_p = regress_joints(g, r), regress_joints(p, r)
     return point_error(joints_g, similarity_align(joints_p, joints_g))
 
 

@@ -143,3 +143,19 @@ def test_a_regressor_of_the_wrong_size_and_nan_vertices_are_refused():
     bad[0, 0, 0] = np.nan
     with pytest.raises(metrics.MetricInputError, match="NaN"):
         metrics.pve(np.zeros((1, 10, 3)), bad)
+
+
+def test_the_usual_protocol_aligns_at_the_pelvis_then_measures_the_14_lsp_joints():
+    rng = np.random.default_rng(4)
+    gt, pred = rng.normal(size=(2, 2, 40, 3))
+    regressor = rng.dirichlet(np.ones(40), size=17)
+    joints_g, joints_p = regressor @ gt, regressor @ pred  # (2, 17, 3)
+    joints_g, joints_p = joints_g - joints_g[:, :1], joints_p - joints_p[:, :1]  # pelvis = H36M joint 0
+    lsp = list(metrics.H36M_TO_J14)
+    expected = np.linalg.norm(joints_g[:, lsp] - joints_p[:, lsp], axis=-1).mean(axis=1)
+    np.testing.assert_allclose(metrics.mpjpe(gt, pred, regressor, "pelvis", joints=metrics.H36M_TO_J14), expected)
+    assert 0 not in metrics.H36M_TO_J14 and len(set(metrics.H36M_TO_J14)) == 14
+    all17 = np.linalg.norm(joints_g - joints_p, axis=-1).mean(axis=1)
+    np.testing.assert_allclose(metrics.mpjpe(gt, pred, regressor, "pelvis"), all17)
+    with pytest.raises(metrics.MetricInputError, match="joint subset"):
+        metrics.pa_mpjpe(gt, pred, regressor, joints=(3, 17))
