@@ -61,16 +61,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             raise MegaError(f"joint regressor {args.regressor} does not exist", hint="pass J_regressor_h36m.npy")
         regressor = np.load(args.regressor, allow_pickle=False)
     dataset = args.dataset or Path(args.gt).stem
-    from mega_runtime.train.metrics import H36M_TO_J14
+    from mega_runtime.train.metrics import H36M_TO_J14, PELVIS_INDEX_H36M
 
     joints = H36M_TO_J14 if args.pelvis_joints == "j14" else None
+    pelvis = PELVIS_INDEX_H36M if args.pelvis_index is None else args.pelvis_index
     report = ev.evaluate(
         predictions,
         gt,
         regressor,
         dataset=dataset,
         method=args.method,
-        pelvis_index=args.pelvis_index,
+        pelvis_index=pelvis,
         pelvis_joints=joints,
     )
     print(f"{report.method} on {report.dataset}: {report.count} samples, {report.hypotheses} hypotheses, mm")
@@ -119,7 +120,7 @@ def add_evaluate_commands(sub: Any) -> None:
     p.add_argument("--gt", type=Path, required=True, metavar="NPZ", help="ground-truth meshes or annotations .npz")
     p.add_argument("--regressor", type=Path, metavar="NPY", help="joint regressor (J, 6890), e.g. J_regressor_h36m.npy")
     p.add_argument("--smpl-model", type=Path, metavar="PATH", help="SMPL model file to mesh annotation ground truth")
-    p.add_argument("--pelvis-index", type=int, default=0, help="regressor row of the pelvis (default 0, H36M)")
+    p.add_argument("--pelvis-index", type=int, help="regressor row of the pelvis (default 0, H36M order)")
     p.add_argument(
         "--pelvis-joints",
         choices=("j14", "all"),
