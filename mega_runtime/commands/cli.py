@@ -174,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_weights_commands(sub)
     _add_serve_command(sub)
     _add_fit_smpl_command(sub)
+    from mega_runtime.commands.evaluate import add_evaluate_commands
+
+    add_evaluate_commands(sub)
     return parser
 
 
