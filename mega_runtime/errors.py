@@ -70,3 +70,9 @@ class SmplError(MegaError):
     """An SMPL body model cannot be used: ``smplx`` is missing, or the user's model file is missing or malformed."""
 
     code = "smpl_invalid"
+
+
+class TrainingError(MegaError):
+    """A training batch, configuration or checkpoint handed to the trainers is malformed."""
+
+    code = "training_invalid"
