@@ -137,6 +137,23 @@ class VectorQuantizerEMA(nn.Module):
         return torch.argmin(distances, dim=1).view(latent.shape[:-1])
 
     @torch.no_grad()
+    def assign(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The official training forward's code assignment, without gradients.
+
+        Args:
+            latent: (..., D) encoder latents.
+
+        Returns:
+            indices (...) int64 nearest codes; one_hot (M, N) float with M = latent rows; quantized (..., D) =
+            one_hot · codebook (the official matmul, same values as :meth:`lookup`).
+        """
+        indices = self.nearest(latent)
+        codebook = self._embedding.weight
+        one_hot = torch.zeros(indices.numel(), codebook.shape[0], device=latent.device, dtype=codebook.dtype)
+        one_hot.scatter_(1, indices.reshape(-1, 1), 1)
+        return indices, one_hot, torch.matmul(one_hot, codebook).view(latent.shape)
+
+    @torch.no_grad()
     def ema_update(self, flat_latent: torch.Tensor, one_hot: torch.Tensor, decay: float, epsilon: float) -> None:
         """One moving-average step of the codebook, in place (the official training forward's update).
 

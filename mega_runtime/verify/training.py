@@ -224,3 +224,47 @@ def verify_training_folder(
         else:
             verifier(spec, workdir / spec.name, ref, report)
     return report
+
+
+def _verify_mesh_vqvae(
+    spec: FixtureSpec, workdir: Path, ref: dict[str, np.ndarray], report: FixtureReport, assets_dir: Path | None
+) -> None:
+    from mega_runtime.models.assets import load_connection_matrices
+    from mega_runtime.train.batch import MeshBatch
+    from mega_runtime.train.mesh_vqvae_step import MeshVQVAEConfig, MeshVQVAETrainer
+    from mega_runtime.weights.loaders import CHECKPOINT_FILES, load_mesh_vqvae
+
+    if assets_dir is None:
+        raise FixtureError(
+            f"{spec.path}: the Mesh-VQ-VAE training fixture needs the connection matrices",
+            hint="pass --assets-dir shared/assets or set MEGA_ASSETS_DIR",
+        )
+    state = build_state_dict(spec.path, "weights")
+    path = save_official_checkpoint(state, workdir / CHECKPOINT_FILES["mesh_vqvae_54"])
+    model = load_mesh_vqvae(path, load_connection_matrices(assets_dir / "connection_matrices"))
+    vq = spec.meta["config"]["vqvaemesh"]
+    config = MeshVQVAEConfig(
+        lr=float(spec.meta["config"]["train"]["lr"]),
+        commitment_cost=float(vq["commitment_cost"]),
+        decay=float(vq["decay"]),
+    )
+    trainer = MeshVQVAETrainer(model, config)
+    recorder = StepRecorder(spec, ref, report)
+    logged: dict[str, list[float]] = {k: [] for k in ("loss_v2v", "loss_vq", "loss_total", "perplexity", "grad_norm")}
+    for step in range(ref["mesh_int16"].shape[0]):
+        meshes = torch.from_numpy(ref["mesh_int16"][step].astype(np.float32) / INT16_GRID)
+        result = trainer.step(MeshBatch(meshes))
+        recorder.got[f"code_indices_step{step + 1}"] = result.outputs["indices"]
+        if step == 0:
+            recorder.got["encoder_latent_step1"] = result.outputs["latent"]
+            recorder.got["recon_step1_first2"] = result.outputs["recon"][:2]
+        for key in logged:
+            logged[key].append(result.grad_norm if key == "grad_norm" else result.losses[key])
+        recorder.snapshot(step + 1, model, trainer.optimizer)
+        _sha_checks(spec, model, step + 1, report)
+    for key, values in logged.items():
+        _per_step(recorder, key, values)
+    recorder.compare()
+
+
+_VERIFIERS["train_mesh_vqvae"] = _verify_mesh_vqvae
