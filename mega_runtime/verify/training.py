@@ -268,3 +268,96 @@ def _verify_mesh_vqvae(
 
 
 _VERIFIERS["train_mesh_vqvae"] = _verify_mesh_vqvae
+
+
+def normalised_images(raw: np.ndarray) -> torch.Tensor:
+    """(B, 3, H, W) uint8 crops → ImageNet-normalised float32 ``(u8/255 − mean) / std`` (torchvision's order)."""
+    x = torch.from_numpy(raw).to(torch.float32) / 255
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def _verify_cvqmae(
+    spec: FixtureSpec, workdir: Path, ref: dict[str, np.ndarray], report: FixtureReport, assets_dir: Path | None
+) -> None:
+    from mega_runtime.models.assets import load_connection_matrices
+    from mega_runtime.models.config import BackboneConfig, CVQMAEConfig, transformer_from_official
+    from mega_runtime.train.batch import ImageBatch
+    from mega_runtime.train.cvqmae_step import CVQMAETrainer, DropoutKeep
+    from mega_runtime.train.masking import MaskDraw
+    from mega_runtime.weights.loaders import CHECKPOINT_FILES, load_cvqmae, load_mesh_vqvae
+
+    if assets_dir is None:
+        raise FixtureError(
+            f"{spec.path}: the CVQMAE training fixture needs the connection matrices for its tokenizer",
+            hint="pass --assets-dir shared/assets or set MEGA_ASSETS_DIR",
+        )
+    cfg = spec.meta["config"]
+    config = CVQMAEConfig(BackboneConfig(cfg["backbone"]["type"]), transformer_from_official(cfg["model"]))
+    name = f"mega_{config.backbone.type}"
+    path = save_official_checkpoint(build_state_dict(spec.path, "weights"), workdir / CHECKPOINT_FILES[name])
+    model = load_cvqmae(path, config)
+    tok_path = save_official_checkpoint(
+        build_state_dict(spec.path, "tokenizer"), workdir / "tokenizer" / CHECKPOINT_FILES["mesh_vqvae_54"]
+    )
+    tokenizer = load_mesh_vqvae(tok_path, load_connection_matrices(assets_dir / "connection_matrices"))
+    trainer = CVQMAETrainer(
+        model,
+        tokenizer,
+        torch.from_numpy(ref["J_regressor_h36m_random"]),
+        torch.from_numpy(ref["J_regressor_24_random"]),
+        optim_config(spec.meta["train_config"]),
+    )
+    recorder = StepRecorder(spec, ref, report)
+    names = ("loss_ce", "loss_rot", "loss_2d", "loss_total")
+    logged: dict[str, list[float]] = {k: [] for k in (*names, "grad_norm")}
+    per_step: dict[str, list[torch.Tensor]] = {k: [] for k in ("mask_loss", "pred_rot6d", "pred_cam", "decoded_ids")}
+    remains, hashes = [], []
+    steps = ref["img_raw_uint8"].shape[0]
+    for step in range(steps):
+        images = normalised_images(ref["img_raw_uint8"][step])
+        hashes.append(hashlib.sha256(images.numpy().tobytes()).hexdigest())
+        is_3dpw = torch.from_numpy(ref["is_3dpw"][step])
+        keypoints = ref["j2d_b3"] if bool(is_3dpw.any()) else ref["j2d_b12"][step]
+        batch = ImageBatch(
+            images=images,
+            gt_tokens=torch.from_numpy(ref["gt_tokens"][step]),
+            rotation=torch.from_numpy(ref["rotation_axis_angle"][step]),
+            keypoints=torch.from_numpy(np.ascontiguousarray(keypoints)),
+            is_3dpw=is_3dpw,
+        )
+        draw = MaskDraw(float(ref["mask_t"][step]), torch.from_numpy(ref["mask_forward_perm"][step]))
+        keep = DropoutKeep(
+            torch.from_numpy(ref["dropout1_keep"][step][:, 0] != 0), torch.from_numpy(ref["dropout2_keep"][step][:, 0] != 0)
+        )
+        remains.append(draw.remain)
+        result = trainer.step(batch, draw, keep)
+        out = result.outputs
+        per_step["mask_loss"].append(out["loss_mask"].to(torch.uint8))
+        per_step["pred_rot6d"].append(out["rot6d"])
+        per_step["pred_cam"].append(out["cam"])
+        per_step["decoded_ids"].append(out["decoded_ids"])
+        if step == 0:
+            recorder.got["logits_step1_row0"] = out["logits"][:1]
+        for key in names:
+            logged[key].append(result.losses[key])
+        logged["grad_norm"].append(result.grad_norm)
+        recorder.snapshot(step + 1, model, trainer.optimizer)
+        _sha_checks(spec, model, step + 1, report)
+    expected_hashes = spec.meta.get("img_float32_sha256")
+    if expected_hashes:
+        same = hashes == list(expected_hashes)
+        report.checks.append(Check("img_float32_sha256", same, "identical" if same else f"{hashes} differ"))
+    for key, values in logged.items():
+        _per_step(recorder, key, values)
+    recorder.got["mask_remain_T"] = np.array(remains, dtype=np.int64)
+    recorder.got["mask_loss"] = torch.stack(per_step["mask_loss"])
+    recorder.got["pred_rot6d"] = torch.stack(per_step["pred_rot6d"])
+    recorder.got["pred_cam"] = torch.stack(per_step["pred_cam"])
+    recorder.got["decoded_token_ids"] = torch.stack(per_step["decoded_ids"])
+    _lr_checks(spec, ref, recorder)
+    recorder.compare()
+
+
+_VERIFIERS["train_cvqmae"] = _verify_cvqmae
