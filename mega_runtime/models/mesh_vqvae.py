@@ -23,6 +23,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -166,13 +167,14 @@ class VectorQuantizerEMA(nn.Module):
         (size + ε) / (n + N·ε) · n; ``_ema_w`` ← decay·w + (1−decay)·one_hotᵀ·latent; the codebook ←
         ``_ema_w / _ema_cluster_size``. Same operations and order as the official code, so the same rounding.
         """
-        size = self._ema_cluster_size * decay + (1 - decay) * torch.sum(one_hot, 0)
+        cluster_size = cast(torch.Tensor, self._ema_cluster_size)
+        size = cluster_size * decay + (1 - decay) * torch.sum(one_hot, 0)
         n = torch.sum(size)
         size = (size + epsilon) / (n + one_hot.shape[1] * epsilon) * n
-        self._ema_cluster_size.copy_(size)
+        cluster_size.copy_(size)
         dw = torch.matmul(one_hot.t(), flat_latent)
         self._ema_w.copy_(self._ema_w * decay + (1 - decay) * dw)
-        self._embedding.weight.copy_(self._ema_w / self._ema_cluster_size.unsqueeze(1))
+        self._embedding.weight.copy_(self._ema_w / cluster_size.unsqueeze(1))
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """Codebook rows: int tensor (...) -> (..., D) in the codebook's dtype."""

@@ -11,8 +11,10 @@ from the trainer's generator, or take injected ones (the verify command replays 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
+from torch import nn
 
 from mega_runtime.errors import TrainingError
 from mega_runtime.models.geometry import rotation_6d_to_matrix
@@ -68,7 +70,7 @@ class CVQMAETrainer:
         config: OptimConfig,
         generator: torch.Generator | None = None,
     ) -> None:
-        if tuple(regressor_h36m.shape)[0] != COCO_H36M_KEYPOINTS or tuple(regressor_smpl.shape)[0] != PW3D_KEYPOINTS:
+        if regressor_h36m.shape[0] != COCO_H36M_KEYPOINTS or regressor_smpl.shape[0] != PW3D_KEYPOINTS:
             raise TrainingError(
                 f"joint regressors must be (17, V) and (24, V), got {tuple(regressor_h36m.shape)} and "
                 f"{tuple(regressor_smpl.shape)}",
@@ -92,18 +94,21 @@ class CVQMAETrainer:
     def draw_dropout(self, batch: int) -> DropoutKeep:
         """Fresh keep masks (B, E) from the generator, keep probability 1 − p."""
         e = self.model.decoder.rot_predictor.in_features
-        head = self.model.decoder.rotcam_head
-        first, second = (
-            torch.rand(batch, e, generator=self.generator) >= head[i].p for i in ROTCAM_DROPOUTS
-        )
+        first, second = (torch.rand(batch, e, generator=self.generator) >= p for p in self.dropout_rates())
         return DropoutKeep(first, second)
+
+    def dropout_rates(self) -> tuple[float, float]:
+        """The drop probabilities p of the rotation/camera head's two dropouts (official 0.5 each)."""
+        head = self.model.decoder.rotcam_head
+        first, second = (float(cast(nn.Dropout, head[i]).p) for i in ROTCAM_DROPOUTS)
+        return first, second
 
     def _inject(self, keep: DropoutKeep) -> list[torch.utils.hooks.RemovableHandle]:
         head = self.model.decoder.rotcam_head
         handles = []
-        for index, mask in zip(ROTCAM_DROPOUTS, (keep.first, keep.second), strict=True):
+        for index, p, mask in zip(ROTCAM_DROPOUTS, self.dropout_rates(), (keep.first, keep.second), strict=True):
             layer = head[index]
-            scale = 1.0 / (1.0 - layer.p)
+            scale = 1.0 / (1.0 - p)
 
             def replay(module, args, output, mask=mask, scale=scale):
                 x = args[0]

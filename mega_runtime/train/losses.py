@@ -70,7 +70,7 @@ def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
         two_s * (j * k + i * r),
         1 - two_s * (i * i + j * j),
     )
-    return torch.stack(rows, -1).reshape(quat.shape[:-1] + (3, 3))
+    return torch.stack(rows, -1).reshape((*quat.shape[:-1], 3, 3))
 
 
 def rotation_loss(pred_rotmat: torch.Tensor, target_axis_angle: torch.Tensor) -> torch.Tensor:

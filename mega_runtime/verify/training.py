@@ -182,7 +182,6 @@ def _verify_vqmae(spec: FixtureSpec, workdir: Path, ref: dict[str, np.ndarray], 
     from mega_runtime.models.config import VQMAEConfig, transformer_from_official
     from mega_runtime.train.batch import TokenBatch
     from mega_runtime.train.masking import MaskDraw
-    from mega_runtime.train.optim import OptimConfig
     from mega_runtime.train.vqmae_step import VQMAETrainer
     from mega_runtime.weights.loaders import CHECKPOINT_FILES, load_vqmae
 
@@ -359,7 +358,8 @@ def _verify_cvqmae(
         )
         draw = MaskDraw(float(ref["mask_t"][step]), torch.from_numpy(ref["mask_forward_perm"][step]))
         keep = DropoutKeep(
-            torch.from_numpy(ref["dropout1_keep"][step][:, 0] != 0), torch.from_numpy(ref["dropout2_keep"][step][:, 0] != 0)
+            torch.from_numpy(ref["dropout1_keep"][step][:, 0] != 0),
+            torch.from_numpy(ref["dropout2_keep"][step][:, 0] != 0),
         )
         remains.append(draw.remain)
         ratios.append(draw.ratio)
