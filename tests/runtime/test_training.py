@@ -171,3 +171,19 @@ def test_mesh_vqvae_step_moves_the_codebook_by_ema_and_its_checkpoint_loads(asse
 
     loaded = load_mesh_vqvae(path, load_connection_matrices(assets_dir / "connection_matrices"))
     assert all(torch.equal(model.state_dict()[k], v) for k, v in loaded.state_dict().items())
+
+
+def test_default_mode_mesh_distance_ignores_where_the_meshes_sit_and_official_does_not(assets_dir):
+    from mega_runtime.models.assets import read_template_ply
+    from mega_runtime.train.mesh_vqvae_step import MeshVQVAEConfig, MeshVQVAETrainer
+
+    template = torch.tensor(read_template_ply(assets_dir / "template.ply").vertices, dtype=torch.float32)
+    centred = (template - template.mean(0))[None]
+    losses = {}
+    for mode in ("official", "default"):
+        for shift in (0.0, 0.5):
+            model = _zero_tokenizer(assets_dir)
+            trainer = MeshVQVAETrainer(model, MeshVQVAEConfig(mode=mode))
+            losses[mode, shift] = trainer.step(MeshBatch(centred + shift)).losses["loss_v2v"]
+    assert losses["default", 0.0] == pytest.approx(losses["default", 0.5], rel=1e-5)
+    assert losses["official", 0.5] > losses["official", 0.0] + 0.5
