@@ -174,6 +174,27 @@ def _lr_checks(spec: FixtureSpec, ref: dict[str, np.ndarray], recorder: StepReco
             recorder.got[name] = np.array(values, dtype=np.float64)
 
 
+def _reload_check(
+    name: str,
+    model: torch.nn.Module,
+    trainer: Any,
+    workdir: Path,
+    load: Callable[[Path, Path], torch.nn.Module],
+    report: FixtureReport,
+) -> None:
+    """Save the trained model with ``train.checkpoint.save_checkpoint`` and load it back through ``load(path,
+    folder)`` (the runtime's strict loader): every tensor must come back bit for bit."""
+    from mega_runtime.train.checkpoint import save_checkpoint
+
+    folder = workdir / "trained"
+    path = save_checkpoint(folder, name, model, optimizer=trainer.optimizer, overwrite=True)
+    loaded = load(path, folder).state_dict()
+    state = model.state_dict()
+    differ = [k for k, v in loaded.items() if not torch.equal(state[k].cpu(), v.cpu())]
+    detail = f"{len(loaded)} tensors reloaded strictly, identical" if not differ else f"differ: {differ[:5]}"
+    report.checks.append(Check("trained checkpoint (official format) reloads", not differ, detail))
+
+
 def _per_step(recorder: StepRecorder, name: str, values: list[float]) -> None:
     recorder.got[name] = np.array(values, dtype=np.float64)
 
@@ -183,7 +204,7 @@ def _verify_vqmae(spec: FixtureSpec, workdir: Path, ref: dict[str, np.ndarray], 
     from mega_runtime.train.batch import TokenBatch
     from mega_runtime.train.masking import MaskDraw
     from mega_runtime.train.vqmae_step import VQMAETrainer
-    from mega_runtime.weights.loaders import CHECKPOINT_FILES, load_vqmae
+    from mega_runtime.weights.loaders import CHECKPOINT_FILES, load_vqmae, model_config
 
     config = VQMAEConfig(transformer_from_official(spec.meta["config"]["model"]))
     path = save_official_checkpoint(
@@ -214,6 +235,14 @@ def _verify_vqmae(spec: FixtureSpec, workdir: Path, ref: dict[str, np.ndarray], 
     recorder.got["mask_loss"] = torch.stack(masks)
     _lr_checks(spec, ref, recorder)
     recorder.compare()
+    _reload_check(
+        "mega_pretrained",
+        model,
+        trainer,
+        workdir,
+        lambda p, f: load_vqmae(p, model_config(f, "mega_pretrained")),
+        report,
+    )
 
 
 def optim_config(train: dict[str, Any], mode: str = "official"):
@@ -294,6 +323,8 @@ def _verify_mesh_vqvae(
         lr = trainer.optimizer.param_groups[0]["lr"]
         recorder.got["lr_schedule"] = np.full(ref["lr_schedule"].shape, lr, dtype=np.float64)
     recorder.compare()
+    connections = load_connection_matrices(assets_dir / "connection_matrices")
+    _reload_check("mesh_vqvae_54", model, trainer, workdir, lambda p, f: load_mesh_vqvae(p, connections), report)
 
 
 _VERIFIERS["train_mesh_vqvae"] = _verify_mesh_vqvae
@@ -315,7 +346,7 @@ def _verify_cvqmae(
     from mega_runtime.train.batch import ImageBatch
     from mega_runtime.train.cvqmae_step import CVQMAETrainer, DropoutKeep
     from mega_runtime.train.masking import MaskDraw
-    from mega_runtime.weights.loaders import CHECKPOINT_FILES, load_cvqmae, load_mesh_vqvae
+    from mega_runtime.weights.loaders import CHECKPOINT_FILES, load_cvqmae, load_mesh_vqvae, model_config
 
     if assets_dir is None:
         raise FixtureError(
@@ -390,6 +421,7 @@ def _verify_cvqmae(
     recorder.got["decoded_token_ids"] = torch.stack(per_step["decoded_ids"])
     _lr_checks(spec, ref, recorder)
     recorder.compare()
+    _reload_check(name, model, trainer, workdir, lambda p, f: load_cvqmae(p, model_config(f, name)), report)
 
 
 _VERIFIERS["train_cvqmae"] = _verify_cvqmae
