@@ -17,7 +17,7 @@ import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -27,6 +27,8 @@ from mega_runtime.verify.inference import Check, FixtureReport
 from mega_runtime.verify.recipe import FixtureSpec, build_state_dict, save_official_checkpoint
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 TRAINING_KINDS = ("train_mesh_vqvae", "train_vqmae", "train_cvqmae")
 """The fixture kinds this module verifies."""
@@ -174,6 +176,16 @@ def _lr_checks(spec: FixtureSpec, ref: dict[str, np.ndarray], recorder: StepReco
             recorder.got[name] = np.array(values, dtype=np.float64)
 
 
+def _saved_config(folder: Path, name: str, kind: type[T]) -> T:
+    """The configuration of ``name`` that ``config.json`` in ``folder`` describes, checked to be a ``kind``."""
+    from mega_runtime.weights.loaders import model_config
+
+    config = model_config(folder, name)
+    if not isinstance(config, kind):
+        raise FixtureError(f"{folder}/config.json describes {name} as a {type(config).__name__}, not a {kind.__name__}")
+    return config
+
+
 def _reload_check(
     name: str,
     model: torch.nn.Module,
@@ -204,7 +216,7 @@ def _verify_vqmae(spec: FixtureSpec, workdir: Path, ref: dict[str, np.ndarray], 
     from mega_runtime.train.batch import TokenBatch
     from mega_runtime.train.masking import MaskDraw
     from mega_runtime.train.vqmae_step import VQMAETrainer
-    from mega_runtime.weights.loaders import CHECKPOINT_FILES, load_vqmae, model_config
+    from mega_runtime.weights.loaders import CHECKPOINT_FILES, load_vqmae
 
     config = VQMAEConfig(transformer_from_official(spec.meta["config"]["model"]))
     path = save_official_checkpoint(
@@ -240,7 +252,7 @@ def _verify_vqmae(spec: FixtureSpec, workdir: Path, ref: dict[str, np.ndarray], 
         model,
         trainer,
         workdir,
-        lambda p, f: load_vqmae(p, model_config(f, "mega_pretrained")),
+        lambda p, f: load_vqmae(p, _saved_config(f, "mega_pretrained", VQMAEConfig)),
         report,
     )
 
@@ -346,7 +358,7 @@ def _verify_cvqmae(
     from mega_runtime.train.batch import ImageBatch
     from mega_runtime.train.cvqmae_step import CVQMAETrainer, DropoutKeep
     from mega_runtime.train.masking import MaskDraw
-    from mega_runtime.weights.loaders import CHECKPOINT_FILES, load_cvqmae, load_mesh_vqvae, model_config
+    from mega_runtime.weights.loaders import CHECKPOINT_FILES, load_cvqmae, load_mesh_vqvae
 
     if assets_dir is None:
         raise FixtureError(
@@ -421,7 +433,9 @@ def _verify_cvqmae(
     recorder.got["decoded_token_ids"] = torch.stack(per_step["decoded_ids"])
     _lr_checks(spec, ref, recorder)
     recorder.compare()
-    _reload_check(name, model, trainer, workdir, lambda p, f: load_cvqmae(p, model_config(f, name)), report)
+    _reload_check(
+        name, model, trainer, workdir, lambda p, f: load_cvqmae(p, _saved_config(f, name, CVQMAEConfig)), report
+    )
 
 
 _VERIFIERS["train_cvqmae"] = _verify_cvqmae
