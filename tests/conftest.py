@@ -10,6 +10,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("MEGA_SHARED_DIR", REPO_ROOT.parent / "shared"))
 FIXTURES_DIR = SHARED_DIR / "fixtures"
+TRAINING_FIXTURES_DIR = SHARED_DIR / "training_fixtures"
 ASSETS_DIR = SHARED_DIR / "assets"
 MANIFESTS_DIR = FIXTURES_DIR / "manifests"
 
@@ -27,6 +28,11 @@ def _require(path: Path) -> Path:
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return _require(FIXTURES_DIR)
+
+
+@pytest.fixture(scope="session")
+def training_fixtures_dir() -> Path:
+    return _require(TRAINING_FIXTURES_DIR)
 
 
 @pytest.fixture(scope="session")

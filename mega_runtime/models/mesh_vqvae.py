@@ -23,6 +23,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -103,10 +104,11 @@ class GraphStage(nn.Module):
 
 
 class VectorQuantizerEMA(nn.Module):
-    """Codebook of the official ``VectorQuantizerEMA`` (inference parts only).
+    """Codebook of the official ``VectorQuantizerEMA``.
 
     State: ``_embedding.weight`` (N, D) codebook; ``_ema_w`` (N, D) and ``_ema_cluster_size`` (N,)
-    are training statistics kept only so the official state dict loads strictly.
+    are the training statistics of the codebook's moving average (:meth:`ema_update`, used by
+    ``mega_runtime.train``; inference never changes them).
     """
 
     def __init__(self, num_embeddings: int, embedding_dim: int) -> None:
@@ -134,6 +136,45 @@ class VectorQuantizerEMA(nn.Module):
             - 2 * torch.matmul(flat, codebook.t())
         )
         return torch.argmin(distances, dim=1).view(latent.shape[:-1])
+
+    @torch.no_grad()
+    def assign(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The official training forward's code assignment, without gradients.
+
+        Args:
+            latent: (..., D) encoder latents.
+
+        Returns:
+            indices (...) int64 nearest codes; one_hot (M, N) float with M = latent rows; quantized (..., D) =
+            one_hot · codebook (the official matmul, same values as :meth:`lookup`).
+        """
+        indices = self.nearest(latent)
+        codebook = self._embedding.weight
+        one_hot = torch.zeros(indices.numel(), codebook.shape[0], device=latent.device, dtype=codebook.dtype)
+        one_hot.scatter_(1, indices.reshape(-1, 1), 1)
+        return indices, one_hot, torch.matmul(one_hot, codebook).view(latent.shape)
+
+    @torch.no_grad()
+    def ema_update(self, flat_latent: torch.Tensor, one_hot: torch.Tensor, decay: float, epsilon: float) -> None:
+        """One moving-average step of the codebook, in place (the official training forward's update).
+
+        Args:
+            flat_latent: (M, D) encoder latents of the batch (gradients are not tracked).
+            one_hot: (M, N) float one-hot rows of their nearest codes (found with the codebook before this update).
+            decay: EMA decay (official 0.99); epsilon: Laplace smoothing (official 1e-5).
+
+        ``_ema_cluster_size`` ← decay·size + (1−decay)·counts, Laplace-smoothed to keep its sum n:
+        (size + ε) / (n + N·ε) · n; ``_ema_w`` ← decay·w + (1−decay)·one_hotᵀ·latent; the codebook ←
+        ``_ema_w / _ema_cluster_size``. Same operations and order as the official code, so the same rounding.
+        """
+        cluster_size = cast(torch.Tensor, self._ema_cluster_size)
+        size = cluster_size * decay + (1 - decay) * torch.sum(one_hot, 0)
+        n = torch.sum(size)
+        size = (size + epsilon) / (n + one_hot.shape[1] * epsilon) * n
+        cluster_size.copy_(size)
+        dw = torch.matmul(one_hot.t(), flat_latent)
+        self._ema_w.copy_(self._ema_w * decay + (1 - decay) * dw)
+        self._embedding.weight.copy_(self._ema_w / cluster_size.unsqueeze(1))
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """Codebook rows: int tensor (...) -> (..., D) in the codebook's dtype."""

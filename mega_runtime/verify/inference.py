@@ -363,6 +363,10 @@ def verify_folder(
         return report
     spec = FixtureSpec.read(folder)
     report = FixtureReport(spec.name, spec.kind)
+    if spec.kind.startswith("train_"):
+        from mega_runtime.verify.training import verify_training_folder
+
+        return verify_training_folder(spec, workdir, assets, report)
     with np.load(folder / "reference.npz", allow_pickle=False) as npz:
         ref = {k: npz[k] for k in npz.files}
     compare = Comparator(spec, ref, report)

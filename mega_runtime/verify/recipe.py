@@ -48,23 +48,28 @@ class FixtureSpec:
         return cls(path=folder, name=str(meta.get("name", folder.name)), kind=str(meta["kind"]), meta=meta)
 
 
-def build_state_dict(folder: Path | str) -> OrderedDict[str, np.ndarray]:
+def build_state_dict(folder: Path | str, section: str | None = None) -> OrderedDict[str, np.ndarray]:
     """Rebuild the fixture's state dict as numpy arrays, in ``keys.json`` order.
 
     Aliased keys map to the very same array object as their target.
+    ``section`` names a sub-dict of fixture.json that holds the recipe (the training fixtures keep it in
+    ``weights`` and ``tokenizer``, with the key list and explicit tensors named there by ``keys``/``explicit``
+    and the hash as ``state_dict_sha256_initial`` or ``state_dict_sha256``).
     Raises :class:`FixtureError` when the folder is incomplete or the rebuilt
-    weights do not hash to ``fixture.json["state_dict_sha256"]``.
+    weights do not hash to the stated SHA-256.
     """
     spec = FixtureSpec.read(folder)
-    meta = spec.meta
+    meta = spec.meta if section is None else spec.meta.get(section)
+    if not isinstance(meta, dict):
+        raise FixtureError(f"{spec.path}: fixture.json has no {section!r} weight recipe")
     if meta.get("recipe") != RECIPE_NAME:
         raise FixtureError(
             f"{spec.path}: unknown weight recipe {meta.get('recipe')!r}; this runtime knows {RECIPE_NAME!r}"
         )
-    keys = json.loads((spec.path / "keys.json").read_text())
+    keys = json.loads((spec.path / str(meta.get("keys", "keys.json"))).read_text())
     gains = {k: float(v) for k, v in meta.get("gains", {}).items()}
     aliases = dict(meta.get("aliases", {}))
-    with np.load(spec.path / "explicit.npz", allow_pickle=False) as npz:
+    with np.load(spec.path / str(meta.get("explicit", "explicit.npz")), allow_pickle=False) as npz:
         explicit = {k: npz[k] for k in npz.files}
 
     rng = np.random.default_rng(int(meta["seed"]))
@@ -86,7 +91,7 @@ def build_state_dict(folder: Path | str) -> OrderedDict[str, np.ndarray]:
             gain = gains.get(key, 1.0)
             out[key] = ((z * gain) / np.sqrt(float(fan_in))).astype(np.float32)
 
-    expected = meta.get("state_dict_sha256")
+    expected = meta.get("state_dict_sha256") or meta.get("state_dict_sha256_initial")
     if expected:
         digest = state_dict_sha256(out)
         if digest != expected:
