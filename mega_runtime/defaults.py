@@ -120,6 +120,13 @@ DETECTOR_CONF = 0.5
 DETECTOR_MIN_SIZE_PX = 0.0
 #: Most people kept per image, best first; None keeps all.
 DETECTOR_MAX_PEOPLE = None
+#: Minimum person (box) height in pixels of the source frame (CLI ``--min-height``, protocol
+#: ``detection.min_height_px``, panel and batch); 0 keeps people of any size.
+DETECTOR_MIN_HEIGHT_PX = 0.0
+#: Where given boxes (``--boxes``, a boxes-per-frame file, the add-on's tracks) apply: ``replace`` the detector in
+#: those frames, or ``add`` to what it finds (docs/detection.md).
+BOXES_MODES = ("replace", "add")
+BOXES_MODE = "replace"
 
 # -- live link (protocol) limits ---------------------------------------------------------------------------------------
 
@@ -156,6 +163,12 @@ MAX_JSON_DEPTH = 64
 MAX_RESULT_ARRAY_BYTES = 2**30
 #: Largest ``config.json`` beside checkpoints, in bytes.
 MAX_CONFIG_JSON_BYTES = 2**20
+#: Largest ``--max-people`` / ``detection.max_people``.
+MAX_DETECTOR_PEOPLE = 1000
+#: Largest ``--min-height`` / ``detection.min_height_px``, pixels.
+MAX_DETECTOR_MIN_HEIGHT_PX = 100_000.0
+#: Largest boxes-per-frame JSON file (``--boxes-file``), in bytes.
+MAX_BOXES_FILE_BYTES = 16 * 2**20
 
 # -- the add-on's copy -------------------------------------------------------------------------------------------------
 

@@ -128,3 +128,136 @@ def _write_image(out: np.ndarray, path: Path, max_side: int = 1600) -> Path:
         raise ValueError(f"cannot encode a preview as {path.suffix!r}")
     path.write_bytes(encoded.tobytes())
     return path
+
+
+# -- videos: what the detector and the tracker did, frame by frame ---------------------------------------------------
+
+#: Most frames on a contact sheet (spread evenly over the result's frames).
+CONTACT_SHEET_FRAMES = 12
+
+
+def track_colour(track_id: int) -> tuple[int, int, int]:
+    """The BGR colour of a track ID (the same ID keeps its colour in every frame)."""
+    return _COLOURS[int(track_id) % len(_COLOURS)]
+
+
+def draw_result_frame(result, frame: int, image_bgr: np.ndarray, meshes: bool = True) -> np.ndarray:
+    """Frame ``frame`` (index into the result's frames) drawn over ``image_bgr`` (H, W, 3) uint8: hypothesis 0 of
+    each person seen (``meshes``), its box in its track's colour and a label — the track ID, and ``given`` for a
+    box the user gave or the detector's score (detection provenance, result format 1.2)."""
+    import cv2
+
+    arrays = result.arrays
+    seen = np.flatnonzero(arrays["valid"][frame])
+    track_ids = arrays["track_ids"]
+    out = image_bgr
+    if meshes and len(seen):
+        camera = result.meta["camera"]
+        colours = [np.tile(track_colour(track_ids[p]), (len(arrays["faces"]), 1)) for p in seen]
+        out = draw_meshes(
+            image_bgr,
+            [arrays["vertices"][frame, p, 0] for p in seen],
+            arrays["faces"],
+            camera["focal_px"],
+            tuple(camera["principal_point_px"]),
+            face_colours=colours,
+        )
+    else:
+        out = image_bgr.copy()
+    thickness = max(1, round(max(out.shape[:2]) / 400))
+    size = max(0.4, max(out.shape[:2]) / 1200)
+    sources = arrays.get("box_source")
+    scores = arrays.get("box_score")
+    for p in seen:
+        colour = track_colour(track_ids[p])
+        x1, y1, x2, y2 = (round(float(v)) for v in arrays["boxes_xyxy"][frame, p])
+        cv2.rectangle(out, (x1, y1), (x2, y2), colour, thickness)
+        label = f"id {int(track_ids[p])}"
+        if sources is not None and int(sources[frame, p]) == 1:
+            label += " given"
+        elif scores is not None:
+            label += f" {float(scores[frame, p]):.2f}"
+        cv2.putText(
+            out, label, (x1 + 2, max(y1 - 4, int(14 * size))), cv2.FONT_HERSHEY_SIMPLEX, size, colour, thickness
+        )
+    index = int(arrays["frame_indices"][frame])
+    cv2.putText(out, f"frame {index}", (8, int(24 * size) + 4), cv2.FONT_HERSHEY_SIMPLEX, size, (255, 255, 255), 1)
+    return out
+
+
+def write_video_preview(result, frames, path: Path | str, fps: float, max_side: int = 960) -> tuple[Path, int]:
+    """A preview clip (MPEG-4 Part 2, OpenCV's ``mp4v``) of the result's frames drawn by :func:`draw_result_frame`.
+
+    ``frames`` yields ``(source frame number, (H, W, 3) uint8 BGR image)``, e.g. the video decoded again; frames
+    the result does not hold are skipped. Returns the path and the number of frames written; raises ``OSError``
+    when OpenCV cannot write the file.
+    """
+    import cv2
+
+    path = Path(path)
+    position = {int(f): i for i, f in enumerate(result.arrays["frame_indices"])}
+    writer = None
+    written = 0
+    try:
+        for index, image in frames:
+            if int(index) not in position:
+                continue
+            drawn = _fit(draw_result_frame(result, position[int(index)], image), max_side)
+            if writer is None:
+                h, w = drawn.shape[:2]
+                writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), max(float(fps), 1.0), (w, h))
+                if not writer.isOpened():
+                    raise OSError(f"OpenCV cannot write an mp4v clip to {path}")
+            writer.write(drawn)
+            written += 1
+    finally:
+        if writer is not None:
+            writer.release()
+    return path, written
+
+
+def contact_sheet_frames(num_frames: int, count: int = CONTACT_SHEET_FRAMES) -> list[int]:
+    """Up to ``count`` result frame positions spread evenly over ``num_frames`` (first and last included)."""
+    if num_frames <= 0:
+        return []
+    if num_frames <= count:
+        return list(range(num_frames))
+    return sorted({round(i * (num_frames - 1) / (count - 1)) for i in range(count)})
+
+
+def write_contact_sheet(result, frames, path: Path | str, columns: int = 4, tile_width: int = 480) -> Path:
+    """A grid of :func:`contact_sheet_frames` frames drawn by :func:`draw_result_frame` (PNG/JPEG by suffix).
+
+    ``frames`` yields ``(source frame number, image)`` as for :func:`write_video_preview`.
+    """
+    import cv2
+
+    positions = contact_sheet_frames(result.num_frames)
+    wanted = {int(result.arrays["frame_indices"][i]): i for i in positions}
+    tiles: dict[int, np.ndarray] = {}
+    for index, image in frames:
+        if int(index) in wanted:
+            drawn = draw_result_frame(result, wanted[int(index)], image)
+            scale = tile_width / drawn.shape[1]
+            tiles[wanted[int(index)]] = cv2.resize(drawn, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        if len(tiles) == len(wanted):
+            break
+    if not tiles:
+        raise ValueError("the result holds no frame to put on a contact sheet")
+    ordered = [tiles[i] for i in sorted(tiles)]
+    h = max(t.shape[0] for t in ordered)
+    blank = np.zeros((h, tile_width, 3), np.uint8)
+    padded = [np.vstack([t, blank[: h - t.shape[0]]]) for t in ordered]
+    padded += [blank] * (-len(padded) % columns)
+    rows = [np.hstack(padded[r : r + columns]) for r in range(0, len(padded), columns)]
+    return _write_image(np.vstack(rows), Path(path), max_side=tile_width * columns)
+
+
+def _fit(image: np.ndarray, max_side: int) -> np.ndarray:
+    """``image`` scaled down so its longer side is at most ``max_side`` (even sizes, as video encoders want)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    size = (max(2, int(w * scale) // 2 * 2), max(2, int(h * scale) // 2 * 2))
+    return image if size == (w, h) else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
