@@ -33,7 +33,7 @@ def register() -> None:
     global _cli_handle
     import bpy
 
-    from . import animation, batch, operators, panels, preferences, properties, reconstruct
+    from . import animation, batch, operators, overlay, panels, preferences, properties, reconstruct
 
     animation.ensure_handler()
     properties.register()
@@ -41,6 +41,7 @@ def register() -> None:
     operators.register()
     reconstruct.register()
     panels.register()
+    overlay.register()
     _cli_handle = bpy.utils.register_cli_command("mega", batch.cli_command)  # type: ignore[func-returns-value]
 
 
@@ -49,11 +50,12 @@ def unregister() -> None:
     global _cli_handle
     import bpy
 
-    from . import animation, operators, panels, preferences, properties, reconstruct
+    from . import animation, operators, overlay, panels, preferences, properties, reconstruct
 
     if _cli_handle is not None:
         bpy.utils.unregister_cli_command(_cli_handle)
         _cli_handle = None
+    overlay.unregister()
     panels.unregister()
     reconstruct.unregister()
     operators.unregister()

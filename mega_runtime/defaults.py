@@ -127,6 +127,10 @@ DETECTOR_MIN_HEIGHT_PX = 0.0
 #: those frames, or ``add`` to what it finds (docs/detection.md).
 BOXES_MODES = ("replace", "add")
 BOXES_MODE = "replace"
+#: The add-on panel's starting choice for boxes from Movie Clip tracks: add them to what the detector finds.
+PANEL_BOXES_MODE = "add"
+#: Tracks of a Movie Clip whose name starts with this are people's boxes (add-on panel; docs/blender-addon.md).
+PANEL_TRACK_PREFIX = "MEGA"
 
 # -- live link (protocol) limits ---------------------------------------------------------------------------------------
 
