@@ -34,8 +34,11 @@ _cache: dict[str, tuple[float, ResultBoxes | None]] = {}
 
 def person_tracks(clip: bpy.types.MovieClip, prefix: str) -> list[Any]:
     """The tracks of ``clip``'s active tracking object named ``prefix…`` (case-insensitive)."""
-    tracking_object = clip.tracking.objects.active
-    tracks = tracking_object.tracks if tracking_object is not None else clip.tracking.tracks
+    tracking = clip.tracking
+    if tracking is None:
+        return []
+    tracking_object = tracking.objects.active
+    tracks = tracking_object.tracks if tracking_object is not None else tracking.tracks
     wanted = prefix.strip().lower()
     return [t for t in tracks if t.name.lower().startswith(wanted)]
 
@@ -89,7 +92,7 @@ def overlay_rects_for(scene: bpy.types.Scene, clip: bpy.types.MovieClip) -> list
     """The boxes to draw over ``clip`` at the scene's current frame: those of every result built in ``scene``
     (objects with ``mega_result_path``) whose source is the clip's file."""
     clip_path = Path(bpy.path.abspath(clip.filepath, library=clip.library))
-    paths = sorted({str(o["mega_result_path"]) for o in scene.objects if "mega_result_path" in o})
+    paths = sorted({str(o["mega_result_path"]) for o in scene.objects if o.get("mega_result_path") is not None})
     file_frame = clip_file_frame(scene.frame_current, clip.frame_start, clip.frame_offset)
     rects: list[OverlayRect] = []
     for path in paths:
@@ -103,7 +106,7 @@ def _draw() -> None:  # pragma: no cover - needs a window (not in background mod
     context = bpy.context
     scene, space, region = context.scene, context.space_data, context.region
     settings = getattr(scene, "mega", None)
-    if settings is None or not settings.show_boxes or space is None or region is None:
+    if scene is None or settings is None or not settings.show_boxes or space is None or region is None:
         return
     clip = getattr(space, "clip", None)
     if clip is None:
