@@ -70,6 +70,59 @@ def draw_meshes(
     return canvas
 
 
+def splat_meshes(
+    image_bgr: np.ndarray,
+    meshes: list[np.ndarray],
+    faces: np.ndarray,
+    focal_px: float,
+    principal_px: tuple[float, float],
+    colours: list[tuple[int, int, int]],
+    alpha: float = 0.7,
+) -> np.ndarray:
+    """A fast overlay for video previews, close to :func:`draw_meshes` at a fraction of its cost: every
+    camera-facing triangle is sampled on a barycentric grid as fine as its projected edges (at most 10 steps)
+    and the samples are written far to near (flat shading, per-person ``colours``, BGR), then a 2×2 dilation
+    closes sub-pixel gaps. No per-triangle drawing calls; numpy only, plus OpenCV's dilation."""
+    import cv2
+
+    canvas = image_bgr.copy()
+    height, width = image_bgr.shape[:2]
+    layer = np.zeros_like(image_bgr)
+    depth = np.full((height, width), np.inf)
+    light = np.array([0.3, -0.4, -1.0]) / np.linalg.norm([0.3, -0.4, -1.0])
+    for k, vertices in enumerate(meshes):
+        v = np.asarray(vertices, dtype=np.float64)
+        tri = v[faces]
+        front = tri[:, :, 2].min(axis=1) > 1e-3
+        normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-12
+        px = project(v, focal_px, principal_px)[faces]  # (T, 3, 2)
+        edge = np.linalg.norm(px - np.roll(px, 1, axis=1), axis=2).max(axis=1)
+        steps = int(np.clip(np.ceil(np.percentile(edge[front], 75) if front.any() else 1), 1, 8))
+        grid = [(i / steps, j / steps) for i in range(steps + 1) for j in range(steps + 1 - i)]
+        bary = np.array([(a, b, 1.0 - a - b) for a, b in grid])  # (S, 3)
+        keep = np.flatnonzero(front)
+        points = np.matmul(px[keep].transpose(0, 2, 1).astype(np.float32), bary.T.astype(np.float32))  # (T, 2, S)
+        points = points.transpose(0, 2, 1).reshape(-1, 2)
+        z = np.repeat(tri[keep, :, 2].mean(axis=1), len(bary))
+        shade = np.repeat(0.35 + 0.65 * np.abs(normals[keep] @ light), len(bary))
+        xs, ys = np.floor(points[:, 0]).astype(np.int64), np.floor(points[:, 1]).astype(np.int64)
+        inside = (xs >= 0) & (xs < width) & (ys >= 0) & (ys < height)
+        xs, ys, z, shade = xs[inside], ys[inside], z[inside], shade[inside]
+        order = np.argsort(-z, kind="stable")  # far first: for one pixel the nearest sample is written last
+        xs, ys, z, shade = xs[order], ys[order], z[order], shade[order]
+        nearer = z < depth[ys, xs]  # against the people drawn before
+        xs, ys, z, shade = xs[nearer], ys[nearer], z[nearer], shade[nearer]
+        depth[ys, xs] = z
+        layer[ys, xs] = (np.asarray(colours[k], np.float64)[None, :] * shade[:, None]).astype(np.uint8)
+    drawn = np.isfinite(depth).astype(np.uint8)
+    kernel = np.ones((2, 2), np.uint8)
+    layer, drawn = cv2.dilate(layer, kernel), cv2.dilate(drawn, kernel)
+    hit = drawn > 0
+    canvas[hit] = (alpha * layer[hit] + (1 - alpha) * canvas[hit]).astype(np.uint8)
+    return canvas
+
+
 def write_preview(result, image_bgr: np.ndarray, path: Path | str, frame: int = 0, max_side: int = 1600) -> Path:
     """Draw frame ``frame`` of ``result`` over ``image_bgr`` and write it (JPEG/PNG by suffix)."""
     import cv2
@@ -153,14 +206,13 @@ def draw_result_frame(result, frame: int, image_bgr: np.ndarray, meshes: bool = 
     out = image_bgr
     if meshes and len(seen):
         camera = result.meta["camera"]
-        colours = [np.tile(track_colour(track_ids[p]), (len(arrays["faces"]), 1)) for p in seen]
-        out = draw_meshes(
+        out = splat_meshes(
             image_bgr,
             [arrays["vertices"][frame, p, 0] for p in seen],
             arrays["faces"],
             camera["focal_px"],
             tuple(camera["principal_point_px"]),
-            face_colours=colours,
+            [track_colour(track_ids[p]) for p in seen],
         )
     else:
         out = image_bgr.copy()
