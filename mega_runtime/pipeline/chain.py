@@ -135,7 +135,6 @@ class Pipeline:
         """Resolve weights (local folders or the cache, downloading when allowed) and load everything."""
         from mega_runtime.mega import Mega, resolve_device
         from mega_runtime.models.assets import read_template_ply
-        from mega_runtime.pipeline.detect import make_detector
         from mega_runtime.weights import resolve_assets_dir, resolve_checkpoint_dir
         from mega_runtime.weights.loaders import CHECKPOINT_FILES
 
@@ -154,7 +153,9 @@ class Pipeline:
             "checkpoint_sha256": file_sha256(model_file),
             "input_size": list(mega.cvqmae.config.backbone.input_size),
         }
-        return cls(mega, detector if detector is not None else make_detector("default"), template.faces, config, info)
+        return cls(
+            mega, detector if detector is not None else build_detector(config.detection), template.faces, config, info
+        )
 
     # -- core -----------------------------------------------------------------------------------
     def _people_boxes(

@@ -284,3 +284,48 @@ def test_ok_infer_video_with_boxes_file_writes_provenance_and_a_preview_clip_and
     assert frames == 3
     assert cv2.imread(str(sheet)).shape[1] == 4 * 480
     assert "clip.preview.mp4 (3 frames)" in capsys.readouterr().out
+
+
+# -- previews ---------------------------------------------------------------------------------------------------------
+
+
+def test_ok_contact_sheet_spreads_its_frames_over_the_clip_first_and_last_included():
+    from mega_runtime.io.preview import contact_sheet_frames
+
+    assert contact_sheet_frames(5) == [0, 1, 2, 3, 4]
+    picked = contact_sheet_frames(100)
+    assert len(picked) == 12 and picked[0] == 0 and picked[-1] == 99
+    assert contact_sheet_frames(0) == []
+
+
+def test_ok_video_preview_frame_shows_each_mesh_and_box_in_its_track_colour(assets_dir):
+    from mega_runtime.io.preview import draw_result_frame, track_colour
+    from mega_runtime.io.result import Result
+    from mega_runtime.models.assets import read_template_ply
+
+    template = read_template_ply(assets_dir / "template.ply")
+    body = np.asarray(template.vertices, np.float32)
+    body = body - body.mean(axis=0)
+    body[:, 1] *= -1  # the template is y up; the camera frame is y down
+    width, height, focal = 320, 240, 300.0
+    offsets = np.array([[-0.6, 0.0, 5.0], [0.6, 0.0, 5.0]], np.float32)
+    vertices = (body[None] + offsets[:, None])[None, :, None]  # (1, 2, 1, V, 3)
+    arrays = {
+        "vertices": vertices.astype(np.float32),
+        "faces": np.asarray(template.faces, np.int32),
+        "valid": np.ones((1, 2), bool),
+        "track_ids": np.array([0, 1], np.int32),
+        "frame_indices": np.array([7], np.int32),
+        "boxes_xyxy": np.array([[[90, 60, 150, 180], [170, 60, 230, 180]]], np.float32),
+        "box_source": np.array([[0, 1]], np.int8),
+        "box_score": np.array([[0.87, 1.0]], np.float32),
+    }
+    result = Result(meta={"camera": {"focal_px": focal, "principal_point_px": [160.0, 120.0]}}, arrays=arrays)
+    grey = np.full((height, width, 3), 90, np.uint8)
+    drawn = draw_result_frame(result, 0, grey)
+    changed = np.any(drawn != grey, axis=2)
+    for x in (124, 196):  # each body's middle (±0.6 m at 5 m, f = 300 px: 36 px either side of the centre)
+        assert changed[110:130, x - 5 : x + 5].mean() > 0.9
+    assert not changed[40:, :40].any() and not changed[40:, 280:].any()  # (the top left holds "frame 7")
+    assert tuple(drawn[60, 120]) == track_colour(0)  # the top edge of the first box
+    assert tuple(drawn[60, 200]) == track_colour(1)
