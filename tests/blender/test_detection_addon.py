@@ -138,3 +138,38 @@ def test_ok_batch_reconstruct_detection_options_become_protocol_fields(blender, 
     for bad in (["--detect-threshold", "2"], ["--max-people", "0"], ["--boxes", "3,3,1,1"]):
         with pytest.raises(batch.BatchError, match=bad[0]):
             batch.detection_fields(parser.parse_args([*base, *bad]))
+
+
+class _Layout:
+    """Records ``UILayout`` calls outside a redraw; returns itself for nesting."""
+
+    def __init__(self, calls: list) -> None:
+        self.__dict__["calls"] = calls
+
+    def __getattr__(self, name: str):
+        def call(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+            return self
+
+        return call
+
+    def __setattr__(self, name: str, value) -> None:
+        self.calls.append(("set " + name, (value,), {}))
+
+
+def test_ok_panel_shows_the_detection_settings_and_for_a_clip_the_track_and_overlay_switches(blender):
+    from types import SimpleNamespace
+
+    from mega_blender import panels
+
+    def drawn_props() -> set[str]:
+        calls: list = []
+        panels.MEGA_PT_main.draw(SimpleNamespace(layout=_Layout(calls)), bpy.context)
+        return {args[1] for name, args, _ in calls if name == "prop" and len(args) > 1}
+
+    detection = {"detector", "detect_threshold", "min_height_px", "max_people"}
+    tracks = {"use_tracks", "track_prefix", "boxes_mode", "show_boxes"}
+    bpy.context.scene.mega.source_kind = "IMAGE"
+    assert detection <= drawn_props() and not tracks & drawn_props()
+    bpy.context.scene.mega.source_kind = "CLIP"
+    assert detection | tracks <= drawn_props()
