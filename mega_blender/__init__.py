@@ -1,8 +1,8 @@
 """MEGA Human Mesh Recovery for Blender: people in photos as meshes with hypotheses and uncertainty.
 
 This module only registers and unregisters; the work is in the submodules (``scene_build``, ``operators``,
-``reconstruct``, ``jobs``, ``animation``, ``panels``, ``preferences``, ``properties``, ``batch``) and the bpy-free
-``result_reader``, ``coords``, ``sources``, ``pointcache`` and ``runtime_client``.
+``reconstruct``, ``jobs``, ``animation``, ``panels``, ``preferences``, ``properties``, ``batch``, ``overlay``) and
+the bpy-free ``result_reader``, ``coords``, ``sources``, ``pointcache``, ``clip_boxes`` and ``runtime_client``.
 Nothing is imported at module level, so ``import mega_blender.result_reader`` works in plain CPython.
 
 It is an extension (``blender_manifest.toml`` at the zip root; Blender ignores ``bl_info`` then) and, for
