@@ -1,8 +1,9 @@
 """MEGA Human Mesh Recovery for Blender: people in photos as meshes with hypotheses and uncertainty.
 
 This module only registers and unregisters; the work is in the submodules (``scene_build``, ``operators``,
-``reconstruct``, ``shaping``, ``jobs``, ``animation``, ``panels``, ``preferences``, ``properties``, ``batch``) and
-the bpy-free ``result_reader``, ``coords``, ``sources``, ``pointcache``, ``regions`` and ``runtime_client``.
+``reconstruct``, ``shaping``, ``jobs``, ``animation``, ``panels``, ``preferences``, ``properties``, ``batch``,
+``overlay``) and the bpy-free ``result_reader``, ``coords``, ``sources``, ``pointcache``, ``regions``, ``clip_boxes``
+and ``runtime_client``.
 Nothing is imported at module level, so ``import mega_blender.result_reader`` works in plain CPython.
 
 It is an extension (``blender_manifest.toml`` at the zip root; Blender ignores ``bl_info`` then) and, for
@@ -33,7 +34,7 @@ def register() -> None:
     global _cli_handle
     import bpy
 
-    from . import animation, batch, operators, panels, preferences, properties, reconstruct, shaping
+    from . import animation, batch, operators, overlay, panels, preferences, properties, reconstruct, shaping
 
     animation.ensure_handler()
     properties.register()
@@ -42,6 +43,7 @@ def register() -> None:
     reconstruct.register()
     shaping.register()
     panels.register()
+    overlay.register()
     _cli_handle = bpy.utils.register_cli_command("mega", batch.cli_command)  # type: ignore[func-returns-value]
 
 
@@ -50,11 +52,12 @@ def unregister() -> None:
     global _cli_handle
     import bpy
 
-    from . import animation, operators, panels, preferences, properties, reconstruct, shaping
+    from . import animation, operators, overlay, panels, preferences, properties, reconstruct, shaping
 
     if _cli_handle is not None:
         bpy.utils.unregister_cli_command(_cli_handle)
         _cli_handle = None
+    overlay.unregister()
     panels.unregister()
     shaping.unregister()
     reconstruct.unregister()

@@ -5,6 +5,8 @@
     python -m mega_blender.batch import RESULT.json... --export OUT.glb     (any Python that has ``bpy``)
     blender -b --command mega reconstruct PHOTO_OR_VIDEO... --export OUT.blend [--runtime CMD]
             [--checkpoint-dir DIR] [--model M] [--hypotheses H] [--frames START:STOP:STEP] [--results-dir DIR]
+            [--detector NAME] [--detect-threshold SCORE] [--min-height PX] [--max-people N]
+            [--boxes x1,y1,x2,y2;...] [--boxes-file JSON] [--boxes-mode replace|add]
 
 The first form is registered by the add-on with ``bpy.utils.register_cli_command("mega", …)``; the second is
 the same :func:`main`. Every result is read and checked first; then the scene is reset to an empty factory
@@ -158,6 +160,20 @@ def build_parser(prog: str = PROG_PYTHON) -> argparse.ArgumentParser:
     r.add_argument(
         "--smpl-model", type=Path, metavar="PATH", help="your SMPL model file: also fit SMPL and build armatures"
     )
+    r.add_argument("--detector", choices=defaults.DETECTOR_CHOICES, help="person detector (default: the runtime's)")
+    r.add_argument("--detect-threshold", type=float, metavar="SCORE", help="minimum detector score of a person, 0…1")
+    r.add_argument("--min-height", type=float, metavar="PX", help="ignore detected people less tall, pixels")
+    r.add_argument("--max-people", type=int, metavar="N", help="keep at most N detected people per frame")
+    r.add_argument(
+        "--boxes", help="person boxes x1,y1,x2,y2;... (pixels): a photo's people, or fixed boxes in every video frame"
+    )
+    r.add_argument("--boxes-file", type=Path, metavar="JSON", help='boxes per frame: {"<frame>": [[x1,y1,x2,y2], ...]}')
+    r.add_argument(
+        "--boxes-mode",
+        choices=defaults.BOXES_MODES,
+        default=defaults.BOXES_MODE,
+        help="replace the detector in frames with given boxes, or add to it (default %(default)s)",
+    )
     r.add_argument("--hypothesis", type=int, default=0, metavar="K", help="hypothesis to show (default 0)")
     r.add_argument("--frame", type=int, default=None, help=argparse.SUPPRESS)
     r.add_argument("--overwrite", action="store_true", help="replace existing output and report files")
@@ -177,6 +193,46 @@ def _frames(text: str | None) -> dict[str, int | None] | None:
     if start < 0 or step < 1 or (stop is not None and stop <= start):
         raise BatchError(f"--frames {text!r} selects no frame: use START:STOP:STEP with 0 <= START < STOP, STEP >= 1")
     return {"start": start, "stop": stop, "step": step}
+
+
+def detection_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The protocol fields of the detection options (``detection``, ``boxes``, ``boxes_per_frame``,
+    ``boxes_mode``), checked here so a mistake is one line before the runtime starts; the runtime checks again."""
+    detection: dict[str, Any] = {}
+    if args.detector is not None:
+        detection["detector"] = args.detector
+    if args.detect_threshold is not None:
+        if not 0.0 <= args.detect_threshold <= 1.0:
+            raise BatchError(f"--detect-threshold must be in 0…1, got {args.detect_threshold}")
+        detection["conf"] = args.detect_threshold
+    if args.min_height is not None:
+        if not 0.0 <= args.min_height <= defaults.MAX_DETECTOR_MIN_HEIGHT_PX:
+            raise BatchError(f"--min-height must be 0 or more pixels, got {args.min_height}")
+        detection["min_height_px"] = args.min_height
+    if args.max_people is not None:
+        if not 1 <= args.max_people <= defaults.MAX_DETECTOR_PEOPLE:
+            raise BatchError(f"--max-people must be 1 … {defaults.MAX_DETECTOR_PEOPLE}, got {args.max_people}")
+        detection["max_people"] = args.max_people
+    fields: dict[str, Any] = {"detection": detection} if detection else {}
+    if args.boxes:
+        try:
+            boxes = [[float(v) for v in part.split(",")] for part in args.boxes.split(";") if part.strip()]
+        except ValueError:
+            boxes = []
+        if not boxes or any(len(b) != 4 or b[2] <= b[0] or b[3] <= b[1] for b in boxes):
+            raise BatchError(f"--boxes {args.boxes!r} is not x1,y1,x2,y2;... with x1 < x2 and y1 < y2")
+        fields["boxes"] = boxes
+    if args.boxes_file:
+        try:
+            per_frame = json.loads(args.boxes_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise BatchError(f"--boxes-file {args.boxes_file}: {exc}") from exc
+        if not isinstance(per_frame, dict):
+            raise BatchError(f'--boxes-file {args.boxes_file} must hold {{"<frame>": [[x1, y1, x2, y2], ...]}}')
+        fields["boxes_per_frame"] = per_frame
+    if args.boxes or args.boxes_file or args.boxes_mode != defaults.BOXES_MODE:
+        fields["boxes_mode"] = args.boxes_mode
+    return fields
 
 
 def _runtime_command(args: argparse.Namespace) -> tuple[list[str], list[str]]:
@@ -214,6 +270,7 @@ def run_reconstruct(args: argparse.Namespace, report: dict[str, Any]) -> None:
         options["frames"] = frames
     if args.smpl_model:
         options["smpl_model"] = str(args.smpl_model.resolve())
+    options.update(detection_fields(args))
     if args.path != "zero" or args.smooth:
         options["temporal"] = {
             "path": args.path,

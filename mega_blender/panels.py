@@ -164,6 +164,20 @@ class MEGA_PT_main(_SidebarPanel):
             row.enabled = settings.smooth
             row.prop(settings, "one_euro_d_cutoff")
             row.prop(settings, "one_euro_causal")
+        column = box.column(align=True)
+        column.label(text="Detection")
+        column.prop(settings, "detector", text="")
+        row = column.row(align=True)
+        row.prop(settings, "detect_threshold")
+        row.prop(settings, "min_height_px")
+        column.prop(settings, "max_people")
+        if settings.source_kind == "CLIP":
+            column.prop(settings, "use_tracks")
+            row = column.row(align=True)
+            row.enabled = settings.use_tracks
+            row.prop(settings, "track_prefix", text="")
+            row.prop(settings, "boxes_mode", text="")
+            column.prop(settings, "show_boxes")
         if session is not None and session.job_running:
             row = box.row(align=True)
             row.progress(factor=session.job_progress, text=session.job_status or "Working…")

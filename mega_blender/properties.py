@@ -21,6 +21,15 @@ from . import regions
 from . import runtime_defaults as defaults
 
 
+def detector_items() -> list[tuple[str, str, str]]:
+    """The detectors the runtime offers (``DETECTOR_CHOICES`` of the runtime's defaults, never a list of its
+    own), as enum items."""
+    return [
+        (name, name.capitalize(), f"The runtime's '{name}' person detector (docs/detection.md)")
+        for name in defaults.DETECTOR_CHOICES
+    ]
+
+
 class MEGA_PG_scene(bpy.types.PropertyGroup):
     """Per-scene state of the MEGA panel."""
 
@@ -109,6 +118,59 @@ class MEGA_PG_scene(bpy.types.PropertyGroup):
         description="One-Euro: filter forwards only, as a live view would (lags moving bodies); "
         "off: forwards and backwards averaged, no lag",
         default=defaults.ONE_EURO_CAUSAL,
+    )
+    # -- detection (sent with every job as the protocol's 'detection' object) --
+    detector: EnumProperty(
+        name="Detector",
+        description="Person detector the runtime runs",
+        items=detector_items(),
+        default=defaults.DETECTOR,
+    )
+    detect_threshold: FloatProperty(
+        name="Threshold",
+        description="Minimum detector score of a person: lower finds more people, and more false ones",
+        default=defaults.DETECTOR_CONF,
+        min=0.0,
+        max=1.0,
+    )
+    min_height_px: FloatProperty(
+        name="Min Height",
+        description="Ignore detected people whose box is less tall than this, pixels (0: any size)",
+        default=defaults.DETECTOR_MIN_HEIGHT_PX,
+        min=0.0,
+        max=defaults.MAX_DETECTOR_MIN_HEIGHT_PX,
+    )
+    max_people: IntProperty(
+        name="Max People",
+        description="Keep at most this many detected people per frame, best scores first (0: all)",
+        default=defaults.DETECTOR_MAX_PEOPLE or 0,
+        min=0,
+        max=defaults.MAX_DETECTOR_PEOPLE,
+    )
+    use_tracks: BoolProperty(
+        name="Boxes from Tracks",
+        description="Movie Clip: tracks named with the prefix below are people; their pattern areas are sent as "
+        "boxes, frame by frame",
+        default=True,
+    )
+    track_prefix: StringProperty(
+        name="Track Prefix",
+        description="Tracks whose name starts with this (any case) are people's boxes",
+        default=defaults.PANEL_TRACK_PREFIX,
+    )
+    boxes_mode: EnumProperty(
+        name="Boxes",
+        description="What boxes from tracks do",
+        items=(
+            ("add", "Add", "The detector runs too; the tracks add the people it missed (or replace its box)"),
+            ("replace", "Replace", "Frames with a track box reconstruct only the tracked people"),
+        ),
+        default=defaults.PANEL_BOXES_MODE,
+    )
+    show_boxes: BoolProperty(
+        name="Show Boxes",
+        description="Draw the person boxes of the results built from a clip over it in the Movie Clip editor",
+        default=True,
     )
 
 

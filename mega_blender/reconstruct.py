@@ -150,6 +150,27 @@ def temporal_options(settings: Any) -> dict[str, Any]:
     }
 
 
+def detection_options(settings: Any) -> dict[str, Any]:
+    """The protocol's ``detection`` object (docs/protocol.md) from the panel's settings (``Scene.mega``)."""
+    return {
+        "detector": str(settings.detector),
+        "conf": round(float(settings.detect_threshold), 6),
+        "min_height_px": float(settings.min_height_px),
+        "max_people": int(settings.max_people) or None,
+    }
+
+
+def track_options(clip: bpy.types.MovieClip, settings: Any, frames: dict[str, int] | None) -> dict[str, Any]:
+    """``boxes_per_frame`` and ``boxes_mode`` from the clip's person tracks (``{}`` when off or none)."""
+    if not settings.use_tracks:
+        return {}
+    from .overlay import clip_frame_boxes
+
+    span = (int(frames["start"]), int(frames["stop"])) if frames else None
+    boxes = clip_frame_boxes(clip, settings.track_prefix, span)
+    return {"boxes_per_frame": boxes, "boxes_mode": str(settings.boxes_mode)} if boxes else {}
+
+
 def results_dir(context: bpy.types.Context) -> Path:
     """Where result pairs go: the preference, else ``MEGA results`` beside the saved .blend, else the add-on's
     user folder."""
@@ -212,9 +233,15 @@ class MEGA_OT_reconstruct(bpy.types.Operator):
         preferences = get_preferences(context)
         if preferences is not None and preferences.smpl_model_path:
             options["smpl_model"] = bpy.path.abspath(preferences.smpl_model_path)
-        if source.is_video and context.scene is not None:
+        if context.scene is not None:
             settings = context.scene.mega  # type: ignore[attr-defined]
-            options["temporal"] = temporal_options(settings)
+            options["detection"] = detection_options(settings)
+            if source.is_video:
+                options["temporal"] = temporal_options(settings)
+            if settings.source_kind == "CLIP":
+                clip = settings.clip or context.scene.active_clip
+                if clip is not None:
+                    options.update(track_options(clip, settings, source.frames))
         try:
             self._job_id = jobs.submit(
                 context, source.path, results_dir(context), options, label=source.label, cleanup=source.cleanup

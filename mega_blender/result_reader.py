@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 SCHEMA = "mega-result"
 #: The newest format version this reader implements; every ``1.x`` is read (1.0 files have no size and hash of
 #: their ``.npz``, and are read without that check).
-SUPPORTED_VERSION = "1.1"
+SUPPORTED_VERSION = "1.2"
 SUPPORTED_MAJOR = 1
 _HASH_CHUNK_BYTES = 1 << 20
 
@@ -77,6 +77,13 @@ REQUIRED_ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
 OPTIONAL_ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
     "rotation": ("float32", ("F", "P", 3, 3)),
     "cam_crop": ("float32", ("F", "P", 3)),
+}
+
+#: Detection provenance (format 1.2, optional): per person box 0 detected, 1 given (``meta["detection"]
+#: ["box_sources"]``), -1 not seen; and the detector's score. Checked when present, kept in ``extra_arrays``.
+DETECTION_ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
+    "box_source": ("int8", ("F", "P")),
+    "box_score": ("float32", ("F", "P")),
 }
 
 
@@ -461,7 +468,8 @@ def _check_arrays(arrays: dict[str, np.ndarray], npz_path: Path) -> dict[str, in
             f"{npz_path}: array vertices has shape {vertices.shape}, expected (F, P, H, {NUM_VERTICES}, 3)", fix
         )
     sizes = dict(zip("FPH", (int(n) for n in vertices.shape[:3]), strict=True))
-    specs = {**REQUIRED_ARRAYS, **{k: v for k, v in OPTIONAL_ARRAYS.items() if k in arrays}}
+    optional = {**OPTIONAL_ARRAYS, **DETECTION_ARRAYS}
+    specs = {**REQUIRED_ARRAYS, **{k: v for k, v in optional.items() if k in arrays}}
     for name, (dtype, shape) in specs.items():
         arr = arrays[name]
         expected = "(" + ", ".join(str(sizes.get(d, d) if isinstance(d, str) else d) for d in shape) + ")"

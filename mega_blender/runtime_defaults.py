@@ -125,6 +125,17 @@ DETECTOR_CONF = 0.5
 DETECTOR_MIN_SIZE_PX = 0.0
 #: Most people kept per image, best first; None keeps all.
 DETECTOR_MAX_PEOPLE = None
+#: Minimum person (box) height in pixels of the source frame (CLI ``--min-height``, protocol
+#: ``detection.min_height_px``, panel and batch); 0 keeps people of any size.
+DETECTOR_MIN_HEIGHT_PX = 0.0
+#: Where given boxes (``--boxes``, a boxes-per-frame file, the add-on's tracks) apply: ``replace`` the detector in
+#: those frames, or ``add`` to what it finds (docs/detection.md).
+BOXES_MODES = ("replace", "add")
+BOXES_MODE = "replace"
+#: The add-on panel's starting choice for boxes from Movie Clip tracks: add them to what the detector finds.
+PANEL_BOXES_MODE = "add"
+#: Tracks of a Movie Clip whose name starts with this are people's boxes (add-on panel; docs/blender-addon.md).
+PANEL_TRACK_PREFIX = "MEGA"
 #: Version of the JSON-Lines protocol (docs/protocol.md).
 PROTOCOL_VERSION = 1
 #: Longest request line accepted, in bytes (an inline image travels as base64 inside it).
@@ -154,3 +165,9 @@ MAX_JSON_DEPTH = 64
 MAX_RESULT_ARRAY_BYTES = 1073741824
 #: Largest ``config.json`` beside checkpoints, in bytes.
 MAX_CONFIG_JSON_BYTES = 1048576
+#: Largest ``--max-people`` / ``detection.max_people``.
+MAX_DETECTOR_PEOPLE = 1000
+#: Largest ``--min-height`` / ``detection.min_height_px``, pixels.
+MAX_DETECTOR_MIN_HEIGHT_PX = 100000.0
+#: Largest boxes-per-frame JSON file (``--boxes-file``), in bytes.
+MAX_BOXES_FILE_BYTES = 16777216

@@ -54,6 +54,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from mega_runtime.commands.serve import ServeConfig, serve
+    from mega_runtime.io.detection import detection_settings
 
     if args.max_message_bytes < 1024 or args.max_inline_bytes < 1:
         raise MegaError("the message limits are too small", hint="use --max-message-bytes of at least 1024")
@@ -69,6 +70,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             work_dir=args.work_dir,
             device=args.device,
             detector=args.detector,
+            detection=detection_settings(args.detector, args.detect_threshold, args.min_height, args.max_people),
             max_message_bytes=args.max_message_bytes,
             max_inline_bytes=args.max_inline_bytes,
             checkpoint_every_s=args.checkpoint_every_s,
@@ -90,7 +92,9 @@ def _add_serve_command(sub: Any) -> None:
         "--work-dir", type=Path, metavar="DIR", help="where jobs without out_dir write (default: a temporary folder)"
     )
     p.add_argument("--device", default=defaults.DEVICE, help="default device: auto, cpu, cuda, cuda:N, mps")
-    p.add_argument("--detector", default=defaults.DETECTOR, choices=defaults.DETECTOR_CHOICES, help="person detector")
+    from mega_runtime.commands.infer import add_detection_options
+
+    add_detection_options(p)  # the server's settings; a request's 'detection' object overrides them
     p.add_argument("--max-message-bytes", type=int, default=defaults.MAX_MESSAGE_BYTES, help=argparse.SUPPRESS)
     p.add_argument("--max-inline-bytes", type=int, default=defaults.MAX_INLINE_BYTES, help=argparse.SUPPRESS)
     p.add_argument("--checkpoint-every-s", type=float, default=defaults.CHECKPOINT_EVERY_S, help=argparse.SUPPRESS)

@@ -162,11 +162,14 @@ def _temporal(args: argparse.Namespace):
 def _cmd_infer(args: argparse.Namespace) -> int:
     from mega_runtime.commands.progress import ProgressBar
     from mega_runtime.commands.weights import download_progress_bar as DownloadBar
+    from mega_runtime.io.detection import detection_settings, read_boxes_file
     from mega_runtime.io.result import OutputExistsError, result_paths
     from mega_runtime.pipeline.media import FrameRange, check_frame_range, check_image_file, is_video
 
     inputs = expand_inputs(args.inputs)
     boxes = parse_boxes(args.boxes) if args.boxes else None
+    frame_boxes = read_boxes_file(args.boxes_file) if args.boxes_file else None
+    settings = detection_settings(args.detector, args.detect_threshold, args.min_height, args.max_people)
     frames = FrameRange.parse(args.frames) if args.frames else None
     temporal = _temporal(args)  # checked before anything is loaded
     out_dir = Path(args.out)
@@ -185,7 +188,9 @@ def _cmd_infer(args: argparse.Namespace) -> int:
             continue
         json_path, npz_path = result_paths(out_dir / path.stem)
         targets = [json_path, npz_path]
-        if args.preview:
+        if args.preview and is_video(path):
+            targets += [out_dir / f"{path.stem}.preview.mp4", out_dir / f"{path.stem}.contact.png"]
+        elif args.preview:
             targets += [out_dir / f"{path.stem}.preview.png", out_dir / f"{path.stem}.uncertainty.png"]
         existing = [str(t) for t in targets if t.exists()]
         if existing and not args.overwrite:
@@ -198,8 +203,8 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     from mega_runtime.mega import resolve_device
-    from mega_runtime.pipeline.chain import Pipeline, PipelineConfig
-    from mega_runtime.pipeline.detect import DOWNLOADING_DETECTORS, make_detector
+    from mega_runtime.pipeline.chain import Pipeline, PipelineConfig, build_detector
+    from mega_runtime.pipeline.detect import DOWNLOADING_DETECTORS
 
     config = PipelineConfig(
         model=_model_name(args.model),
@@ -209,11 +214,12 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=resolve_device(args.device),
         batch_size=args.batch_size,
+        detection=settings,
     )
     options: dict[str, object] = {"weights": args.yolo_weights} if args.detector == "yolo" else {}
     if args.detector in DOWNLOADING_DETECTORS:  # YOLOX may be downloaded on first use
         options["progress"] = DownloadBar(sys.stderr)
-    detector = make_detector(args.detector, **options)
+    detector = build_detector(settings, **options)
     pipeline = Pipeline.load(config, args.checkpoint_dir, args.assets_dir, detector, progress=DownloadBar(sys.stderr))
     frames_bar = ProgressBar(sys.stderr, verb="frames of")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -224,7 +230,8 @@ def _cmd_infer(args: argparse.Namespace) -> int:
             if interrupted.is_set():
                 break
             try:
-                _infer_one(args, pipeline, path, targets, frames, boxes, temporal, frames_bar, interrupted)
+                given = (boxes, frame_boxes)
+                _infer_one(args, pipeline, path, targets, frames, given, temporal, frames_bar, interrupted)
             except MegaError as exc:
                 failed += 1
                 print(f"error: {path}: {exc}", file=sys.stderr)
@@ -259,11 +266,14 @@ def _catch_first_interrupt(flag: threading.Event):
     return previous
 
 
-def _infer_one(args, pipeline, path: Path, targets, frames, boxes, temporal, frames_bar, interrupted) -> None:
-    """One input → its result pair (and previews); raises MegaError or OSError for this input only."""
+def _infer_one(args, pipeline, path: Path, targets, frames, given, temporal, frames_bar, interrupted) -> None:
+    """One input → its result pair (and previews); raises MegaError or OSError for this input only.
+
+    ``given`` = (boxes for every frame or None, {frame: boxes} or None)."""
     from mega_runtime.io.result import write_result
     from mega_runtime.pipeline.media import is_video, read_image
 
+    boxes, frame_boxes = given
     out_dir = Path(args.out)
     if is_video(path):
         image = None
@@ -272,6 +282,9 @@ def _infer_one(args, pipeline, path: Path, targets, frames, boxes, temporal, fra
             frames,
             progress=lambda done, total, name=path.name: frames_bar(name, done, total),
             should_stop=interrupted.is_set,
+            boxes=boxes,
+            frame_boxes=frame_boxes,
+            boxes_mode=args.boxes_mode,
         )
         frames_bar.close()
         if interrupted.is_set() and result.num_frames == 0:
@@ -282,7 +295,9 @@ def _infer_one(args, pipeline, path: Path, targets, frames, boxes, temporal, fra
             result = apply_temporal(result, temporal)
     else:
         image = read_image(path)
-        result = pipeline.run_image(image, boxes, {"path": str(Path(path).resolve())})
+        if frame_boxes is not None and 0 in frame_boxes:
+            boxes = frame_boxes[0]
+        result = pipeline.run_image(image, boxes, {"path": str(Path(path).resolve())}, boxes_mode=args.boxes_mode)
     write_result(result, out_dir / path.stem, overwrite=args.overwrite)
     line = f"{path.name}: {result.num_people} people, {result.num_frames} frame(s), "
     print(line + f"{result.num_hypotheses} hypotheses → {targets[0]}")
@@ -294,6 +309,19 @@ def _infer_one(args, pipeline, path: Path, targets, frames, boxes, temporal, fra
         write_preview(result, image, targets[2])
         write_uncertainty_preview(result, image, targets[3])
         print(f"  preview: {targets[2]}, {targets[3]}")
+    elif args.preview and result.num_frames > 0:
+        _video_previews(result, path, frames, targets[2], targets[3])
+
+
+def _video_previews(result, path: Path, frames, clip: Path, sheet: Path) -> None:
+    """The preview clip and the contact sheet of a video's result (boxes, track IDs, provenance, meshes)."""
+    from mega_runtime.io.preview import write_contact_sheet, write_video_preview
+    from mega_runtime.pipeline.media import iter_frames
+
+    fps = float(result.meta["source"].get("fps") or 25.0) / max(1, frames.step if frames else 1)
+    _, written = write_video_preview(result, iter_frames(path, frames), clip, fps)
+    write_contact_sheet(result, iter_frames(path, frames), sheet)
+    print(f"  preview: {clip} ({written} frames), {sheet}")
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -368,6 +396,37 @@ def _sampling_options(p: argparse.ArgumentParser, steps: int, temperature: float
     )
 
 
+def add_detection_options(p: argparse.ArgumentParser) -> None:
+    """``--detector``, ``--detect-threshold``, ``--min-height`` and ``--max-people`` (infer and serve)."""
+    p.add_argument(
+        "--detector",
+        default=defaults.DETECTOR,
+        choices=defaults.DETECTOR_CHOICES,
+        help="person detector (default %(default)s)",
+    )
+    p.add_argument(
+        "--detect-threshold",
+        type=bounded_float(0.0, 1.0),
+        default=defaults.DETECTOR_CONF,
+        metavar="SCORE",
+        help="minimum detector score of a person, 0…1; lower finds more people and more false ones (%(default)s)",
+    )
+    p.add_argument(
+        "--min-height",
+        type=bounded_float(0.0, defaults.MAX_DETECTOR_MIN_HEIGHT_PX),
+        default=defaults.DETECTOR_MIN_HEIGHT_PX,
+        metavar="PX",
+        help="ignore detected people whose box is less tall than this, pixels (%(default)s: any size)",
+    )
+    p.add_argument(
+        "--max-people",
+        type=bounded_int(1, defaults.MAX_DETECTOR_PEOPLE),
+        default=defaults.DETECTOR_MAX_PEOPLE,
+        metavar="N",
+        help="keep at most N detected people per frame, best scores first (default: all)",
+    )
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the result pairs")
     p.add_argument(
@@ -428,9 +487,27 @@ def add_infer_commands(sub: argparse._SubParsersAction) -> None:
         default=defaults.BATCH_SIZE,
         help="crops per network batch",
     )
-    p.add_argument("--detector", default=defaults.DETECTOR, choices=defaults.DETECTOR_CHOICES, help="person detector")
+    add_detection_options(p)
     p.add_argument("--yolo-weights", type=Path, help="YOLOv8 weights for --detector yolo (needs ultralytics)")
-    p.add_argument("--boxes", help="person boxes for photos instead of a detector: x1,y1,x2,y2;x1,y1,x2,y2 (pixels)")
+    p.add_argument(
+        "--boxes",
+        help="person boxes instead of the detector: x1,y1,x2,y2;x1,y1,x2,y2 (pixels); for a video, the same "
+        "fixed boxes in every frame",
+    )
+    p.add_argument(
+        "--boxes-file",
+        type=Path,
+        metavar="JSON",
+        help='boxes per frame: {"<frame>": [[x1,y1,x2,y2], ...]} (source frame numbers from 0, pixels); listed '
+        "frames use these boxes (a photo is frame 0), the others --boxes or the detector",
+    )
+    p.add_argument(
+        "--boxes-mode",
+        choices=defaults.BOXES_MODES,
+        default=defaults.BOXES_MODE,
+        help="replace: frames with given boxes reconstruct only them; add: the detector runs too and keeps the "
+        "people the given boxes do not cover (default %(default)s)",
+    )
     p.add_argument("--frames", metavar="START:END:STEP", help="video frame range (default: all)")
     p.add_argument(
         "--path",
@@ -483,8 +560,9 @@ def add_infer_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--preview",
         action="store_true",
-        help="also write <name>.preview.png (meshes over the photo) "
-        "and <name>.uncertainty.png (per-vertex spread as a heat map)",
+        help="also write <name>.preview.png (meshes over the photo) and <name>.uncertainty.png (per-vertex spread "
+        "as a heat map); for a video <name>.preview.mp4 (boxes, track IDs and meshes per frame) and "
+        "<name>.contact.png (12 of its frames)",
     )
     p.set_defaults(func=_cmd_infer)
 

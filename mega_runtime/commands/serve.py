@@ -33,6 +33,7 @@ from typing import IO, Any
 
 from mega_runtime import __version__, defaults
 from mega_runtime.errors import MegaError
+from mega_runtime.io.detection import DetectionSettings
 from mega_runtime.io.protocol import (
     MAX_INLINE_BYTES,
     MAX_MESSAGE_BYTES,
@@ -71,6 +72,9 @@ class ServeConfig:
     work_dir: Path | None = None
     device: str = defaults.DEVICE
     detector: str = defaults.DETECTOR
+    #: The server's detection settings (threshold, minimum height, maximum people); None: ``detector`` with the
+    #: shared defaults. A request's ``detection`` object overrides them key by key.
+    detection: DetectionSettings | None = None
     max_message_bytes: int = MAX_MESSAGE_BYTES
     max_inline_bytes: int = MAX_INLINE_BYTES
     #: Seconds between two partial result pairs of a video job (kept should the process die).
@@ -111,6 +115,7 @@ class Server:
         self._end_lock = threading.Lock()
         self._numbers = itertools.count(1)
         self._pipelines: dict[tuple[str, str], Any] = {}
+        self._detectors: dict[tuple[str, float], Any] = {}
         self._smpl_models: dict[str, Any] = {}
         self._own_work_dir = config.work_dir is None
         self.work_dir = Path(config.work_dir or tempfile.mkdtemp(prefix="mega-serve-")).resolve()
@@ -236,7 +241,7 @@ class Server:
                 "max_message_bytes": self.config.max_message_bytes,
                 "max_inline_bytes": self.config.max_inline_bytes,
             },
-            defaults=infer_defaults(),
+            defaults={**infer_defaults(), "detection": self._settings(None).as_request()},
         )
 
     def _cancel(self, request: Request) -> None:
@@ -318,6 +323,23 @@ class Server:
 
         return report
 
+    def _settings(self, request: InferRequest | None) -> DetectionSettings:
+        """The server's detection settings with the request's ``detection`` keys applied."""
+        base = self.config.detection or DetectionSettings(detector=self.config.detector)
+        return dataclasses.replace(base, **request.detection) if request is not None else base
+
+    def _detector(self, settings: DetectionSettings, job: _Job):
+        """One detector per (name, threshold), built on first use and kept; a YOLOX download on first use reports
+        its progress as ``job``'s."""
+        from mega_runtime.pipeline.chain import build_detector
+        from mega_runtime.pipeline.detect import DOWNLOADING_DETECTORS
+
+        key = (settings.detector, settings.conf)
+        if key not in self._detectors:
+            options = {"progress": self._download_progress(job)} if settings.detector in DOWNLOADING_DETECTORS else {}
+            self._detectors[key] = build_detector(settings, **options)
+        return self._detectors[key]
+
     def _pipeline(self, job: _Job):
         request = job.request
         if not isinstance(request, InferRequest):  # only infer jobs run the image pipeline
@@ -325,22 +347,23 @@ class Server:
         from mega_runtime.decoding.schedule import CVQMAE_SAMPLING, SamplingConfig
         from mega_runtime.mega import resolve_device
         from mega_runtime.pipeline.chain import Pipeline, PipelineConfig
-        from mega_runtime.pipeline.detect import DOWNLOADING_DETECTORS, make_detector
 
+        settings = self._settings(request)
+        try:
+            detector = self._detector(settings, job)
+        except MegaError as exc:
+            raise ProtocolError("bad_request", f"detector {settings.detector!r}: {exc.message}", exc.hint) from exc
         device = resolve_device(request.device or self.config.device)
         key = (request.model, device)
         base = self._pipelines.get(key)
         if base is None:
             self._progress(request.request_id, "load", 0, 1, f"loading {request.model} on {device}")
             config = PipelineConfig(model=request.model, device=device)
-            detector_options = (  # YOLOX may be downloaded on first use: its progress is the job's
-                {"progress": self._download_progress(job)} if self.config.detector in DOWNLOADING_DETECTORS else {}
-            )
             base = Pipeline.load(
                 config,
                 self.config.checkpoint_dir,
                 self.config.assets_dir,
-                make_detector(self.config.detector, **detector_options),
+                detector,
                 progress=self._download_progress(job),
             )
             self._pipelines[key] = base  # kept even when the job was cancelled meanwhile: the next job needs it
@@ -356,10 +379,11 @@ class Server:
                 sampling=sampling,
                 sampler=request.sampler,
                 seed=request.seed,
+                detection=settings,
             )
         except ValueError as exc:
             raise ProtocolError("bad_request", str(exc)) from exc
-        return Pipeline(base.mega, base.detector, base.faces, config, base.model_info)
+        return Pipeline(base.mega, detector, base.faces, config, base.model_info)
 
     def _fit_smpl(self, result, model_path: str):
         """The result with an SMPL fit per person (the user's model file, loaded once and kept)."""
@@ -537,6 +561,9 @@ class Server:
                         should_stop=should_stop,
                         checkpoint=None if request.inline_result else keep,
                         checkpoint_every_s=self.config.checkpoint_every_s,
+                        boxes=request.boxes,
+                        frame_boxes=request.frame_boxes,
+                        boxes_mode=request.boxes_mode,
                     )
                 except MegaError as exc:
                     raise _with_partial(exc, partial_paths) from exc
@@ -553,8 +580,13 @@ class Server:
                 else:
                     image = decode_image(request.data or b"", request.name)
                     meta_source = {"path": request.name}
+                frame0 = (request.frame_boxes or {}).get(0)
                 result = pipeline.run_image(
-                    image, request.boxes, meta_source, progress=lambda *at: self._image_progress(rid, *at)
+                    image,
+                    frame0 if frame0 is not None else request.boxes,
+                    meta_source,
+                    progress=lambda *at: self._image_progress(rid, *at),
+                    boxes_mode=request.boxes_mode,
                 )
                 if job.cancel.is_set():
                     raise JobCancelled("the job was cancelled")

@@ -23,11 +23,22 @@ from mega_runtime import defaults
 from mega_runtime.constants import NUM_VERTICES
 from mega_runtime.defaults import MAX_INLINE_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, VIDEO_SUFFIXES
 from mega_runtime.errors import MegaError
+from mega_runtime.io.detection import (
+    Box,
+    DetectionSettings,
+    DetectionSettingsError,
+    FrameBoxes,
+    check_boxes,
+    detection_settings,
+    parse_frame_boxes,
+)
 
 OPS = ("hello", "infer", "complete", "generate", "cancel", "shutdown")
 MODELS = defaults.MODEL_SHORT_NAMES
 #: Keys of an ``infer`` request's ``temporal`` object.
 TEMPORAL_KEYS = ("path", "smooth", "min_cutoff", "beta", "d_cutoff", "causal", "smoothness")
+#: Keys of an ``infer`` request's ``detection`` object (each optional: the server's own setting otherwise).
+DETECTION_KEYS = ("detector", "conf", "min_height_px", "max_people")
 READ_CHUNK = 1 << 16
 
 
@@ -97,6 +108,11 @@ class InferRequest:
     frame_step: int
     temporal: TemporalOptions | None = None
     smpl_model: str | None = None
+    #: The ``detection`` keys the request gave, checked (:data:`DETECTION_KEYS`); the server fills in the rest.
+    detection: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: ``boxes_per_frame``: {source frame number: boxes}, for videos (a photo uses frame 0's).
+    frame_boxes: FrameBoxes | None = None
+    boxes_mode: str = defaults.BOXES_MODE
 
     @property
     def op(self) -> str:
@@ -472,6 +488,7 @@ def _parse_infer(message: dict[str, Any], rid: str, max_inline_bytes: int) -> In
     if device is not None and not isinstance(device, str):
         raise ProtocolError("bad_request", "'device' must be a string such as cpu or cuda", request_id=rid)
     boxes = _boxes(message.get("boxes"), rid)
+    detection, frame_boxes, boxes_mode = _detection(message, rid)
     temporal = _temporal(message.get("temporal"), rid)
     smpl_model = message.get("smpl_model")
     if smpl_model is not None and (not isinstance(smpl_model, str) or not smpl_model):
@@ -505,32 +522,65 @@ def _parse_infer(message: dict[str, Any], rid: str, max_inline_bytes: int) -> In
         frame_step=_int(frames, "step", 1, 1, rid) or 1,
         temporal=temporal,
         smpl_model=smpl_model,
+        detection=detection,
+        frame_boxes=frame_boxes,
+        boxes_mode=boxes_mode,
     )
 
 
-def _boxes(value: Any, rid: str) -> tuple[tuple[float, float, float, float], ...] | None:
+def _detection(message: dict[str, Any], rid: str) -> tuple[dict[str, Any], FrameBoxes | None, str]:
+    """The ``detection`` object (given keys only, each checked), ``boxes_per_frame`` and ``boxes_mode``."""
+    value = message.get("detection")
+    given: dict[str, Any] = {}
+    keys = ", ".join(DETECTION_KEYS)
+    if value is not None:
+        if not isinstance(value, dict):
+            raise ProtocolError("bad_request", f"'detection' must be an object with some of {keys}", request_id=rid)
+        unknown = sorted(set(value) - set(DETECTION_KEYS))
+        if unknown:
+            raise ProtocolError(
+                "bad_request", f"'detection' has unknown key(s) {', '.join(map(repr, unknown))}", f"use {keys}", rid
+            )
+        given = dict(value)
+        try:
+            detection_settings(**{"detector": defaults.DETECTOR, **given})
+        except DetectionSettingsError as exc:
+            raise ProtocolError("bad_request", f"'detection': {exc.message}", exc.hint, rid) from None
+        if "conf" in given:
+            given["conf"] = float(given["conf"])
+        if "min_height_px" in given:
+            given["min_height_px"] = float(given["min_height_px"])
+    frame_boxes = None
+    if message.get("boxes_per_frame") is not None:
+        try:
+            frame_boxes = parse_frame_boxes(message["boxes_per_frame"], "'boxes_per_frame'")
+        except DetectionSettingsError as exc:
+            raise ProtocolError("bad_request", exc.message, exc.hint, rid) from None
+    mode = message.get("boxes_mode", defaults.BOXES_MODE)
+    if mode not in defaults.BOXES_MODES:
+        choices = " or ".join(map(repr, defaults.BOXES_MODES))
+        raise ProtocolError("bad_request", f"'boxes_mode' must be {choices}, got {mode!r}", request_id=rid)
+    return given, frame_boxes, mode
+
+
+def _boxes(value: Any, rid: str) -> tuple[Box, ...] | None:
     if value is None:
         return None
-    bad = ProtocolError(
-        "bad_request",
-        "'boxes' must be a list of [x1, y1, x2, y2] finite numbers with x1 < x2 and y1 < y2",
-        request_id=rid,
-    )
     if not isinstance(value, list):
-        raise bad
-    out = []
-    for box in value:
-        if (
-            not isinstance(box, list)
-            or len(box) != 4
-            or not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in box)
-        ):
-            raise bad
-        x1, y1, x2, y2 = (float(v) for v in box)
-        if x2 <= x1 or y2 <= y1:
-            raise bad
-        out.append((x1, y1, x2, y2))
-    return tuple(out)
+        raise ProtocolError(
+            "bad_request",
+            "'boxes' must be a list of [x1, y1, x2, y2] finite numbers with x1 < x2 and y1 < y2",
+            request_id=rid,
+        )
+    try:
+        return check_boxes(value, "'boxes'")
+    except DetectionSettingsError as exc:
+        raise ProtocolError(
+            "bad_request",
+            f"'boxes' must be a list of [x1, y1, x2, y2] finite numbers with x1 < x2 and y1 < y2: {exc.message}",
+            exc.hint,
+            rid,
+        ) from None
 
 
 def _temporal(value: Any, rid: str) -> TemporalOptions | None:
@@ -596,4 +646,7 @@ def infer_defaults() -> dict[str, Any]:
         "seed": defaults.SEED,
         "sampler": defaults.SAMPLER,
         "temporal": dataclasses.asdict(TemporalOptions()),
+        "detection": DetectionSettings().as_request(),
+        "detector_choices": list(defaults.DETECTOR_CHOICES),
+        "boxes_mode": defaults.BOXES_MODE,
     }

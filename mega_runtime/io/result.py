@@ -45,8 +45,9 @@ log = logging.getLogger(__name__)
 
 SCHEMA = "mega-result"
 #: The version this runtime writes. 1.1 (additive): the optional ``path``/``smoothed_*`` and ``smpl_*`` arrays,
-#: the ``temporal`` and ``smpl`` blocks and the ``arrays_file_size``/``arrays_file_sha256`` check.
-VERSION = "1.1"
+#: the ``temporal`` and ``smpl`` blocks and the ``arrays_file_size``/``arrays_file_sha256`` check. 1.2 (additive):
+#: detection provenance, the ``box_source``/``box_score`` arrays and the ``detection`` block.
+VERSION = "1.2"
 #: Every version this runtime reads: any ``1.x`` (a newer minor only adds fields, which are kept as read).
 READABLE_MAJOR = 1
 #: Result format versions and what each added, newest last (``docs/result-format.md``).
@@ -54,6 +55,8 @@ VERSION_HISTORY: dict[str, str] = {
     "1.0": "the required arrays, rotation and cam_crop; model, source, camera, sampling, warnings, timings",
     "1.1": "optional path, smoothed_vertices, smoothed_cam_t and smpl_* arrays; temporal and smpl blocks; "
     "arrays_file_size and arrays_file_sha256",
+    "1.2": "optional box_source and box_score arrays and the detection block (which detector and settings, or "
+    "given boxes, produced each person box)",
 }
 
 #: name → (dtype, shape with symbols F frames, P people, H hypotheses, V vertices, T tokens). Required since 1.0.
@@ -94,6 +97,14 @@ OPTIONAL_ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
     "smpl_rest_vertices": ("float32", ("P", NUM_VERTICES, 3)),
     "smpl_weights": ("float32", (NUM_VERTICES, 24)),
 }
+
+#: Detection provenance (optional, since 1.2): per person box, its source (an index into the ``detection`` block's
+#: ``box_sources``: 0 detected, 1 given; −1 where the person is not seen) and the detector's score (1.0 for given).
+DETECTION_ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
+    "box_source": ("int8", ("F", "P")),
+    "box_score": ("float32", ("F", "P")),
+}
+OPTIONAL_ARRAYS.update(DETECTION_ARRAYS)
 
 _HASH_CHUNK_BYTES = 1 << 20
 

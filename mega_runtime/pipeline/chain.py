@@ -23,6 +23,7 @@ import numpy as np
 from mega_runtime import __version__, defaults
 from mega_runtime.constants import NUM_TOKENS, NUM_VERTICES
 from mega_runtime.decoding.schedule import CVQMAE_SAMPLING, SamplingConfig
+from mega_runtime.io.detection import ADD_MODE_IOU, BOX_SOURCES, DetectionSettings, FrameBoxes
 from mega_runtime.io.result import Result
 from mega_runtime.pipeline.media import FrameRange, MediaError, iter_frames, open_video, read_image
 from mega_runtime.pipeline.preprocess import Crop, crop_person, focal_length_px
@@ -48,6 +49,8 @@ class PipelineConfig:
     seed: int = defaults.SEED
     device: str = defaults.DEVICE
     batch_size: int = defaults.BATCH_SIZE
+    #: Detector choice and filters (threshold, minimum height, maximum people); recorded in the result.
+    detection: DetectionSettings = field(default_factory=DetectionSettings)
 
     def __post_init__(self) -> None:
         if self.num_hypotheses < 1:
@@ -73,6 +76,30 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def build_detector(settings: DetectionSettings, **options: Any):
+    """The person detector ``settings`` name, built with its threshold (``conf``); ``options`` as for
+    :func:`~mega_runtime.pipeline.detect.make_detector` (e.g. ``weights`` for yolo)."""
+    from mega_runtime.pipeline.detect import make_detector
+
+    return make_detector(settings.detector, conf=settings.conf, **options)
+
+
+def filter_detections(detections: Sequence[Any], settings: DetectionSettings) -> list[Any]:
+    """Detections (sorted best first) with score ≥ ``conf`` and height ≥ ``min_height_px``, at most
+    ``max_people`` of them, best scores first."""
+    kept = [d for d in detections if d.score >= settings.conf and d.height >= settings.min_height_px]
+    kept.sort(key=lambda d: -d.score)
+    return kept if settings.max_people is None else kept[: settings.max_people]
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(w, 0.0) * max(h, 0.0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def camera_meta(width: int, height: int) -> dict[str, Any]:
@@ -108,7 +135,6 @@ class Pipeline:
         """Resolve weights (local folders or the cache, downloading when allowed) and load everything."""
         from mega_runtime.mega import Mega, resolve_device
         from mega_runtime.models.assets import read_template_ply
-        from mega_runtime.pipeline.detect import make_detector
         from mega_runtime.weights import resolve_assets_dir, resolve_checkpoint_dir
         from mega_runtime.weights.loaders import CHECKPOINT_FILES
 
@@ -127,18 +153,37 @@ class Pipeline:
             "checkpoint_sha256": file_sha256(model_file),
             "input_size": list(mega.cvqmae.config.backbone.input_size),
         }
-        return cls(mega, detector if detector is not None else make_detector("default"), template.faces, config, info)
+        return cls(
+            mega, detector if detector is not None else build_detector(config.detection), template.faces, config, info
+        )
 
     # -- core -----------------------------------------------------------------------------------
-    def _people_boxes(self, image: np.ndarray, boxes: Sequence[Sequence[float]] | None) -> np.ndarray:
+    def _people_boxes(
+        self, image: np.ndarray, boxes: Sequence[Sequence[float]] | None, mode: str = defaults.BOXES_MODE
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(boxes (N, 4) xyxy pixels, source codes (N,) int8 into BOX_SOURCES, scores (N,)), left to right.
+
+        Given ``boxes`` replace the detector (``mode`` replace) or join what it finds (``mode`` add: a found box
+        overlapping a given one by IoU ≥ ADD_MODE_IOU is dropped). Found boxes pass :func:`filter_detections`;
+        given boxes are kept as given (clipped to the image)."""
+        rows: list[tuple[tuple[float, ...], int, float]] = []
         if boxes is not None:
             from mega_runtime.pipeline.detect import make_detector
 
-            detections = make_detector("boxes", boxes=boxes).detect(image)
-        else:
-            detections = self.detector.detect(image)
-        out = np.array([d.box_xyxy for d in detections], dtype=np.float32).reshape(-1, 4)
-        return out[np.argsort((out[:, 0] + out[:, 2]) / 2, kind="stable")]  # left to right
+            given = make_detector("boxes", boxes=boxes).detect(image) if len(boxes) else []
+            rows += [(d.box_xyxy, BOX_SOURCES.index("given"), 1.0) for d in given]
+        if boxes is None or mode == "add":
+            found = filter_detections(self.detector.detect(image), self.config.detection)
+            rows += [
+                (d.box_xyxy, BOX_SOURCES.index("detected"), float(d.score))
+                for d in found
+                if not any(_iou(d.box_xyxy, g) >= ADD_MODE_IOU for g, code, _ in rows if code == 1)
+            ]
+        out = np.array([r[0] for r in rows], dtype=np.float32).reshape(-1, 4)
+        order = np.argsort((out[:, 0] + out[:, 2]) / 2, kind="stable")  # left to right
+        sources = np.array([r[1] for r in rows], dtype=np.int8).reshape(-1)
+        scores = np.array([r[2] for r in rows], dtype=np.float32).reshape(-1)
+        return out[order], sources[order], scores[order]
 
     def _crops(self, image: np.ndarray, boxes: np.ndarray) -> list[Crop]:
         patch = tuple(self.mega.cvqmae.config.backbone.input_size)
@@ -195,11 +240,19 @@ class Pipeline:
                 "seed": cfg.seed,
                 **asdict(cfg.sampling),
             },
-            "detector": getattr(self.detector, "name", type(self.detector).__name__),
+            "detector": self._detector_name(),
+            "detection": {
+                "detector": self._detector_name(),
+                "settings": cfg.detection.as_meta(),
+                "box_sources": list(BOX_SOURCES),
+            },
             "device": str(self.mega.device),
             "warnings": warnings,
             "timings_ms": {k: round(v * 1e3, 1) for k, v in timings.items()},
         }
+
+    def _detector_name(self) -> str:
+        return str(getattr(self.detector, "name", type(self.detector).__name__))
 
     @staticmethod
     def _visibility(arrays: dict[str, np.ndarray], width: int, height: int) -> list[str]:
@@ -211,7 +264,7 @@ class Pipeline:
         )  # fmt: skip
 
     def _assemble(
-        self, per_frame: list[dict[int, tuple[np.ndarray, _PersonOutput]]], frame_indices: list[int]
+        self, per_frame: list[dict[int, tuple[np.ndarray, _PersonOutput, int, float]]], frame_indices: list[int]
     ) -> dict[str, np.ndarray]:
         track_ids = sorted({tid for frame in per_frame for tid in frame})
         f, p, h = len(per_frame), len(track_ids), self.config.num_hypotheses
@@ -228,12 +281,16 @@ class Pipeline:
             "track_ids": np.asarray(track_ids, np.int32),
             "valid": np.zeros((f, p), bool),
             "frame_indices": np.asarray(frame_indices, np.int32),
+            "box_source": np.full((f, p), -1, np.int8),
+            "box_score": np.zeros((f, p), np.float32),
         }
         column = {tid: j for j, tid in enumerate(track_ids)}
         for i, frame in enumerate(per_frame):
-            for tid, (box, person) in frame.items():
+            for tid, (box, person, source, score) in frame.items():
                 j = column[tid]
                 arrays["boxes_xyxy"][i, j] = box
+                arrays["box_source"][i, j] = source
+                arrays["box_score"][i, j] = score
                 arrays["valid"][i, j] = True
                 for name in ("vertices", "cam_t", "tokens", "log_likelihood", "vertex_std", "rotation", "cam_crop"):
                     arrays[name][i, j] = getattr(person, name)
@@ -246,8 +303,11 @@ class Pipeline:
         boxes: Sequence[Sequence[float]] | None = None,
         source: dict | None = None,
         progress: StageProgress | None = None,
+        boxes_mode: str = defaults.BOXES_MODE,
     ) -> Result:
         """One photo ((H, W, 3) uint8 BGR) → a one-frame result with every person found (or given).
+
+        ``boxes`` (xyxy pixels) replace the detector, or with ``boxes_mode="add"`` join what it finds.
 
         ``progress``, when given, is called with (stage, done, total): ``detect`` 0/1 and 1/1 around finding
         the people, then ``model`` 0/N and, after each batch through the model, people done/N. It only
@@ -257,7 +317,7 @@ class Pipeline:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         report("detect", 0, 1)
-        found = self._people_boxes(image_bgr, boxes)
+        found, sources, scores = self._people_boxes(image_bgr, boxes, boxes_mode)
         report("detect", 1, 1)
         timings["detect"] = time.perf_counter() - t0
         t1 = time.perf_counter()
@@ -268,7 +328,7 @@ class Pipeline:
         people = self._run_crops(crops, lambda done: report("model", done, len(crops)))
         timings["model"] = time.perf_counter() - t2
         warnings = [] if len(found) else ["no person was found in the image"]
-        frame = {j: (found[j], person) for j, person in enumerate(people)}
+        frame = {j: (found[j], person, int(sources[j]), float(scores[j])) for j, person in enumerate(people)}
         arrays = self._assemble([frame], [0])
         h, w = image_bgr.shape[:2]
         warnings += self._visibility(arrays, w, h)
@@ -287,6 +347,9 @@ class Pipeline:
         tracker: BoxTracker | None = None,
         checkpoint: Callable[[Result], None] | None = None,
         checkpoint_every_s: float = 10.0,
+        boxes: Sequence[Sequence[float]] | None = None,
+        frame_boxes: FrameBoxes | None = None,
+        boxes_mode: str = defaults.BOXES_MODE,
     ) -> Result:
         """A video file → one result frame per processed frame, people tracked with stable IDs.
 
@@ -296,6 +359,11 @@ class Pipeline:
         called about every ``checkpoint_every_s`` seconds with a result of all the frames decoded so far — a
         part-filled batch is run first, so a checkpoint never waits for a full batch (so a caller can keep them
         should the process die before the end).
+
+        Given boxes (xyxy pixels of the frame): ``frame_boxes`` {source frame number: boxes} for the frames it
+        lists, else ``boxes`` for every frame (a fixed box), else none; a frame with given boxes uses only them
+        (``boxes_mode`` replace) or them and the detector's other people (``add``). Frames without given boxes
+        use the detector.
         """
         frames = frames or FrameRange()
         capture, info = open_video(path)
@@ -311,18 +379,19 @@ class Pipeline:
             stop = min(info.num_frames, frames.stop) if frames.stop is not None else info.num_frames
             expected = max(0, -(-(stop - frames.start) // frames.step))
         tracker = tracker or BoxTracker()
-        per_frame: list[dict[int, tuple[np.ndarray, _PersonOutput]]] = []
+        per_frame: list[dict[int, tuple[np.ndarray, _PersonOutput, int, float]]] = []
         indices: list[int] = []
-        pending: list[tuple[int, int, np.ndarray, Crop]] = []  # (frame position, track id, box, crop)
+        # (frame position, track id, box, crop, box source, score)
+        pending: list[tuple[int, int, np.ndarray, Crop, int, float]] = []
         warnings: list[str] = []
         timings = {"detect": 0.0, "preprocess": 0.0, "model": 0.0}
 
         def flush() -> None:
             t = time.perf_counter()
-            outputs = self._run_crops([c for *_, c in pending])
+            outputs = self._run_crops([entry[3] for entry in pending])
             timings["model"] += time.perf_counter() - t
-            for (pos, tid, box, _), person in zip(pending, outputs, strict=True):
-                per_frame[pos][tid] = (box, person)
+            for (pos, tid, box, _, code, score), person in zip(pending, outputs, strict=True):
+                per_frame[pos][tid] = (box, person, code, score)
             pending.clear()
 
         source = {
@@ -341,16 +410,18 @@ class Pipeline:
                 warnings.append(f"cancelled after {len(indices)} frames")
                 break
             t = time.perf_counter()
-            boxes = self._people_boxes(image, None)
+            given = frame_boxes.get(index, boxes) if frame_boxes is not None else boxes
+            found, sources, scores = self._people_boxes(image, given, boxes_mode)
             timings["detect"] += time.perf_counter() - t
-            ids = tracker.update(boxes, image_size=(image.shape[1], image.shape[0]))
+            ids = tracker.update(found, image_size=(image.shape[1], image.shape[0]))
             t = time.perf_counter()
-            crops = self._crops(image, boxes)
+            crops = self._crops(image, found)
             timings["preprocess"] += time.perf_counter() - t
             per_frame.append({})
             indices.append(index)
             pending.extend(
-                (len(per_frame) - 1, int(tid), box, crop) for tid, box, crop in zip(ids, boxes, crops, strict=True)
+                (len(per_frame) - 1, int(tid), box, crop, int(code), float(score))
+                for tid, box, crop, code, score in zip(ids, found, crops, sources, scores, strict=True)
             )
             # A due checkpoint flushes a part-filled batch: what it keeps must not wait for a full batch.
             due = checkpoint is not None and time.perf_counter() - last_checkpoint >= checkpoint_every_s

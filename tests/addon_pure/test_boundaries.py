@@ -24,6 +24,7 @@ PURE_MODULES = (
     "pointcache",
     "runtime_defaults",
     "installer",
+    "clip_boxes",
 )
 
 

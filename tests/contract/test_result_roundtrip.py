@@ -79,6 +79,7 @@ def test_ok_addon_knows_every_array_the_runtime_writes_with_the_same_dtype_and_s
     assert addon == runtime_result.ARRAYS
     assert rr.SCHEMA == runtime_result.SCHEMA
     assert rr.SUPPORTED_VERSION == runtime_result.VERSION
+    assert rr.DETECTION_ARRAYS == runtime_result.DETECTION_ARRAYS
 
 
 def test_ng_addon_refuses_what_the_runtime_refuses_a_future_major_version(tmp_path):
@@ -86,10 +87,10 @@ def test_ng_addon_refuses_what_the_runtime_refuses_a_future_major_version(tmp_pa
     meta = json.loads(json_path.read_text())
     meta["version"] = "2.0"
     json_path.write_text(json.dumps(meta))
-    with pytest.raises(runtime_result.ResultFormatError, match=r"version 2\.0.*reads version 1\.1") as runtime_info:
+    with pytest.raises(runtime_result.ResultFormatError, match=r"version 2\.0.*reads version 1\.\d") as runtime_info:
         runtime_result.read_result(json_path)
     assert "update mega-runtime" in str(runtime_info.value.hint)
-    with pytest.raises(rr.ResultFormatError, match=r"version 2\.0.*reads version 1\.1") as addon_info:
+    with pytest.raises(rr.ResultFormatError, match=r"version 2\.0.*reads version 1\.\d") as addon_info:
         rr.read_result(json_path)
     assert "update the MEGA add-on" in addon_info.value.hint
 
@@ -123,7 +124,7 @@ def test_ok_a_newer_minor_version_is_read_with_its_new_fields_kept(tmp_path):
 def test_ok_the_json_records_the_size_and_sha256_of_its_npz(tmp_path):
     json_path, npz_path = runtime_result.write_result(make_runtime_result(), tmp_path / "r")
     meta = json.loads(json_path.read_text())
-    assert meta["version"] == "1.1" and meta["arrays_file"] == npz_path.name
+    assert meta["version"] == runtime_result.VERSION and meta["arrays_file"] == npz_path.name
     assert meta["arrays_file_size"] == npz_path.stat().st_size
     assert meta["arrays_file_sha256"] == hashlib.sha256(npz_path.read_bytes()).hexdigest()
 

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from mega_runtime.constants import NUM_VERTICES
-from mega_runtime.io.result import ARRAYS, OPTIONAL_ARRAYS, VERSION, VERSION_HISTORY, write_result
+from mega_runtime.io.result import ARRAYS, DETECTION_ARRAYS, OPTIONAL_ARRAYS, VERSION, VERSION_HISTORY, write_result
 from tests.runtime.test_result_tracking import make_result
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "result-format.md").read_text(encoding="utf-8")
@@ -34,7 +34,7 @@ def test_every_array_the_writer_knows_is_documented_with_its_dtype_shape_and_ver
     for name, (dtype, shape) in known.items():
         doc_dtype, doc_shape, since = documented[name]
         assert (doc_dtype, doc_shape) == (dtype, shape_text(shape)), name
-        assert since == ("1.0" if name in ARRAYS else "1.1"), name
+        assert since == ("1.0" if name in ARRAYS else "1.2" if name in DETECTION_ARRAYS else "1.1"), name
         assert since in VERSION_HISTORY
 
 

@@ -181,7 +181,7 @@ def test_ok_killed_inline_video_job_leaves_no_temporary_in_the_users_folder(fres
     server, out = fresh_server, tmp_path / "out"
     out.mkdir()
     (out / "mine.txt").write_text("a user's file")
-    infer(server, "ik", inline(video), out)
+    infer(server, "ik", inline(video), out, boxes=None)  # the photo's box lies outside the clip
     while True:  # each call waits (bounded) for the job's next reply; frames being read means the clip was written
         reply = server.until("ik", ("progress", "result", "error"))[-1]
         assert reply["type"] == "progress", f"the job ended before a frame was read: {reply}"
@@ -494,3 +494,24 @@ def test_ok_line_reader_skips_a_huge_line_in_bounded_memory():
         tracemalloc.stop()
     assert lines == [None, b"ok"]
     assert peak < 4 * 65536, f"peak {peak} bytes: the reader buffered the long line"
+
+
+def test_ok_video_boxes_per_frame_and_detection_settings_reach_the_result(server, video, tmp_path):
+    boxes = {str(f): [[10.0, 20.0, 120.0, 300.0]] for f in range(2)}
+    detection = {"conf": 0.3, "max_people": 2}
+    infer(
+        server,
+        "bp",
+        {"path": str(video)},
+        tmp_path,
+        boxes=None,
+        boxes_per_frame=boxes,
+        frames={"stop": 2},
+        detection=detection,
+    )
+    result = server.until("bp")[-1]
+    assert result["type"] == "result", result
+    loaded = read_result(result["json_path"])
+    assert loaded.arrays["box_source"].tolist() == [[1], [1]]
+    np.testing.assert_allclose(loaded.arrays["boxes_xyxy"][:, 0], [[10, 20, 120, 300]] * 2)
+    assert loaded.meta["detection"]["settings"] == {"conf": 0.3, "min_height_px": 0.0, "max_people": 2}
