@@ -28,9 +28,10 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=5)
     parser.add_argument("--people", type=int, default=12)
     parser.add_argument("--frames", type=int, default=180)
+    parser.add_argument("--outfits", type=int, default=None, help="only this many outfits (look-alikes)")
     args = parser.parse_args()
     started = time.perf_counter()
-    clips = [crowd_clip(seed, args.people, args.frames) for seed in range(args.clips)]
+    clips = [crowd_clip(seed, args.people, args.frames, outfits=args.outfits) for seed in range(args.clips)]
     made = time.perf_counter() - started
     print(f"{args.clips} clips × {args.frames} frames, {args.people} people each ({made:.1f} s to make)")
     print("| setting | fragments per person (mean; worst clip) | switches | mixed identities |")

@@ -27,7 +27,7 @@ import numpy as np
 from mega_runtime.pipeline.reid import (
     SHAPE_DIM,
     StitchConfig,
-    appearance_descriptor,
+    appearance_descriptors,
     stitch_tracklets,
     tracklets_from_frames,
 )
@@ -101,11 +101,14 @@ def crowd_clip(
     box_noise: float = 0.03,
     shape_noise: float = 0.03,
     render: bool = True,
+    outfits: int | None = None,
 ) -> SyntheticClip:
     """A crowded walking clip (see the module docstring), deterministic for a ``seed``. ``size`` (W, H) pixels;
     people are 60–260 px tall by depth. ``miss_rate``: share of visible people the detector misses;
     ``box_noise``: box edge noise, share of the box size; ``shape_noise``: per-frame noise of each log segment
-    length. ``render=False`` skips drawing (boxes and visibility are the same)."""
+    length. ``render=False`` skips drawing (boxes and visibility are the same). ``outfits``: when given, only that many
+    different sets of clothes, shared round-robin (person p wears outfit p mod outfits: look-alikes only their
+    bodies tell apart)."""
     rng = np.random.default_rng(seed)
     width, height = size
     horizon = 0.3 * height
@@ -113,6 +116,10 @@ def crowd_clip(
     shirts = [_hsv_to_bgr(rng.choice(_HUES), rng.uniform(120, 255), rng.uniform(120, 255)) for _ in range(num_people)]
     trousers = [_hsv_to_bgr(rng.choice(_HUES), rng.uniform(40, 200), rng.uniform(40, 140)) for _ in range(num_people)]
     skins = [_hsv_to_bgr(rng.uniform(5, 20), rng.uniform(60, 160), rng.uniform(120, 230)) for _ in range(num_people)]
+    if outfits is not None:
+        shirts = [shirts[p % outfits] for p in range(num_people)]
+        trousers = [trousers[p % outfits] for p in range(num_people)]
+        skins = [skins[p % outfits] for p in range(num_people)]
     stature = rng.uniform(0.85, 1.1, num_people)
     body_shape = np.log(stature)[:, None] + rng.normal(0, 0.04, (num_people, SHAPE_DIM))
     foot_y = rng.uniform(0.55 * height, 0.97 * height, num_people)
@@ -122,8 +129,12 @@ def crowd_clip(
     phase = rng.uniform(0, 2 * np.pi, num_people)
     away = np.zeros(num_people, int)  # frames left to stay out of the image
     turn = np.ones(num_people, bool)  # come back through the side they left by
-    background = _background(rng, width, height) if render else None
-    frames, boxes_out, truth_out, shapes_out = [], [], [], []
+    background = street_background(rng, width, height).astype(np.float32) if render else None
+    grain = rng.normal(0, 4, (4, height, width, 3)).astype(np.float32) if render else None  # sensor noise
+    frames: list[np.ndarray] = []
+    boxes_out: list[np.ndarray] = []
+    truth_out: list[np.ndarray] = []
+    shapes_out: list[np.ndarray] = []
     for _ in range(num_frames):
         person_h = stature * 0.95 * (foot_y - horizon)
         for p in range(num_people):
@@ -148,12 +159,15 @@ def crowd_clip(
         image = background.copy() if background is not None else None
         full_boxes = {}
         for p in order:
-            box = _draw(image, labels, p, x[p], foot_y[p], person_h[p], phase[p], shirts[p], trousers[p], skins[p])
+            box = draw_person(
+                image, labels, p, x[p], foot_y[p], person_h[p], phase[p], shirts[p], trousers[p], skins[p]
+            )
             full_boxes[p] = box
-        if image is not None:
-            shade = rng.uniform(0.93, 1.07)
-            image = np.clip(image * shade + rng.normal(0, 4, image.shape), 0, 255).astype(np.uint8)
-            frames.append(image)
+        if image is not None and grain is not None:
+            shade = np.float32(rng.uniform(0.93, 1.07))
+            image *= shade
+            image += grain[len(frames) % len(grain)]
+            frames.append(np.clip(image, 0, 255).astype(np.uint8))
         counts = np.bincount(labels.ravel() + 1, minlength=num_people + 1)[1:]
         dets, who, shapes = [], [], []
         for p, box in full_boxes.items():
@@ -174,7 +188,7 @@ def crowd_clip(
     return SyntheticClip(frames, boxes_out, truth_out, shapes_out, num_people)
 
 
-def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+def street_background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     """A street: sky-to-ground gradient with some coloured blocks (buildings, shop fronts)."""
     rows = np.linspace(0, 1, height)[:, None, None]
     image = (1 - rows) * np.array([200, 180, 160]) + rows * np.array([90, 95, 100])
@@ -187,7 +201,7 @@ def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray
     return image
 
 
-def _draw(image, labels, p, cx, foot, h, phase, shirt, trousers, skin) -> tuple[float, float, float, float]:
+def draw_person(image, labels, p, cx, foot, h, phase, shirt, trousers, skin) -> tuple[float, float, float, float]:
     """Draw person ``p`` (into ``image`` when given, and into ``labels``); returns their full box (xyxy)."""
     top = foot - h
     half_w = 0.17 * h
@@ -232,7 +246,7 @@ def track_clip(
         described = None
         if appearance and clip.frames:
             image = clip.frames[f]
-            described = np.array([appearance_descriptor(image, b) for b in boxes]).reshape(len(boxes), -1)
+            described = appearance_descriptors(image, boxes)
         ids.append(tracker.update(boxes, width_height, described))
         descriptors.append(described if described is not None else np.zeros((len(boxes), 0)))
     if not stitch or not appearance:
@@ -240,3 +254,157 @@ def track_clip(
     tracklets = tracklets_from_frames(ids, clip.boxes, descriptors, clip.shapes if shape else None)
     mapping = stitch_tracklets(tracklets, stitch_config)
     return [np.array([mapping[int(t)] for t in frame], np.int64) for frame in ids]
+
+
+# -- temporal: a noisy walking clip, jitter and lag -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WalkClip:
+    """One person walking, as per-frame MEGA would see them: ``truth`` (F, V, 3) metres, camera frame;
+    ``vertices`` (F, H, V, 3) the hypotheses (hypothesis 0 the deterministic estimate, the others samples), translation
+    included; ``cam_t`` (F, H, 3) metres; ``log_likelihood`` (F, H) nats; ``fps`` frames per second."""
+
+    truth: np.ndarray
+    vertices: np.ndarray
+    cam_t: np.ndarray
+    log_likelihood: np.ndarray
+    fps: float
+
+
+#: Segments of the stick body of :func:`noisy_walk`: (name, start (x, y) metres from the pelvis, y up, length
+#: metres, swing amplitude radians, phase).
+_SEGMENTS = (
+    ("spine", (0.0, 0.0), 0.55, 0.03, 0.0),
+    ("left_thigh", (0.1, 0.0), -0.45, 0.45, 0.0),
+    ("right_thigh", (-0.1, 0.0), -0.45, 0.45, np.pi),
+    ("left_arm", (0.2, 0.5), -0.6, 0.35, np.pi),
+    ("right_arm", (-0.2, 0.5), -0.6, 0.35, 0.0),
+)
+
+
+def noisy_walk(
+    seed: int = 0,
+    num_frames: int = 90,
+    fps: float = 30.0,
+    hypotheses: int = 8,
+    speed: float = 1.4,
+    step_hz: float = 0.9,
+    depth_noise: float = 0.06,
+    lateral_noise: float = 0.01,
+    rotation_noise_deg: float = 2.0,
+    limb_noise: float = 0.015,
+    vertex_noise: float = 0.003,
+    sample_scale: float = 2.5,
+) -> WalkClip:
+    """A person walking ``speed`` m/s across the image at 5 m, arms and legs swinging (``step_hz``), 60 points per
+    segment plus a head. Hypothesis 0 is off the truth per frame by realistic monocular errors: the translation by
+    ``depth_noise`` (z) and ``lateral_noise`` (x, y) metres, the body's orientation by ``rotation_noise_deg``, every
+    segment by its own offset of ``limb_noise`` metres, every point by ``vertex_noise``; the other hypotheses by
+    ``sample_scale`` times as much. Log-likelihoods follow each hypothesis' error loosely (1 nat of noise), hypothesis
+    0 the likeliest on average. Deterministic for a ``seed``."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(num_frames) / fps
+    along = np.linspace(0, 1, 60)
+    pieces = []
+    for _name, (x0, y0), length, amplitude, phase in _SEGMENTS:
+        angle = amplitude * np.sin(2 * np.pi * step_hz * t + phase)[:, None]  # (F, 1) swing about the x axis
+        y = y0 + length * along[None] * np.cos(angle)
+        z = length * along[None] * np.sin(angle)
+        pieces.append(np.stack([np.full_like(y, x0), y, z], axis=-1))
+    head = np.array([0.0, 0.7, 0.0]) + rng.normal(0, 0.06, (40, 3))
+    pieces.append(np.broadcast_to(head, (num_frames, 40, 3)))
+    body = np.concatenate(pieces, axis=1)  # (F, V, 3), y up, pelvis at the origin
+    body = body * np.array([1.0, -1.0, 1.0])  # camera axes: y down
+    num_vertices = body.shape[1]
+    cam = np.stack([-2.0 + speed * t, np.full_like(t, 0.3), np.full_like(t, 5.0)], axis=1)
+    truth = body + cam[:, None]
+    segment_of = np.repeat(np.arange(len(_SEGMENTS) + 1), [60] * len(_SEGMENTS) + [40])
+    scale = np.array([1.0] + [sample_scale] * (hypotheses - 1))[None, :, None]
+    cam_noise = rng.normal(size=(num_frames, hypotheses, 3)) * np.array([lateral_noise, lateral_noise, depth_noise])
+    cam_t = cam[:, None] + cam_noise * scale
+    angles = np.deg2rad(rotation_noise_deg) * rng.normal(size=(num_frames, hypotheses, 3)) * scale
+    limbs = limb_noise * rng.normal(size=(num_frames, hypotheses, len(_SEGMENTS) + 1, 3)) * scale[..., None]
+    points = vertex_noise * rng.normal(size=(num_frames, hypotheses, num_vertices, 3)) * scale[..., None]
+    vertices = np.empty((num_frames, hypotheses, num_vertices, 3))
+    for f in range(num_frames):
+        for h in range(hypotheses):
+            rotated = body[f] @ _rotation(angles[f, h]).T
+            vertices[f, h] = rotated + limbs[f, h][segment_of] + points[f, h] + cam_t[f, h]
+    error = np.linalg.norm(vertices - truth[:, None], axis=-1).mean(-1)  # (F, H) metres
+    log_likelihood = -error / 0.02 + rng.normal(size=error.shape)
+    return WalkClip(truth, vertices, cam_t, log_likelihood, fps)
+
+
+def _rotation(axis_angle: np.ndarray) -> np.ndarray:
+    """(3,) axis-angle radians → (3, 3) rotation matrix (Rodrigues)."""
+    angle = float(np.linalg.norm(axis_angle))
+    if angle < 1e-12:
+        return np.eye(3)
+    k = axis_angle / angle
+    cross = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
+
+
+def lag_frames(estimate: np.ndarray, truth: np.ndarray, max_shift: int = 6) -> float:
+    """How many frames ``estimate`` (F, V, 3) trails ``truth`` (F, V, 3): the shift ``k`` (frames, refined below one
+    frame by a parabola through the three best) minimising the mean point distance between ``estimate[f]`` and
+    ``truth[f − k]`` over the frames both cover, ``|k| ≤ max_shift``. Positive: behind; 0: in step."""
+    estimate = np.asarray(estimate, dtype=np.float64)
+    truth = np.asarray(truth, dtype=np.float64)
+    frames = len(truth)
+    shifts = np.arange(-max_shift, max_shift + 1)
+    lo, hi = max_shift, frames - max_shift  # the same frames for every shift
+    cost = np.array([np.linalg.norm(estimate[lo:hi] - truth[lo - k : hi - k], axis=-1).mean() for k in shifts])
+    i = int(np.argmin(cost))
+    if 0 < i < len(cost) - 1:
+        a, b, c = cost[i - 1], cost[i], cost[i + 1]
+        denominator = a - 2 * b + c
+        offset = 0.5 * (a - c) / denominator if denominator > 0 else 0.0
+        return float(shifts[i] + offset)
+    return float(shifts[i])
+
+
+@dataclass(frozen=True)
+class TemporalMetrics:
+    """``jitter_raw`` and ``jitter`` (m/s², :func:`~mega_runtime.pipeline.temporal.jitter`) of hypothesis 0 and of
+    the output; ``reduction`` their ratio; ``jitter_truth`` of the true motion; ``lag`` frames
+    (:func:`lag_frames`); ``error_raw_mm``, ``error_mm``: mean point distance to the truth, away from the ends."""
+
+    jitter_raw: float
+    jitter: float
+    reduction: float
+    jitter_truth: float
+    lag: float
+    error_raw_mm: float
+    error_mm: float
+
+
+def evaluate_temporal(clip: WalkClip, config) -> TemporalMetrics:
+    """The path and smoothing of a :class:`~mega_runtime.pipeline.temporal.TemporalConfig` on a :class:`WalkClip`."""
+    from mega_runtime.pipeline.temporal import coherent_path, jitter, path_arrays, smooth_result_arrays
+
+    frames = len(clip.truth)
+    valid = np.ones(frames, bool)
+    path = np.zeros(frames, np.int64)
+    if config.path == "coherent":
+        path = coherent_path(
+            clip.vertices, clip.log_likelihood, valid, clip.fps, config.smoothness_weight, config.likelihood_weight
+        )
+    chosen, chosen_t = path_arrays(clip.vertices[:, None], clip.cam_t[:, None], path[:, None])
+    out = chosen[:, 0]
+    if config.smooth:
+        smoothed, _ = smooth_result_arrays(chosen, chosen_t, valid[:, None], clip.fps, config.one_euro)
+        out = smoothed[:, 0].astype(np.float64)
+    raw = clip.vertices[:, 0]
+    inner = slice(10, frames - 10)
+    jitter_raw, jitter_out = jitter(raw, valid, clip.fps), jitter(out, valid, clip.fps)
+    return TemporalMetrics(
+        jitter_raw=jitter_raw,
+        jitter=jitter_out,
+        reduction=jitter_raw / max(jitter_out, 1e-12),
+        jitter_truth=jitter(clip.truth, valid, clip.fps),
+        lag=lag_frames(out, clip.truth),
+        error_raw_mm=1e3 * float(np.linalg.norm(raw - clip.truth, axis=-1)[inner].mean()),
+        error_mm=1e3 * float(np.linalg.norm(out - clip.truth, axis=-1)[inner].mean()),
+    )

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 HIST_BINS = (12, 4, 4)
 #: Fraction of the box cut from each side and from the top (the head, hair and background at the box's edges).
 CROP_INSET = (0.2, 0.12)
+#: Least share of a half of the box that must stay once the people in front are masked out; below it the whole half
+#: is used.
+MIN_VISIBLE = 0.15
 #: Dimension of :func:`appearance_descriptor`: two halves of ``prod(HIST_BINS)`` bins each.
 APPEARANCE_DIM = 2 * HIST_BINS[0] * HIST_BINS[1] * HIST_BINS[2]
 
@@ -65,10 +68,11 @@ SHAPE_PAIRS: tuple[tuple[str, str], ...] = (
 SHAPE_DIM = len(SHAPE_PAIRS)
 
 
-def appearance_descriptor(image_bgr: np.ndarray, box: np.ndarray) -> np.ndarray:
+def appearance_descriptor(image_bgr: np.ndarray, box: np.ndarray, occluders: np.ndarray | None = None) -> np.ndarray:
     """(APPEARANCE_DIM,) float32 colour descriptor of the person in ``box`` (xyxy pixels) of ``image_bgr``
     ((H, W, 3) uint8 BGR): the square roots of the L1-normalised HSV histograms of the upper and the lower half of
-    the box (inset by :data:`CROP_INSET`). All zeros when the box holds no pixel."""
+    the box (inset by :data:`CROP_INSET`). ``occluders`` (K, 4) xyxy: boxes of people in front, whose pixels are
+    left out (unless that leaves less than :data:`MIN_VISIBLE` of a half). All zeros when the box holds no pixel."""
     import cv2
 
     height, width = image_bgr.shape[:2]
@@ -80,15 +84,33 @@ def appearance_descriptor(image_bgr: np.ndarray, box: np.ndarray) -> np.ndarray:
     out = np.zeros(APPEARANCE_DIM, np.float32)
     half = APPEARANCE_DIM // 2
     ix0, ix1 = max(round(x0), 0), min(round(x1), width)
+    front = np.zeros((0, 4)) if occluders is None else np.asarray(occluders, dtype=np.float64).reshape(-1, 4)
     for k in range(2):
         iy0, iy1 = max(round(ys[k]), 0), min(round(ys[k + 1]), height)
         if ix1 <= ix0 or iy1 <= iy0:
             continue
         hsv = cv2.cvtColor(np.ascontiguousarray(image_bgr[iy0:iy1, ix0:ix1]), cv2.COLOR_BGR2HSV)
-        hist = cv2.calcHist([hsv], [0, 1, 2], None, list(HIST_BINS), [0, 180, 0, 256, 0, 256]).ravel()
+        mask = np.full(hsv.shape[:2], 255, np.uint8)
+        for ox0, oy0, ox1, oy1 in front:
+            mask[
+                max(round(oy0) - iy0, 0) : max(round(oy1) - iy0, 0), max(round(ox0) - ix0, 0) : max(round(ox1) - ix0, 0)
+            ] = 0
+        if np.count_nonzero(mask) < MIN_VISIBLE * mask.size:
+            mask[:] = 255
+        hist = cv2.calcHist([hsv], [0, 1, 2], mask, list(HIST_BINS), [0, 180, 0, 256, 0, 256]).ravel()
         total = float(hist.sum())
         if total > 0:
             out[k * half : (k + 1) * half] = np.sqrt(hist / total)
+    return out
+
+
+def appearance_descriptors(image_bgr: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(N, APPEARANCE_DIM) descriptors of all the people of one frame: ``boxes`` (N, 4) xyxy pixels. Each person's
+    occluders are the boxes whose bottom edge is lower in the image (nearer the camera, standing in front)."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    out = np.zeros((len(boxes), APPEARANCE_DIM), np.float32)
+    for i, box in enumerate(boxes):
+        out[i] = appearance_descriptor(image_bgr, box, boxes[boxes[:, 3] > box[3]])
     return out
 
 
@@ -142,7 +164,9 @@ class StitchConfig:
     between the end of one and the start of the other; ``max_speed``: the fastest plausible move across the gap, in
     box heights per processed frame, on top of ``slack`` box heights (a person can re-enter anywhere at the
     border, so the gap must leave them time to walk there); ``shape_weight``: how much a unit of shape distance
-    costs against a unit of appearance dissimilarity.
+    costs against a unit of appearance dissimilarity. A *near continuation* — the later tracklet starting at most
+    ``near_gap`` frames after the earlier ends, within ``near_move`` box heights of where it ended — needs only
+    ``near_min_appearance`` (a person coming out from behind someone is often seen half-covered at first).
     """
 
     min_appearance: float = 0.8
@@ -151,10 +175,17 @@ class StitchConfig:
     max_speed: float = 0.12
     slack: float = 1.0
     shape_weight: float = 4.0
+    near_gap: int = 8
+    near_move: float = 0.5
+    near_min_appearance: float = 0.3
 
     def __post_init__(self) -> None:
-        values = (self.min_appearance, self.max_shape, self.max_speed, self.slack, self.shape_weight)
-        if not all(math.isfinite(v) and v >= 0 for v in values) or self.max_gap < 1 or self.min_appearance > 1:
+        values = (
+            self.min_appearance, self.max_shape, self.max_speed, self.slack, self.shape_weight, self.near_move,
+            self.near_min_appearance,
+        )  # fmt: skip
+        counts_ok = self.max_gap >= 1 and self.near_gap >= 0
+        if not all(math.isfinite(v) and v >= 0 for v in values) or not counts_ok or self.min_appearance > 1:
             raise ValueError(f"stitching settings must be finite, not negative, min_appearance ≤ 1: {self}")
 
 
@@ -211,17 +242,19 @@ def stitch_tracklets(tracklets: list[Tracklet], config: StitchConfig | None = No
                 continue
             start_centre, start_height = _centre_height(b.boxes[0])
             height = max(end_height, start_height)
-            if np.linalg.norm(start_centre - end_centre) / height > config.slack + config.max_speed * gap:
+            distance = float(np.linalg.norm(start_centre - end_centre)) / height
+            if distance > config.slack + config.max_speed * gap:
                 continue
             similarity = float(appearance_similarity(app_a, app_b))
-            if similarity < config.min_appearance:
+            near = gap <= config.near_gap and distance <= config.near_move
+            if similarity < (config.near_min_appearance if near else config.min_appearance):
                 continue
             cost = 1.0 - similarity
             if shape_a is not None and shape_b is not None:
-                distance = float(shape_distance(shape_a, shape_b))
-                if distance > config.max_shape:
+                apart = float(shape_distance(shape_a, shape_b))
+                if apart > config.max_shape:
                     continue
-                cost += config.shape_weight * distance
+                cost += config.shape_weight * apart
             candidates.append((cost, i, j))
     candidates.sort()
     group = list(range(len(items)))

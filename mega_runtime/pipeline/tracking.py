@@ -44,7 +44,7 @@ VELOCITY_GAIN = 0.3
 SIZE_SMOOTHING = 0.3
 #: With appearance given: a detection whose colours are less alike than this (Bhattacharyya similarity, see
 #: :func:`mega_runtime.pipeline.reid.appearance_similarity`) never continues a track, however well the boxes fit.
-APPEARANCE_VETO = 0.5
+APPEARANCE_VETO = 0.3
 #: With appearance given: share of the affinity that is the appearance similarity (the rest is box geometry).
 APPEARANCE_WEIGHT = 0.5
 #: Weight of the newest appearance in the track's running appearance (histograms, not their square roots).
