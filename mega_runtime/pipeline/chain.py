@@ -26,7 +26,13 @@ from mega_runtime.decoding.schedule import CVQMAE_SAMPLING, SamplingConfig
 from mega_runtime.io.result import Result
 from mega_runtime.pipeline.media import FrameRange, MediaError, iter_frames, open_video, read_image
 from mega_runtime.pipeline.preprocess import Crop, crop_person, focal_length_px
-from mega_runtime.pipeline.reid import appearance_descriptors, shape_descriptor, stitch_tracklets, tracklets_from_frames
+from mega_runtime.pipeline.reid import (
+    SHAPE_DIM,
+    appearance_descriptors,
+    shape_descriptor,
+    stitch_tracklets,
+    tracklets_from_frames,
+)
 from mega_runtime.pipeline.tracking import BoxTracker
 from mega_runtime.pipeline.visibility import visibility_warnings
 
@@ -247,7 +253,7 @@ class Pipeline:
     ) -> list[dict[int, tuple[np.ndarray, _PersonOutput]]]:
         """Per-frame people relabelled by the offline stitching (appearance + hypothesis 0's body shape)."""
         shapes = [
-            np.array([shape_descriptor(frame[int(t)][1].vertices[0]) for t in ids]).reshape(len(ids), -1)
+            np.array([shape_descriptor(frame[int(t)][1].vertices[0]) for t in ids]).reshape(len(ids), SHAPE_DIM)
             for frame, (ids, _, _) in zip(per_frame, seen, strict=True)
         ]
         tracklets = tracklets_from_frames([s[0] for s in seen], [s[1] for s in seen], [s[2] for s in seen], shapes)

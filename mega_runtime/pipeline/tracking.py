@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mega_runtime.pipeline.reid import appearance_similarity, mean_appearance
+from mega_runtime.pipeline.reid import APPEARANCE_DIM, appearance_similarity, mean_appearance
 
 #: Frames an unseen person's box centre is moved on by their velocity before it stays put.
 MAX_EXTRAPOLATION = 15
@@ -207,7 +207,7 @@ class BoxTracker:
         ids = np.full(len(boxes), -1, dtype=np.int64)
         free = np.arange(len(boxes))
         if appearance is not None:
-            appearance = np.asarray(appearance, dtype=np.float64).reshape(len(boxes), -1)
+            appearance = np.asarray(appearance, dtype=np.float64).reshape(len(boxes), APPEARANCE_DIM)
         if self.tracks and len(boxes):
             affinity = self._affinity(self.tracks, boxes, image_size, appearance)
             rows, cols = linear_sum_assignment(affinity, maximize=True)

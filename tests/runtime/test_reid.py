@@ -134,6 +134,18 @@ def test_ok_stitching_tells_look_alikes_apart_by_their_bodies_and_refuses_imposs
         StitchConfig(min_appearance=1.5)
 
 
+def test_ok_frames_without_people_keep_the_tracks_going():
+    from mega_runtime.pipeline.reid import APPEARANCE_DIM
+    from mega_runtime.pipeline.tracking import BoxTracker
+
+    tracker = BoxTracker()
+    a = np.array([[100.0, 100, 140, 200]])
+    colour = _colour(3)[None]
+    assert tracker.update(a, (320, 240), colour).tolist() == [0]
+    assert tracker.update(np.zeros((0, 4)), (320, 240), np.zeros((0, APPEARANCE_DIM))).tolist() == []
+    assert tracker.update(a + 2, (320, 240), colour).tolist() == [0]
+
+
 def test_ok_identity_metrics_count_fragments_switches_and_mixed_identities():
     truth = [np.array([0, 1]), np.array([0, 1]), np.array([0, 1]), np.array([0])]
     predicted = [np.array([5, 6]), np.array([7, 6]), np.array([5, 6]), np.array([6])]
