@@ -1,6 +1,9 @@
-"""Stable person IDs across video frames by box association (numpy + scipy, no torch).
+"""Stable person IDs across video frames by box association, checked by appearance (numpy + scipy, no torch).
 
-Appearance is not available here, only boxes, so identities rest on motion:
+Identities rest on motion; when the caller passes each box's colour descriptor
+(:func:`mega_runtime.pipeline.reid.appearance_descriptors`), a detection must also look like the track it continues
+(:data:`APPEARANCE_VETO`) and the assignment weighs box fit and colour similarity (:data:`APPEARANCE_WEIGHT`).
+Fragments left after a long absence are merged offline by :func:`mega_runtime.pipeline.reid.stitch_tracklets`.
 
 * every track filters its box centre with an alpha-beta filter (position and velocity in pixels per processed
   frame; gains :data:`POSITION_GAIN`, :data:`VELOCITY_GAIN`) and smooths its size (:data:`SIZE_SMOOTHING`). Its

@@ -208,3 +208,43 @@ def test_ok_a_crowded_walking_clip_keeps_fragments_per_person_within_target():
     assert before.fragments_per_person >= 1.5  # 1.75 measured
     assert after.fragments_per_person <= 1.3  # 1.0 measured
     assert after.mixed_identities <= before.mixed_identities
+
+
+class _ComesBack:
+    """A fake detector: one person's box on frames 0–2 and again from frame 20 on (gone longer than max_gap)."""
+
+    name = "fake"
+
+    def __init__(self, box):
+        self.box, self.calls = box, 0
+
+    def detect(self, image_bgr):
+        from mega_runtime.pipeline.detect import Detection
+
+        frame, self.calls = self.calls, self.calls + 1
+        return [Detection(tuple(self.box), 0.9)] if frame < 3 or frame >= 20 else []
+
+
+@pytest.mark.parametrize("stitch", [True, False])
+def test_ok_run_video_stitches_a_person_who_was_gone_too_long_into_one_track(
+    small_checkpoints, assets_dir, tmp_path, stitch
+):
+    """The whole chain on the small seeded checkpoints: the box tracker gives the returning person a new ID (19
+    frames unseen > max_gap 15); run_video's stitching (appearance + hypothesis 0's body shape) gives them back
+    their own."""
+    import cv2
+
+    from mega_runtime.pipeline.chain import Pipeline, PipelineConfig
+
+    image, boxes = _scene([(160, 220, 180, RED, DARK)])
+    clip = tmp_path / "back.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (image.shape[1], image.shape[0]))
+    for _ in range(23):
+        writer.write(image)
+    writer.release()
+    config = PipelineConfig(model="mega_resnet", num_hypotheses=1, batch_size=8)
+    detector = _ComesBack([float(v) for v in boxes[0]])
+    pipeline = Pipeline.load(config, small_checkpoints, assets_dir, detector=detector)
+    result = pipeline.run_video(clip, stitch=stitch)
+    assert result.arrays["valid"].sum() == 6
+    assert result.arrays["track_ids"].tolist() == ([0] if stitch else [0, 1])
