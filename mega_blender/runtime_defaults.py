@@ -96,13 +96,19 @@ COMPLETION_COVERAGE = 0.95
 COMPLETION_PIN = True
 #: Width (metres, along the template's surface) of the band over which pinned vertices blend into resampled ones.
 COMPLETION_FALLOFF_M = 0.05
-#: Hypothesis played per frame: ``zero`` (hypothesis 0) or ``coherent`` (the smooth, likely path).
+#: Hypothesis played per frame: ``zero`` (hypothesis 0) or ``coherent`` (the smooth, likely path). Measured on noisy
+#: walking clips (docs/video.md): with the smoothing below, ``zero`` stays closest to the truth.
+#: Videos: merge fragments of one person's track after the pass (appearance + body shape; docs/video.md).
+STITCH = True
 TEMPORAL_PATHS = ("zero", "coherent")
 TEMPORAL_PATH = "zero"
-#: One-Euro smoothing of the chosen bodies (CLI, protocol and batch: off unless asked for).
-SMOOTH = False
-#: One-Euro cut-off at rest, Hz: lower smooths more when the body is still.
-ONE_EURO_MIN_CUTOFF_HZ = 1.0
+#: One-Euro smoothing of the chosen bodies, for videos (CLI, protocol, panel and batch alike; ``--no-smooth`` turns
+#: it off).
+SMOOTH = True
+#: One-Euro cut-off at rest, Hz: lower smooths more when the body is still. The three One-Euro values were chosen
+#: by measurement (benchmarks/bench_temporal_defaults.py, docs/video.md): jitter ≥ 3× lower in every noisy walking
+#: scenario with lag ≤ 2 frames (also forward-only), and of those the least harm to a low-noise clip.
+ONE_EURO_MIN_CUTOFF_HZ = 0.7
 #: One-Euro speed coefficient, Hz per m/s: higher follows fast motion more closely.
 ONE_EURO_BETA = 0.5
 #: One-Euro cut-off of the speed estimate, Hz.
@@ -113,8 +119,8 @@ ONE_EURO_CAUSAL = False
 PATH_SMOOTHNESS_WEIGHT = 10.0
 #: Weight of the log-likelihood in the coherent path.
 PATH_LIKELIHOOD_WEIGHT = 1.0
-#: The add-on panel's starting choice for videos (an interactive user wants the smooth result at once).
-PANEL_TEMPORAL_PATH = "coherent"
+#: The add-on panel's starting choice for videos: the same as everywhere else.
+PANEL_TEMPORAL_PATH = "zero"
 PANEL_SMOOTH = True
 #: Detectors the CLI and ``serve`` offer (``default`` is ``auto``: YOLOX where it can be had, else BlazePose).
 DETECTOR_CHOICES = ("default", "auto", "yolox", "blazepose", "yolo")

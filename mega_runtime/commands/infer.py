@@ -285,6 +285,7 @@ def _infer_one(args, pipeline, path: Path, targets, frames, given, temporal, fra
             boxes=boxes,
             frame_boxes=frame_boxes,
             boxes_mode=args.boxes_mode,
+            stitch=args.stitch,
         )
         frames_bar.close()
         if interrupted.is_set() and result.num_frames == 0:
@@ -509,6 +510,13 @@ def add_infer_commands(sub: argparse._SubParsersAction) -> None:
         "people the given boxes do not cover (default %(default)s)",
     )
     p.add_argument("--frames", metavar="START:END:STEP", help="video frame range (default: all)")
+    p.add_argument(
+        "--no-stitch",
+        dest="stitch",
+        action="store_false",
+        default=defaults.STITCH,
+        help="videos: keep the tracker's online IDs (default: merge fragments of one person after the pass)",
+    )
     p.add_argument(
         "--path",
         choices=defaults.TEMPORAL_PATHS,

@@ -564,6 +564,7 @@ class Server:
                         boxes=request.boxes,
                         frame_boxes=request.frame_boxes,
                         boxes_mode=request.boxes_mode,
+                        stitch=request.stitch,
                     )
                 except MegaError as exc:
                     raise _with_partial(exc, partial_paths) from exc

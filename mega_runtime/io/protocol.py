@@ -113,6 +113,8 @@ class InferRequest:
     #: ``boxes_per_frame``: {source frame number: boxes}, for videos (a photo uses frame 0's).
     frame_boxes: FrameBoxes | None = None
     boxes_mode: str = defaults.BOXES_MODE
+    #: Videos: stitch track fragments of one person after the pass.
+    stitch: bool = defaults.STITCH
 
     @property
     def op(self) -> str:
@@ -525,6 +527,7 @@ def _parse_infer(message: dict[str, Any], rid: str, max_inline_bytes: int) -> In
         detection=detection,
         frame_boxes=frame_boxes,
         boxes_mode=boxes_mode,
+        stitch=_bool(message, "stitch", defaults.STITCH, rid),
     )
 
 
@@ -649,4 +652,5 @@ def infer_defaults() -> dict[str, Any]:
         "detection": DetectionSettings().as_request(),
         "detector_choices": list(defaults.DETECTOR_CHOICES),
         "boxes_mode": defaults.BOXES_MODE,
+        "stitch": defaults.STITCH,
     }

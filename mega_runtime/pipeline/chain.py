@@ -27,6 +27,13 @@ from mega_runtime.io.detection import ADD_MODE_IOU, BOX_SOURCES, DetectionSettin
 from mega_runtime.io.result import Result
 from mega_runtime.pipeline.media import FrameRange, MediaError, iter_frames, open_video, read_image
 from mega_runtime.pipeline.preprocess import Crop, crop_person, focal_length_px
+from mega_runtime.pipeline.reid import (
+    SHAPE_DIM,
+    appearance_descriptors,
+    shape_descriptor,
+    stitch_tracklets,
+    tracklets_from_frames,
+)
 from mega_runtime.pipeline.tracking import BoxTracker
 from mega_runtime.pipeline.visibility import visibility_warnings
 
@@ -296,6 +303,20 @@ class Pipeline:
                     arrays[name][i, j] = getattr(person, name)
         return arrays
 
+    @staticmethod
+    def _stitched(
+        per_frame: list[dict[int, tuple[np.ndarray, _PersonOutput, int, float]]],
+        seen: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    ) -> list[dict[int, tuple[np.ndarray, _PersonOutput, int, float]]]:
+        """Per-frame people relabelled by the offline stitching (appearance + hypothesis 0's body shape)."""
+        shapes = [
+            np.array([shape_descriptor(frame[int(t)][1].vertices[0]) for t in ids]).reshape(len(ids), SHAPE_DIM)
+            for frame, (ids, _, _) in zip(per_frame, seen, strict=True)
+        ]
+        tracklets = tracklets_from_frames([s[0] for s in seen], [s[1] for s in seen], [s[2] for s in seen], shapes)
+        identity = stitch_tracklets(tracklets)
+        return [{identity[tid]: person for tid, person in frame.items()} for frame in per_frame]
+
     # -- public -----------------------------------------------------------------------------------
     def run_image(
         self,
@@ -350,6 +371,7 @@ class Pipeline:
         boxes: Sequence[Sequence[float]] | None = None,
         frame_boxes: FrameBoxes | None = None,
         boxes_mode: str = defaults.BOXES_MODE,
+        stitch: bool = defaults.STITCH,
     ) -> Result:
         """A video file → one result frame per processed frame, people tracked with stable IDs.
 
@@ -358,7 +380,9 @@ class Pipeline:
         it returns True the frames done so far are returned with a warning. ``checkpoint``, when given, is
         called about every ``checkpoint_every_s`` seconds with a result of all the frames decoded so far — a
         part-filled batch is run first, so a checkpoint never waits for a full batch (so a caller can keep them
-        should the process die before the end).
+        should the process die before the end). Tracking uses the boxes and the colours of each person; with
+        ``stitch`` (default) fragments of one person's track are merged after the pass by appearance and body
+        shape (:func:`~mega_runtime.pipeline.reid.stitch_tracklets`; checkpoints hold the unstitched IDs).
 
         Given boxes (xyxy pixels of the frame): ``frame_boxes`` {source frame number: boxes} for the frames it
         lists, else ``boxes`` for every frame (a fixed box), else none; a frame with given boxes uses only them
@@ -383,6 +407,7 @@ class Pipeline:
         indices: list[int] = []
         # (frame position, track id, box, crop, box source, score)
         pending: list[tuple[int, int, np.ndarray, Crop, int, float]] = []
+        seen: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # per frame: track ids, boxes, appearance
         warnings: list[str] = []
         timings = {"detect": 0.0, "preprocess": 0.0, "model": 0.0}
 
@@ -413,7 +438,9 @@ class Pipeline:
             given = frame_boxes.get(index, boxes) if frame_boxes is not None else boxes
             found, sources, scores = self._people_boxes(image, given, boxes_mode)
             timings["detect"] += time.perf_counter() - t
-            ids = tracker.update(found, image_size=(image.shape[1], image.shape[0]))
+            appearance = appearance_descriptors(image, found)
+            ids = tracker.update(found, image_size=(image.shape[1], image.shape[0]), appearance=appearance)
+            seen.append((ids, found, appearance))
             t = time.perf_counter()
             crops = self._crops(image, found)
             timings["preprocess"] += time.perf_counter() - t
@@ -436,6 +463,8 @@ class Pipeline:
                 progress(len(indices), expected)
         if pending:
             flush()
+        if stitch and per_frame:
+            per_frame = self._stitched(per_frame, seen)
         if skipped:
             shown = ", ".join(map(str, skipped[:10])) + (" …" if len(skipped) > 10 else "")
             warnings.append(f"{len(skipped)} frame(s) could not be decoded and were skipped: {shown}")

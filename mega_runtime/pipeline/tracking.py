@@ -1,6 +1,9 @@
-"""Stable person IDs across video frames by box association (numpy + scipy, no torch).
+"""Stable person IDs across video frames by box association, checked by appearance (numpy + scipy, no torch).
 
-Appearance is not available here, only boxes, so identities rest on motion:
+Identities rest on motion; when the caller passes each box's colour descriptor
+(:func:`mega_runtime.pipeline.reid.appearance_descriptors`), a detection must also look like the track it continues
+(:data:`APPEARANCE_VETO`) and the assignment weighs box fit and colour similarity (:data:`APPEARANCE_WEIGHT`).
+Fragments left after a long absence are merged offline by :func:`mega_runtime.pipeline.reid.stitch_tracklets`.
 
 * every track filters its box centre with an alpha-beta filter (position and velocity in pixels per processed
   frame; gains :data:`POSITION_GAIN`, :data:`VELOCITY_GAIN`) and smooths its size (:data:`SIZE_SMOOTHING`). Its
@@ -30,6 +33,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mega_runtime.pipeline.reid import APPEARANCE_DIM, appearance_similarity, mean_appearance
+
 #: Frames an unseen person's box centre is moved on by their velocity before it stays put.
 MAX_EXTRAPOLATION = 15
 #: How much a lost track's proximity gate widens per missed frame, in box diagonals.
@@ -40,6 +45,13 @@ POSITION_GAIN = 0.8
 VELOCITY_GAIN = 0.3
 #: Weight of the newest box size in the track's smoothed size.
 SIZE_SMOOTHING = 0.3
+#: With appearance given: a detection whose colours are less alike than this (Bhattacharyya similarity, see
+#: :func:`mega_runtime.pipeline.reid.appearance_similarity`) never continues a track, however well the boxes fit.
+APPEARANCE_VETO = 0.3
+#: With appearance given: share of the affinity that is the appearance similarity (the rest is box geometry).
+APPEARANCE_WEIGHT = 0.5
+#: Weight of the newest appearance in the track's running appearance (histograms, not their square roots).
+APPEARANCE_SMOOTHING = 0.1
 
 
 def box_proximity(a: np.ndarray, b: np.ndarray, gate: float | np.ndarray = 1.0) -> np.ndarray:
@@ -87,6 +99,23 @@ class _Track:
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))
     missed: int = 0  # processed frames since last seen
     hits: int = 1  # frames seen
+    appearance: np.ndarray | None = None  # (D,) running histogram (squared descriptor), or None
+
+    def similarity(self, descriptors: np.ndarray) -> np.ndarray:
+        """Appearance similarity of the track to (M, D) descriptors → (M,); 1 where the track has none."""
+        if self.appearance is None:
+            return np.ones(len(descriptors))
+        return appearance_similarity(mean_appearance(self.appearance[None] ** 0.5)[None], descriptors)
+
+    def remember(self, descriptor: np.ndarray | None) -> None:
+        """Blend a seen descriptor (square-root histograms) into the running appearance."""
+        if descriptor is None or not np.any(descriptor):
+            return
+        squared = np.asarray(descriptor, dtype=np.float64) ** 2
+        if self.appearance is None:
+            self.appearance = squared
+        else:
+            self.appearance = (1 - APPEARANCE_SMOOTHING) * self.appearance + APPEARANCE_SMOOTHING * squared
 
     @classmethod
     def start(cls, track_id: int, box: np.ndarray) -> _Track:
@@ -142,30 +171,53 @@ class BoxTracker:
         self.tracks: list[_Track] = []
         self.next_id = 0
 
-    def _affinity(self, tracks: list[_Track], boxes: np.ndarray, image_size: tuple[float, float] | None) -> np.ndarray:
-        """(len(tracks), len(boxes)) affinity, zero where gated out."""
+    def _affinity(
+        self,
+        tracks: list[_Track],
+        boxes: np.ndarray,
+        image_size: tuple[float, float] | None,
+        appearance: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """(len(tracks), len(boxes)) affinity, zero where gated out. With ``appearance`` (len(boxes), D), pairs
+        whose colours differ (below :data:`APPEARANCE_VETO`) are gated out too, and the rest weigh box fit and
+        colour similarity (:data:`APPEARANCE_WEIGHT`)."""
         predicted = np.stack([t.predicted(image_size) for t in tracks])
         gate = 1.0 + GATE_GROWTH * np.array([t.missed for t in tracks], dtype=np.float64)
         affinity = np.maximum(box_iou(predicted, boxes), box_proximity(predicted, boxes, gate))
-        return np.where(affinity >= self.iou_threshold, affinity, 0.0)
+        gated = affinity >= self.iou_threshold
+        if appearance is not None:
+            similarity = np.stack([t.similarity(appearance) for t in tracks])
+            gated &= similarity >= APPEARANCE_VETO
+            affinity = (1 - APPEARANCE_WEIGHT) * affinity + APPEARANCE_WEIGHT * similarity
+        return np.where(gated, affinity, 0.0)
 
-    def update(self, boxes: np.ndarray, image_size: tuple[float, float] | None = None) -> np.ndarray:
+    def update(
+        self,
+        boxes: np.ndarray,
+        image_size: tuple[float, float] | None = None,
+        appearance: np.ndarray | None = None,
+    ) -> np.ndarray:
         """(N, 4) xyxy pixel boxes of one processed frame → (N,) int64 track IDs.
 
         ``image_size``: (width, height) of the frame in pixels, optional; when given, people who walked out of
-        the image are expected back at its border rather than beyond it.
+        the image are expected back at its border rather than beyond it. ``appearance``: optional (N, D)
+        descriptors of the boxes (:func:`mega_runtime.pipeline.reid.appearance_descriptor`); when given, a
+        detection must also look like the track it continues.
         """
         from scipy.optimize import linear_sum_assignment
 
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         ids = np.full(len(boxes), -1, dtype=np.int64)
         free = np.arange(len(boxes))
+        if appearance is not None:
+            appearance = np.asarray(appearance, dtype=np.float64).reshape(len(boxes), APPEARANCE_DIM)
         if self.tracks and len(boxes):
-            affinity = self._affinity(self.tracks, boxes, image_size)
+            affinity = self._affinity(self.tracks, boxes, image_size, appearance)
             rows, cols = linear_sum_assignment(affinity, maximize=True)
             for r, c in zip(rows, cols, strict=True):
                 if affinity[r, c] > 0:
                     self.tracks[r].observe(boxes[c])
+                    self.tracks[r].remember(None if appearance is None else appearance[c])
                     ids[c] = self.tracks[r].track_id
             free = np.flatnonzero(ids < 0)
         for track in self.tracks:
@@ -173,6 +225,7 @@ class BoxTracker:
         self.tracks = [t for t in self.tracks if t.missed <= self.max_gap]
         for c in free:
             self.tracks.append(_Track.start(self.next_id, boxes[c]))
+            self.tracks[-1].remember(None if appearance is None else appearance[c])
             ids[c] = self.next_id
             self.next_id += 1
         return ids

@@ -164,7 +164,7 @@ def test_ok_a_walking_person_jitters_less_on_the_coherent_path_and_far_less_smoo
     assert error["zero"] < 2.0 * raw_error and error["coherent"] < 2.0 * raw_error  # smoothing adds little lag
     causal = apply_temporal(result, TemporalConfig(smooth=True, one_euro=OneEuroConfig(two_sided=False)))
     causal_error = np.linalg.norm(causal.arrays["smoothed_vertices"][:, 0] - truth, axis=-1)[10:-10].mean()
-    assert causal_error > 3.0 * error["zero"]  # the forward-only filter trails the walking body
+    assert causal_error > 2.0 * error["zero"]  # the forward-only filter trails the walking body
 
 
 def test_ok_a_result_with_no_frames_passes_through():
@@ -296,3 +296,37 @@ def test_ng_infer_rejects_bad_smoothing_parameters(small_checkpoints, tmp_path, 
         main([*argv, "--smooth", "--one-euro-min-cutoff", "0"])
     assert stopped.value.code == 2
     assert "--one-euro-min-cutoff: 0 is out of range; use a finite number more than 0" in capsys.readouterr().err
+
+
+def test_ok_lag_is_the_shift_that_best_aligns_the_estimate_with_the_truth():
+    from mega_runtime.pipeline.clip_eval import lag_frames
+
+    t = np.arange(60, dtype=np.float64)
+    truth = np.stack([np.sin(t / 5), np.cos(t / 7), t / 10], axis=-1)[:, None]  # (F, 1, 3)
+    assert lag_frames(truth, truth) == pytest.approx(0.0, abs=0.01)
+    behind = np.concatenate([truth[:2], truth[:-2]])  # two frames late
+    assert lag_frames(behind, truth) == pytest.approx(2.0, abs=0.05)
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        {"fps": 30.0, "num_frames": 90},  # near the camera
+        {"fps": 10.0, "num_frames": 40, "depth_noise": 0.25, "lateral_noise": 0.02, "limb_noise": 0.03},  # far, ::3
+    ],
+    ids=["near-30fps", "far-10fps"],
+)
+def test_ok_the_default_smoothing_cuts_jitter_three_times_on_a_noisy_walk_without_lag(scenario):
+    """The defaults (defaults.py, chosen with benchmarks/bench_temporal_defaults.py; docs/video.md) on a seeded
+    noisy walking clip: jitter (mean vertex acceleration) at least 3× lower than hypothesis 0's, lag (the best
+    aligning shift against the truth) at most 2 frames — also forward-only — and closer to the truth."""
+    from mega_runtime.pipeline.clip_eval import evaluate_temporal, noisy_walk
+
+    clip = noisy_walk(seed=0, **scenario)
+    metrics = evaluate_temporal(clip, TemporalConfig())
+    assert TemporalConfig().smooth  # smoothing is on by default
+    assert metrics.reduction >= 3.0
+    assert abs(metrics.lag) <= 2.0
+    assert metrics.error_mm < metrics.error_raw_mm
+    forward = evaluate_temporal(clip, TemporalConfig(one_euro=OneEuroConfig(two_sided=False)))
+    assert forward.reduction >= 3.0 and forward.lag <= 2.0
