@@ -275,6 +275,8 @@ def _build_stage(settings: TrainSettings, device: torch.device) -> Stage:
     from mega_runtime.train.masking import draw_mask
 
     tokenizer = _load_tokenizer(settings.tokenizer, assets, device) if settings.tokenizer else None
+    if tokenizer is not None and settings.precision != "fp32":
+        tokenizer.graph_path = "gather"  # type: ignore[assignment]  # sparse CSR products have no bf16/fp16 kernels
     tokenize = tokenize_with(tokenizer) if tokenizer is not None else None
     if settings.stage == "pretrain":
         from mega_runtime.models.config import VQMAEConfig
@@ -500,7 +502,7 @@ def train(settings: TrainSettings, dist: Distributed = Distributed()) -> RunResu
                 rows = slice(micro * settings.batch_size, (micro + 1) * settings.batch_size)
                 global_rows = slice(dist.rank * per_rank + rows.start, dist.rank * per_rank + rows.stop)
                 gate.first, gate.last = micro == 0, micro == settings.accumulate - 1
-                args = tuple(_draw_rows(d, global_rows) for d in draws)
+                args = tuple(_draw_rows(d, global_rows, device) for d in draws)
                 with _autocast(settings, device):
                     result = trainer.step(stage.prepare(rows_of(mine, rows)), *args)
             if dist.active:
@@ -549,15 +551,16 @@ def train(settings: TrainSettings, dist: Distributed = Distributed()) -> RunResu
     return RunResult(step, epoch, losses, out, time.monotonic() - start)
 
 
-def _draw_rows(draw: Any, rows: slice) -> Any:
-    """A step's random decisions restricted to ``rows`` (the time ``t`` is shared by all rows)."""
+def _draw_rows(draw: Any, rows: slice, device: torch.device) -> Any:
+    """A step's random decisions restricted to ``rows`` (the time ``t`` is shared by all rows); dropout keep
+    masks on the model's ``device`` (the step moves the masking permutations itself)."""
     from mega_runtime.train.cvqmae_step import DropoutKeep
     from mega_runtime.train.masking import MaskDraw
 
     if isinstance(draw, MaskDraw):
         return MaskDraw(t=draw.t, perm=draw.perm[rows])
     if isinstance(draw, DropoutKeep):
-        return DropoutKeep(draw.first[rows], draw.second[rows])
+        return DropoutKeep(draw.first[rows].to(device), draw.second[rows].to(device))
     return draw
 
 
