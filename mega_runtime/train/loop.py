@@ -406,15 +406,29 @@ def _autocast(settings: TrainSettings, device: torch.device) -> contextlib.Abstr
 
 
 class CsvLog:
-    """``log.csv`` of a run (rank 0 only): one row per logged optimiser step; appends when resuming."""
+    """``log.csv`` of a run (rank 0 only): one row per logged optimiser step; appends when resuming. The numeric
+    columns also go to TensorBoard (``tensorboard/``) when ``torch.utils.tensorboard`` imports."""
 
     def __init__(self, path: Path, enabled: bool) -> None:
         self.path, self.enabled = path, enabled
         self.columns: list[str] | None = None
+        self.board: Any = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                log.debug("torch.utils.tensorboard does not import (no tensorboard package): log.csv only")
+            else:
+                self.board = SummaryWriter(str(path.parent / "tensorboard"))
 
     def write(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
+        if self.board is not None:
+            for key, value in row.items():
+                if key not in ("step", "epoch") and isinstance(value, float | int) and math.isfinite(value):
+                    self.board.add_scalar(key, value, row["step"])
+            self.board.flush()
         new = not self.path.exists()
         if self.columns is None:
             self.columns = list(row) if new else next(csv.reader(self.path.open()))
