@@ -246,6 +246,13 @@ class Stage:
     extra_files: tuple[tuple[Path, str], ...] = ()
 
 
+def checkpoint_name(settings: TrainSettings) -> str:
+    """The checkpoint a run of ``settings`` writes (``mesh_vqvae_54``, ``mega_pretrained``, ``mega_<backbone>``)."""
+    if settings.stage in CHECKPOINT_NAME:
+        return CHECKPOINT_NAME[settings.stage]
+    return defaults.MODEL_SHORT_NAMES[_cvqmae_config(settings).backbone.type]
+
+
 def _build_stage(settings: TrainSettings, device: torch.device) -> Stage:
     from mega_runtime.train.optim import OptimConfig
 
@@ -469,10 +476,10 @@ def train(settings: TrainSettings, dist: Distributed = Distributed()) -> RunResu
     out = settings.out
     from mega_runtime.weights.loaders import CHECKPOINT_FILES
 
-    stage = _build_stage(settings, device)
-    final_file = out / CHECKPOINT_FILES[stage.name]
+    final_file = out / CHECKPOINT_FILES[checkpoint_name(settings)]
     if final_file.exists():
         raise TrainingError(f"{final_file} already exists", hint="choose another --out (runs never overwrite)")
+    stage = _build_stage(settings, device)
     scaler = None
     if settings.precision == "fp16" and device.type == "cuda":
         scaler = torch.amp.GradScaler("cuda")

@@ -135,6 +135,7 @@ def test_k_micro_batches_equal_one_batch_of_k_rows(tiny_config, assets_dir, tmp_
     assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_process_with_twice_the_batch(tiny_config, assets_dir, tmp_path):
     common = ["train", "pretrain", "--config", str(tiny_config), "--synthetic", "8", "--max-steps", "3"]
     common += ["--assets-dir", str(assets_dir), "--seed", "3"]
