@@ -232,7 +232,7 @@ def _load_init(model: torch.nn.Module, folder: Path) -> None:
     log.info("initialised %d of %d tensors from %s (%d not used)", len(taken), len(own), path, len(source) - len(taken))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Stage:
     """What the loop needs of one stage: the trainer (its ``step``/``optimizer``/``generator``), the model to
     save under ``name``, how to draw a step's random decisions for G rows and the per-micro-batch arguments."""
@@ -383,7 +383,11 @@ def _jsonable(settings: TrainSettings) -> dict[str, Any]:
     return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()}
 
 
-def _resume_state(stage: Stage, folder: Path) -> dict[str, Any]:
+RESUME_KEYS = ("batch_size", "accumulate", "devices", "seed", "synthetic", "data", "mode", "model", "lr")
+"""Settings that change the continuation when they differ from the checkpoint's (a warning names them)."""
+
+
+def _resume_state(stage: Stage, settings: TrainSettings, folder: Path) -> dict[str, Any]:
     from mega_runtime.weights.loaders import CHECKPOINT_FILES
 
     state_path, model_path = folder / STATE_FILE, folder / CHECKPOINT_FILES[stage.name]
@@ -399,7 +403,13 @@ def _resume_state(stage: Stage, folder: Path) -> dict[str, Any]:
     optimizer.load_state_dict(payload["optimizer"])
     if getattr(trainer, "scheduler", None) is not None and "scheduler" in payload:
         trainer.scheduler.load_state_dict(payload["scheduler"])
-    state = torch.load(state_path, map_location="cpu", weights_only=False)
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    saved = folder / SETTINGS_FILE
+    if saved.is_file():
+        before = json.loads(saved.read_text())
+        changed = [k for k in RESUME_KEYS if k in before and before[k] != _jsonable(settings)[k]]
+        if changed:
+            log.warning("resuming with changed %s: the run will not repeat the original", ", ".join(changed))
     trainer.generator.set_state(state["step_generator"])
     torch.set_rng_state(state["torch_rng"])
     return state
@@ -499,7 +509,7 @@ def train(settings: TrainSettings, dist: Distributed = Distributed()) -> RunResu
     order = np.random.default_rng(settings.seed)
     step, epoch, skip = 0, 0, 0
     if settings.resume is not None:
-        state = _resume_state(stage, settings.resume)
+        state = _resume_state(stage, settings, settings.resume)
         step, epoch, skip = int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"])
         order.bit_generator.state = state["order_state"]
     if dist.active:
