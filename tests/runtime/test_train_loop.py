@@ -15,6 +15,7 @@ from mega_runtime.commands.cli import main
 from mega_runtime.errors import TrainingError
 from mega_runtime.train.settings import make_settings, read_config_file
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_TOML = """
 batch_size = 2
 lr = 0.064
@@ -143,7 +144,11 @@ def test_two_processes_equal_one_process_with_twice_the_batch(tiny_config, asset
     command = [sys.executable, "-m", "mega_runtime", *common, "--batch-size", "2", "--devices", "2"]
     try:
         done = subprocess.run(
-            [*command, "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=TWO_PROCESS_TIMEOUT_S
+            [*command, "--out", str(tmp_path / "two")],
+            capture_output=True,
+            text=True,
+            timeout=TWO_PROCESS_TIMEOUT_S,
+            cwd=REPO_ROOT,
         )
     except subprocess.TimeoutExpired:
         pytest.fail(f"the 2-process gloo run did not finish within {TWO_PROCESS_TIMEOUT_S} s (processes stuck?)")
