@@ -25,6 +25,8 @@ TORCH_FREE = [
     "mega_runtime/weights/resolve.py",
     "mega_runtime/weights/state.py",
     "mega_runtime/commands/weights.py",
+    "mega_runtime/commands/train.py",
+    "mega_runtime/train/settings.py",
     "mega_runtime/io/result.py",
     "mega_runtime/pipeline/media.py",
     "mega_runtime/pipeline/preprocess.py",

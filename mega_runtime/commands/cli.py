@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     from mega_runtime.commands.evaluate import add_evaluate_commands
 
     add_evaluate_commands(sub)
+    from mega_runtime.commands.train import add_train_command
+
+    add_train_command(sub)
     return parser
 
 

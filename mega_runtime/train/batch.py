@@ -6,7 +6,9 @@
 
 Every batch checks shapes and dtypes when it is made (a :class:`~mega_runtime.errors.TrainingError` names the
 field), so a data reader fails at the reader, not deep inside a loss. Units: metres for meshes, radians for
-axis-angle; 2D keypoints as the official datasets store them: crop pixel / 256 − 0.5 (about [-0.5, 0.5]).
+axis-angle; 2D keypoints in normalised crop coordinates, about [-1, 1], as the official ``DatasetHMRSquare``
+makes them: ``2·(trunc(t·kp) + 1)/224 − 1`` (``data.crop_keypoints``; the weak-perspective projection
+``s·(xy + t)`` they are compared with lives in the same frame, and the training fixture's keypoints reach ±0.8).
 """
 
 from __future__ import annotations
@@ -104,9 +106,9 @@ class ImageBatch:
       ResNet/HRNet models, 256×256 for ViT (its 32-column side bands are cut inside the step, as official).
     * ``gt_tokens``: (B, 54) int64 tokens of the canonical ground-truth mesh (from the frozen Mesh-VQ-VAE).
     * ``rotation``: (B, 3) float32 root (global orientation) axis-angle, radians.
-    * ``keypoints``: (B, J, 3) float32 2D keypoints (crop pixel / 256 − 0.5, official) plus a confidence
-      column; J = 17 (COCO/H36M) when no row is 3DPW, J = 24 (SMPL joints) when every row is. The 3DPW branch
-      ignores the confidence column (official).
+    * ``keypoints``: (B, J, 3) float32 2D keypoints (normalised crop coordinates ``2·px/224 − 1``, official)
+      plus a confidence column; J = 17 (COCO/H36M) when no row is 3DPW, J = 24 (SMPL joints) when every row
+      is. The 3DPW branch ignores the confidence column (official).
     * ``is_3dpw``: (B,) bool, which reprojection branch each row uses. A batch is all one or all the other.
     * ``meshes``: optional (B, 6890, 3) float32 posed ground-truth meshes in metres, only for training metrics.
     """

@@ -10,6 +10,7 @@ from the trainer's generator, or take injected ones (the verify command replays 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -28,7 +29,7 @@ from mega_runtime.train.losses import (
     rotation_loss,
 )
 from mega_runtime.train.masking import MaskDraw, draw_mask
-from mega_runtime.train.optim import OptimConfig, StepResult, fill_missing_grads, global_grad_norm
+from mega_runtime.train.optim import OptimConfig, StepResult, fill_missing_grads, global_grad_norm, plain_backward
 from mega_runtime.train.schedule import make_scheduler, scaled_lr
 
 VIT_SIDE_CROP = 32
@@ -90,6 +91,8 @@ class CVQMAETrainer:
             weight_decay=config.weight_decay,
         )
         self.scheduler = make_scheduler(self.optimizer, config.warmup_epoch, config.total_epoch)
+        self.loss_backward: Callable[[torch.Tensor], None] = plain_backward
+        """How the step back-propagates its loss (default ``loss.backward()``)."""
 
     def draw_dropout(self, batch: int) -> DropoutKeep:
         """Fresh keep masks (B, E) from the generator, keep probability 1 − p."""
@@ -154,7 +157,7 @@ class CVQMAETrainer:
         else:
             reproj = reprojection_loss_confidence(keypoints, pred_mesh, cond.cam, self.regressor_h36m.to(device))
         loss = rot + reproj if torch.isnan(ce) else ce + rot + reproj
-        loss.backward()
+        self.loss_backward(loss)
         fill_missing_grads(model.parameters())
         norm = global_grad_norm(model.parameters())
         self.optimizer.step()

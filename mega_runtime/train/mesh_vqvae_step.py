@@ -9,6 +9,7 @@ detached, through the straight-through estimator).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +20,7 @@ from mega_runtime.models.mesh_vqvae import MeshVQVAE
 from mega_runtime.train.batch import MeshBatch
 from mega_runtime.train.losses import COMMITMENT_COST, commitment_loss, mean_vertex_distance, perplexity
 from mega_runtime.train.masking import check_mode
-from mega_runtime.train.optim import StepResult, global_grad_norm
+from mega_runtime.train.optim import StepResult, global_grad_norm, plain_backward
 
 EMA_STATE = ("vq_vae._embedding.weight", "vq_vae._ema_w")
 """Codebook tensors updated by the moving average, never by the optimiser."""
@@ -67,6 +68,8 @@ class MeshVQVAETrainer:
         ema = {id(p) for name, p in model.named_parameters() if name in EMA_STATE}
         params = [p for p in model.parameters() if config.mode == "official" or id(p) not in ema]
         self.optimizer = torch.optim.Adam(params, lr=config.lr, amsgrad=False)
+        self.loss_backward: Callable[[torch.Tensor], None] = plain_backward
+        """How the step back-propagates its loss (default ``loss.backward()``)."""
 
     def step(self, batch: MeshBatch) -> StepResult:
         """One update on ``batch`` (B meshes): losses ``loss_v2v``, ``loss_vq``, ``loss_total``, ``perplexity``."""
@@ -85,7 +88,7 @@ class MeshVQVAETrainer:
         target = meshes if cfg.mode == "official" else meshes - meshes.mean(dim=1, keepdim=True)
         loss_v2v = mean_vertex_distance(target, recon)
         loss = loss_v2v + loss_vq
-        loss.backward()
+        self.loss_backward(loss)
         norm = global_grad_norm(model.parameters())
         self.optimizer.step()
         losses = {

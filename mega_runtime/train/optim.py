@@ -65,6 +65,12 @@ def global_grad_norm(parameters: Iterable[torch.nn.Parameter]) -> float:
     return math.sqrt(total)
 
 
+def plain_backward(loss: torch.Tensor) -> None:
+    """``loss.backward()``: every trainer's default ``loss_backward`` (the training loop swaps in a gradient
+    scaler's for fp16)."""
+    loss.backward()
+
+
 def fill_missing_grads(parameters: Iterable[torch.nn.Parameter]) -> None:
     """Give a zero gradient to every trainable parameter the backward pass did not reach.
 

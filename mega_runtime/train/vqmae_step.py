@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from mega_runtime.models.masked_transformer import VQMAE
 from mega_runtime.train.batch import TokenBatch
 from mega_runtime.train.losses import masked_token_ce
 from mega_runtime.train.masking import MaskDraw, draw_mask
-from mega_runtime.train.optim import OptimConfig, StepResult, fill_missing_grads, global_grad_norm
+from mega_runtime.train.optim import OptimConfig, StepResult, fill_missing_grads, global_grad_norm, plain_backward
 from mega_runtime.train.schedule import make_scheduler, scaled_lr
 
 
@@ -33,6 +35,8 @@ class VQMAETrainer:
             weight_decay=config.weight_decay,
         )
         self.scheduler = make_scheduler(self.optimizer, config.warmup_epoch, config.total_epoch)
+        self.loss_backward: Callable[[torch.Tensor], None] = plain_backward
+        """How the step back-propagates its loss (default ``loss.backward()``)."""
 
     def step(self, batch: TokenBatch, draw: MaskDraw | None = None) -> StepResult:
         """One update on ``batch``; ``draw`` injects the masking decisions (else drawn from the generator).
@@ -51,7 +55,7 @@ class VQMAETrainer:
         outputs = {"logits": logits.detach(), "loss_mask": in_loss}
         if torch.isnan(loss):
             return StepResult({"loss_ce": float("nan"), "loss_total": float("nan")}, float("nan"), True, outputs)
-        loss.backward()
+        self.loss_backward(loss)
         fill_missing_grads(model.parameters())
         norm = global_grad_norm(model.parameters())
         self.optimizer.step()
