@@ -12,7 +12,7 @@ writer computes the prediction with :func:`predict` — the same float32 operati
 ``rint((true − prediction) / quantum)`` for every coordinate where that is not zero, so every coordinate read back
 is within ``quantum / 2`` = 0.5 mm of the float32 original (a vertex within 0.87 mm). Readers on other machines
 may round the prediction differently by ~1e-7 m, far inside the 1 mm promise. K is chosen per track from
-:data:`BASIS_SIZES` as the one that gives the smallest file.
+:data:`BASIS_SIZES` as the one that gives the smallest file (tried on a few of its meshes).
 
 numpy only (the add-on re-implements :func:`predict` and the fixes in ``mega_blender/result_reader.py``).
 """
@@ -36,6 +36,8 @@ QUANTUM_M = 0.001
 BASIS_SIZES = (0, 8, 16, 32, 64, 96)
 #: At most this many meshes of a track are used to fit its basis (evenly spaced); all are projected on it.
 MAX_FIT_MESHES = 384
+#: Meshes on which the basis size is chosen (evenly spaced over the track).
+SIZE_TRIAL_MESHES = 48
 #: Meshes processed at once when projecting, predicting and fixing (bounds memory: ~83 kB per mesh and array).
 CHUNK_MESHES = 256
 _COORDS = NUM_VERTICES * 3
@@ -133,47 +135,48 @@ class _Track:
     error: float
 
 
-def _encode_track(meshes: np.ndarray, rotation: np.ndarray, translation: np.ndarray, sizes: tuple[int, ...]) -> _Track:
-    """Encode meshes (n, V, 3) of one track (rotation (n, 3, 3), translation (n, 3)) with the best basis size."""
+def _encode_track(
+    meshes: np.ndarray, rotation: np.ndarray, translation: np.ndarray, sizes: tuple[int, ...]
+) -> _Track:
+    """Encode meshes (n, V, 3) of one track (rotation (n, 3, 3), translation (n, 3)) with the best basis size.
+
+    The size is chosen on up to :data:`SIZE_TRIAL_MESHES` meshes (evenly spaced): the file size each candidate
+    would give (basis + coefficients + the trial's deflated fixes scaled to all meshes); then every mesh is
+    encoded with the winner.
+    """
     n = meshes.shape[0]
-    canonical = (
-        np.concatenate(
-            [
-                _canonical(
-                    meshes[i : i + CHUNK_MESHES], rotation[i : i + CHUNK_MESHES], translation[i : i + CHUNK_MESHES]
-                )
-                for i in range(0, n, CHUNK_MESHES)
-            ]
-        )
-        if n
-        else np.zeros((0, NUM_VERTICES, 3), np.float32)
-    )
+    chunks = range(0, n, CHUNK_MESHES)
+    canonical = np.zeros((n, NUM_VERTICES, 3), np.float32)
+    for i in chunks:
+        s = slice(i, i + CHUNK_MESHES)
+        canonical[s] = _canonical(meshes[s], rotation[s], translation[s])
     mean, full_basis = fit_basis(canonical, max(sizes))
-    best: _Track | None = None
-    best_bytes = -1
+    trial = np.unique(np.linspace(0, max(n - 1, 0), min(n, SIZE_TRIAL_MESHES)).round().astype(np.int64))
+    best_size, best_bytes = 0, -1.0
     for size in sorted({min(s, full_basis.shape[0]) for s in sizes}):
         basis = full_basis[:size]
-        coeffs = (
-            np.concatenate([_project(canonical[i : i + CHUNK_MESHES], mean, basis) for i in range(0, n, CHUNK_MESHES)])
-            if n
-            else np.zeros((0, size), np.float16)
+        coeffs = _project(canonical[trial], mean, basis)
+        steps, _ = _fixes(meshes[trial], predict(mean, basis, coeffs, rotation[trial], translation[trial]))
+        where = [np.flatnonzero(row) for row in steps]
+        fixes = _deflated_size(
+            *(row[w].astype(np.int16) for row, w in zip(steps, where, strict=True)),
+            *(w.astype(np.uint16) for w in where),
         )
-        steps, error = [], 0.0
-        for i in range(0, n, CHUNK_MESHES):
-            s = slice(i, i + CHUNK_MESHES)
-            chunk_steps, chunk_error = _fixes(meshes[s], predict(mean, basis, coeffs[s], rotation[s], translation[s]))
-            steps.append(chunk_steps)
-            error = max(error, chunk_error)
-        nonzero = [c[c != 0] for c in steps]
-        positions = [np.flatnonzero(c).astype(np.uint32) for c in steps]
-        total = _deflated_size(
-            basis, coeffs, *(v.astype(np.int16) for v in nonzero), *(p.astype(np.uint16) for p in positions)
-        )
-        log.debug("basis size %d: %d bytes for %d meshes", size, total, n)
-        if best is None or total < best_bytes:
-            best, best_bytes = _Track(mean, basis, coeffs, steps, error), total
-    assert best is not None  # sizes is never empty
-    return best
+        total = basis.nbytes + n * size * 2 + fixes * n / max(len(trial), 1)
+        log.debug("basis size %d: about %d bytes for %d meshes", size, total, n)
+        if best_bytes < 0 or total < best_bytes:
+            best_size, best_bytes = size, total
+    basis = full_basis[:best_size]
+    coeffs_parts, step_parts, error = [], [], 0.0
+    for i in chunks:
+        s = slice(i, i + CHUNK_MESHES)
+        coeffs = _project(canonical[s], mean, basis)
+        chunk_steps, chunk_error = _fixes(meshes[s], predict(mean, basis, coeffs, rotation[s], translation[s]))
+        coeffs_parts.append(coeffs)
+        step_parts.append(chunk_steps)
+        error = max(error, chunk_error)
+    coeffs_all = np.concatenate(coeffs_parts) if coeffs_parts else np.zeros((0, best_size), np.float16)
+    return _Track(mean, basis, coeffs_all, step_parts, error)
 
 
 def encode(

@@ -77,10 +77,10 @@ def make_video(
                 uncertain = rng.choice(NUM_JOINTS, 3, replace=False)
                 angles[:, uncertain] += rng.normal(0, 0.17, (frames, 3, 3))
             rots = _rotations(angles)  # (F, J, 3, 3)
-            moved = (
-                np.einsum("fjab,vb->fvja", rots, rest) + (centres - np.einsum("fjab,jb->fja", rots, centres))[:, None]
-            )
-            posed = rest[None] + np.einsum("vj,fvja->fva", weights, moved - rest[None, :, None])
+            posed = np.repeat(rest[None], frames, axis=0)
+            for j in range(NUM_JOINTS):  # blend of the rest body turned about each joint
+                turned = (rest - centres[j]) @ np.swapaxes(rots[:, j], 1, 2) + centres[j]  # (F, V, 3)
+                posed += weights[None, :, j, None] * (turned - rest[None])
             vertices[:, p, h] = posed
         global_angles = np.stack([np.full(frames, np.pi), 0.3 * np.sin(time[:, 0, 0] * 0.7 + p), np.zeros(frames)], -1)
         rotation[:, p] = _rotations(global_angles)
