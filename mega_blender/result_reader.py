@@ -268,8 +268,9 @@ class CompactMeshes:
         s = self._count.shape[2]
         out = np.empty((frames.size, people.size, s, NUM_VERTICES, 3), np.float32)
         for j, person in enumerate(people):
-            basis = self._basis[person].reshape(self._basis.shape[1], -1).astype(np.float32)
-            coeffs = self._coeffs[frames, person].reshape(-1, basis.shape[0]).astype(np.float32)
+            k = self._basis.shape[1]
+            basis = self._basis[person].reshape(k, NUM_VERTICES * 3).astype(np.float32)
+            coeffs = self._coeffs[frames, person].reshape(frames.size * s, k).astype(np.float32)
             canonical = self._mean[person].reshape(1, -1).astype(np.float32) + coeffs @ basis
             rotation = np.repeat(self._rotation[frames, person], s, axis=0)
             posed = canonical.reshape(-1, NUM_VERTICES, 3) @ np.swapaxes(rotation, 1, 2)

@@ -72,7 +72,7 @@ def predict(
     canonical = np.broadcast_to(mean.reshape(1, -1), (n, mean.size)).astype(np.float32)
     if basis.shape[0]:
         canonical = canonical + coeffs.astype(np.float32) @ basis.reshape(basis.shape[0], -1).astype(np.float32)
-    canonical = canonical.reshape(n, -1, 3)
+    canonical = canonical.reshape(n, NUM_VERTICES, 3)
     return (canonical @ np.swapaxes(rotation.astype(np.float32), 1, 2) + translation[:, None, :]).astype(np.float32)
 
 
@@ -145,6 +145,9 @@ def _encode_track(
     encoded with the winner.
     """
     n = meshes.shape[0]
+    if n == 0:
+        empty = np.zeros((0, NUM_VERTICES, 3), np.float16)
+        return _Track(np.zeros((NUM_VERTICES, 3), np.float32), empty, np.zeros((0, 0), np.float16), [], 0.0)
     chunks = range(0, n, CHUNK_MESHES)
     canonical = np.zeros((n, NUM_VERTICES, 3), np.float32)
     for i in chunks:
@@ -218,7 +221,7 @@ def encode(
     index_parts: list[list[np.ndarray]] = [[] for _ in range(f * p * s)]
     value_parts: list[list[np.ndarray]] = [[] for _ in range(f * p * s)]
     for person, track in enumerate(tracks):
-        coeffs[:, person, :, : track.coeffs.shape[1]] = track.coeffs.reshape(f, s, -1)
+        coeffs[:, person, :, : track.coeffs.shape[1]] = track.coeffs.reshape(f, s, track.coeffs.shape[1])
         row = 0
         for chunk in track.steps:
             for mesh_steps in chunk:
@@ -273,7 +276,7 @@ def decode(
     out = np.empty((f, p, s, NUM_VERTICES, 3), np.float32)
     for person in range(p):
         rot = np.repeat(rotation[:, person], s, axis=0)
-        flat_coeffs = coeffs[:, person].reshape(f * s, -1)
+        flat_coeffs = coeffs[:, person].reshape(f * s, coeffs.shape[3])
         predicted = predict(mean[person], basis[person], flat_coeffs, rot, translation[:, person].reshape(-1, 3))
         out[:, person] = predicted.reshape(f, s, NUM_VERTICES, 3)
     flat = out.reshape(-1, _COORDS)
@@ -337,8 +340,8 @@ def compact_arrays(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray]
             smoothed_fix_value=smoothed.fix_value,
         )
         error = max(error, smoothed.max_error_m)
-    sizes = [int((np.abs(basis[p].astype(np.float32)).reshape(basis.shape[1], -1).max(1) > 0).sum())
-             for p in range(basis.shape[0])]  # fmt: skip
+    rows = basis.reshape(basis.shape[0], basis.shape[1], _COORDS)
+    sizes = [int(np.count_nonzero(np.any(rows[p] != 0, axis=1))) for p in range(basis.shape[0])]
     block = {"quantum_m": QUANTUM_M, "basis_sizes": sizes, "max_error_m": error}
     return out, block
 

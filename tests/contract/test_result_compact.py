@@ -129,3 +129,22 @@ def test_a_newer_major_version_names_both_readable_versions(compact_pair: Path, 
         read_result(tmp_path / "new.json")
     with pytest.raises(rr.ResultFormatError, match=r"1\.1 .*compact version 2\.0"):
         rr.read_result(tmp_path / "new.json")
+
+
+def test_a_photo_with_one_hypothesis_needs_no_basis_and_still_reads_within_1_mm(tmp_path: Path) -> None:
+    meshes = make_video(1, 1, 1, seed=4)
+    arrays = {name: meshes[name] for name in ("vertices", "rotation", "cam_t")}
+    packed, block = compact.compact_arrays(arrays)
+    assert block["basis_sizes"] == [0] and packed["mesh_basis"].shape == (1, 0, 6890, 3)
+    assert _max_vertex_error(compact.expand_arrays(packed)["vertices"], arrays["vertices"]) <= ONE_MM
+
+
+def test_no_frames_and_no_people_encode_to_empty_arrays() -> None:
+    for f, p in ((0, 1), (1, 0)):
+        arrays = {
+            "vertices": np.zeros((f, p, 2, 6890, 3), np.float32),
+            "rotation": np.zeros((f, p, 3, 3), np.float32),
+            "cam_t": np.zeros((f, p, 2, 3), np.float32),
+        }
+        packed, _ = compact.compact_arrays(arrays)
+        assert compact.expand_arrays(packed)["vertices"].shape == (f, p, 2, 6890, 3)
