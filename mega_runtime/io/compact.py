@@ -135,9 +135,7 @@ class _Track:
     error: float
 
 
-def _encode_track(
-    meshes: np.ndarray, rotation: np.ndarray, translation: np.ndarray, sizes: tuple[int, ...]
-) -> _Track:
+def _encode_track(meshes: np.ndarray, rotation: np.ndarray, translation: np.ndarray, sizes: tuple[int, ...]) -> _Track:
     """Encode meshes (n, V, 3) of one track (rotation (n, 3, 3), translation (n, 3)) with the best basis size.
 
     The size is chosen on up to :data:`SIZE_TRIAL_MESHES` meshes (evenly spaced): the file size each candidate
