@@ -59,6 +59,8 @@ SETTING_KEYS = (
     "one_euro_causal",
     "compact",
 )
+#: Seconds between two writes of the manifest while inputs finish (it is always written at the end).
+MANIFEST_EVERY_S = 1.0
 #: Seconds between two progress lines of one video.
 PROGRESS_EVERY_S = 5.0
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 130
@@ -328,6 +330,13 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         "inputs": list(entries.values()),
     }
     write_manifest(manifest_path, manifest)
+    last_write = [time.monotonic()]
+
+    def save(force: bool = False) -> None:  # at most once a second: a big manifest is not rewritten per input
+        if force or time.monotonic() - last_write[0] >= MANIFEST_EVERY_S:
+            write_manifest(manifest_path, manifest)
+            last_write[0] = time.monotonic()
+
     skipped = len(paths) - len(jobs)
     if skipped:
         print(f"{skipped} of {len(paths)} input(s) already done (skipped)", file=sys.stderr)
@@ -335,11 +344,11 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
     def started(job: Job) -> None:
         entries[job.path]["status"] = "running"
-        write_manifest(manifest_path, manifest)
+        save()
 
     def finished(job: Job, outcome: dict) -> None:
         entries[job.path].update(outcome)
-        write_manifest(manifest_path, manifest)
+        save()
         progress.finish(job.name, entries[job.path])
 
     try:
@@ -359,6 +368,8 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        save(force=True)
     failed = sum(1 for path in paths if entries[str(path)]["status"] != "done")
     print(f"{len(paths) - failed} of {len(paths)} input(s) done → {manifest_path}")
     return EXIT_FAILED if failed else EXIT_OK

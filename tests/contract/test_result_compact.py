@@ -148,3 +148,9 @@ def test_no_frames_and_no_people_encode_to_empty_arrays() -> None:
         }
         packed, _ = compact.compact_arrays(arrays)
         assert compact.expand_arrays(packed)["vertices"].shape == (f, p, 2, 6890, 3)
+
+
+def test_the_addon_reader_knows_the_compact_arrays_the_runtime_writes() -> None:
+    assert rr.COMPACT_VERSION == COMPACT_VERSION and rr.COMPACT_QUANTUM_M == compact.QUANTUM_M
+    assert rr.COMPACT_ARRAYS == compact.COMPACT_ARRAYS
+    assert rr.COMPACT_SMOOTHED_ARRAYS == compact.COMPACT_SMOOTHED_ARRAYS
