@@ -255,39 +255,67 @@ class CompactMeshes:
         key = key if isinstance(key, tuple) else (key,)
         if any(k is Ellipsis or k is None for k in key):
             return np.asarray(self)[key]
-        key = key + (slice(None),) * max(0, 2 - len(key))
+        cell_axes = 2 if self._single else 3
+        if len(key) >= cell_axes and all(_is_integer_index(k) for k in key[:cell_axes]):
+            # every mesh named one by one (e.g. [frames, person, chosen]): decode exactly those meshes
+            sizes = self._count.shape
+            parts = [_checked(np.asarray(k), sizes[axis]) for axis, k in enumerate(key[:cell_axes])]
+            cells = np.broadcast_arrays(*parts)
+            shape = cells[0].shape
+            flat = [c.ravel() for c in cells] + ([np.zeros(cells[0].size, np.int64)] if self._single else [])
+            meshes = self._decode_cells(*flat).reshape(*shape, NUM_VERTICES, 3)
+            return meshes[(*(slice(None),) * len(shape), *key[cell_axes:])]
+        key = key + (slice(None),) * max(0, cell_axes - len(key))
         frames, frame_key = _axis_positions(key[0], self.shape[0])
         people, person_key = _axis_positions(key[1], self.shape[1])
-        block = self._decode(frames, people)
         if self._single:
-            block = block[:, :, 0]
-        return block[(frame_key, person_key, *key[2:])]
+            hypotheses, rest = np.array([0]), (0, *key[2:])
+        else:
+            hypotheses, hypothesis_key = _axis_positions(key[2], self._count.shape[2])
+            rest = (hypothesis_key, *key[3:])
+        f, p, h = np.meshgrid(frames, people, hypotheses, indexing="ij")
+        block = self._decode_cells(f.ravel(), p.ravel(), h.ravel())
+        block = block.reshape(frames.size, people.size, hypotheses.size, NUM_VERTICES, 3)
+        return block[(frame_key, person_key, *rest)]
 
-    def _decode(self, frames: np.ndarray, people: np.ndarray) -> np.ndarray:
-        """(len(frames), len(people), S, V, 3) float32 metres."""
-        s = self._count.shape[2]
-        out = np.empty((frames.size, people.size, s, NUM_VERTICES, 3), np.float32)
-        for j, person in enumerate(people):
-            k = self._basis.shape[1]
+    def _decode_cells(self, frames: np.ndarray, people: np.ndarray, hypotheses: np.ndarray) -> np.ndarray:
+        """Meshes (n, V, 3) float32 metres of the n cells (frames[i], people[i], hypotheses[i])."""
+        out = np.empty((frames.size, NUM_VERTICES, 3), np.float32)
+        k = self._basis.shape[1]
+        for person in np.unique(people):
+            rows = np.flatnonzero(people == person)
+            f, h = frames[rows], hypotheses[rows]
             basis = self._basis[person].reshape(k, NUM_VERTICES * 3).astype(np.float32)
-            coeffs = self._coeffs[frames, person].reshape(frames.size * s, k).astype(np.float32)
-            canonical = self._mean[person].reshape(1, -1).astype(np.float32) + coeffs @ basis
-            rotation = np.repeat(self._rotation[frames, person], s, axis=0)
-            posed = canonical.reshape(-1, NUM_VERTICES, 3) @ np.swapaxes(rotation, 1, 2)
-            posed += self._translation[frames, person].reshape(-1, 1, 3)
-            counts = self._count[frames, person].ravel()
-            starts = self._starts[frames, person].ravel()
+            coeffs = self._coeffs[f, person, h].reshape(rows.size, k).astype(np.float32)
+            canonical = self._mean[person].reshape(1, NUM_VERTICES * 3).astype(np.float32) + coeffs @ basis
+            posed = canonical.reshape(rows.size, NUM_VERTICES, 3) @ np.swapaxes(self._rotation[f, person], 1, 2)
+            posed += self._translation[f, person, h][:, None, :]
+            counts, starts = self._count[f, person, h], self._starts[f, person, h]
             total = int(counts.sum())
             if total:
-                mesh = np.repeat(np.arange(counts.size), counts)
-                within = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-                picked = np.repeat(starts, counts) + within
-                flat = posed.reshape(counts.size, -1)
-                flat[mesh, self._index[picked]] += self._value[picked].astype(np.float32) * np.float32(
-                    COMPACT_QUANTUM_M
-                )
-            out[:, j] = posed.reshape(frames.size, s, NUM_VERTICES, 3)
+                mesh = np.repeat(np.arange(rows.size), counts)
+                picked = np.repeat(starts - (np.cumsum(counts) - counts), counts) + np.arange(total)
+                flat = posed.reshape(rows.size, NUM_VERTICES * 3)
+                quanta = self._value[picked].astype(np.float32) * np.float32(COMPACT_QUANTUM_M)
+                flat[mesh, self._index[picked]] += quanta
+            out[rows] = posed
         return out
+
+
+def _is_integer_index(key: Any) -> bool:
+    if isinstance(key, bool):
+        return False
+    if isinstance(key, int | np.integer):
+        return True
+    return isinstance(key, list | np.ndarray) and np.asarray(key).dtype.kind in "iu"
+
+
+def _checked(index: np.ndarray, size: int) -> np.ndarray:
+    """Integer ``index`` with negative entries counted from the end; IndexError when out of ``0 … size − 1``."""
+    index = np.where(index < 0, index + size, index).astype(np.int64)
+    if index.size and (index.min() < 0 or index.max() >= size):
+        raise IndexError(f"an index is out of bounds for an axis of size {size}")
+    return index
 
 
 def _axis_positions(key: Any, size: int) -> tuple[np.ndarray, Any]:
@@ -302,9 +330,7 @@ def _axis_positions(key: Any, size: int) -> tuple[np.ndarray, Any]:
     array = np.asarray(key)
     if array.dtype == bool:
         array = np.flatnonzero(array)
-    array = np.where(array < 0, array + size, array).astype(np.int64)
-    if array.size and (array.min() < 0 or array.max() >= size):
-        raise IndexError(f"an index is out of bounds for an axis of size {size}")
+    array = _checked(array, size)
     unique = np.unique(array)
     return unique, np.searchsorted(unique, array)
 

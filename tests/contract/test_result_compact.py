@@ -154,3 +154,21 @@ def test_the_addon_reader_knows_the_compact_arrays_the_runtime_writes() -> None:
     assert rr.COMPACT_VERSION == COMPACT_VERSION and rr.COMPACT_QUANTUM_M == compact.QUANTUM_M
     assert rr.COMPACT_ARRAYS == compact.COMPACT_ARRAYS
     assert rr.COMPACT_SMOOTHED_ARRAYS == compact.COMPACT_SMOOTHED_ARRAYS
+
+
+def test_addon_compact_meshes_index_like_a_numpy_array(compact_pair: Path) -> None:
+    result = rr.read_result(compact_pair)
+    dense = np.asarray(result.vertices)
+    smoothed = result.extra_arrays["smoothed_vertices"]
+    dense_smoothed = np.asarray(smoothed)
+    frames, chosen = np.array([5, 0, 3, 3]), np.array([1, 3, 0, 2])
+    keys = [
+        (frames, 1, chosen), (frames, 0, slice(1, 3)), (-1, 1), (4, 0, 2), slice(2, 5), ([0, 5], slice(None), 1),
+        (np.array([True, False, True, False, False, True]), 0), (2, 1, 1, slice(0, 10), 2),
+    ]  # fmt: skip
+    for key in keys:
+        np.testing.assert_allclose(result.vertices[key], dense[key], atol=1e-6, err_msg=str(key))
+    for key in [(frames, 1), 3, (slice(None), 0, 7)]:
+        np.testing.assert_allclose(smoothed[key], dense_smoothed[key], atol=1e-6, err_msg=str(key))
+    with pytest.raises(IndexError):
+        result.vertices[F, 0]
