@@ -42,6 +42,7 @@ SIZE_TRIAL_MESHES = 48
 CHUNK_MESHES = 256
 _COORDS = NUM_VERTICES * 3
 _INT16_MAX = np.iinfo(np.int16).max
+_FLOAT16_MAX = 60000.0
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,8 @@ def _project(canonical: np.ndarray, mean: np.ndarray, basis: np.ndarray) -> np.n
     b = basis.reshape(basis.shape[0], -1).astype(np.float64)
     gram_inv = np.linalg.pinv(b @ b.T)
     centred = canonical.reshape(canonical.shape[0], -1).astype(np.float64) - mean.reshape(1, -1)
-    return ((centred @ b.T) @ gram_inv).astype(np.float16)
+    coeffs = (centred @ b.T) @ gram_inv
+    return np.clip(coeffs, -_FLOAT16_MAX, _FLOAT16_MAX).astype(np.float16)  # far from any body: fixes do the rest
 
 
 def _fixes(true: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, float]:

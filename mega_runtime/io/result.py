@@ -486,7 +486,12 @@ def write_result(result: Result, path: Path | str, overwrite: bool = False, comp
     check_finite(result.arrays, str(npz_path))
     arrays, version, extra_meta = result.arrays, VERSION, {}
     if compact:
-        arrays, block = compact_meshes.compact_arrays(result.arrays)
+        try:
+            arrays, block = compact_meshes.compact_arrays(result.arrays)
+        except ValueError as exc:  # meshes metres away from their person's basis: not bodies
+            raise ResultFormatError(
+                f"{npz_path} cannot be written compactly: {exc}", hint="write it without --compact"
+            ) from exc
         version, extra_meta = COMPACT_VERSION, {"compact": block}
     json_path.parent.mkdir(parents=True, exist_ok=True)
     folder = json_path.parent
