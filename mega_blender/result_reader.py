@@ -94,6 +94,7 @@ COMPACT_ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
     "vertices_fix_count": ("int32", ("F", "P", "H")),
     "vertices_fix_index": ("uint16", ("N",)),
     "vertices_fix_value": ("int16", ("N",)),
+    "vertex_std_q": ("uint16", ("F", "P", NUM_VERTICES)),
 }
 COMPACT_SMOOTHED_ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
     "smoothed_coeffs": ("float16", ("F", "P", "K")),
@@ -632,6 +633,7 @@ def _compact_views(arrays: dict[str, np.ndarray], npz_path: Path) -> dict[str, A
     if rotation.shape != (sizes["F"], sizes["P"], 3, 3) or cam_t.shape != (sizes["F"], sizes["P"], sizes["H"], 3):
         raise ResultFormatError(f"{npz_path}: rotation or cam_t disagree with vertices_coeffs {coeffs.shape}", fix)
     out: dict[str, Any] = {k: v for k, v in arrays.items()}
+    out["vertex_std"] = (arrays["vertex_std_q"].astype(np.float64) * COMPACT_QUANTUM_M).astype(np.float32)
     sets = [("vertices", "vertices_", cam_t, False)]
     if "smoothed_coeffs" in arrays:
         smoothed_t = arrays.get("smoothed_cam_t")

@@ -294,6 +294,7 @@ COMPACT_ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
     "vertices_fix_count": ("int32", ("F", "P", "H")),
     "vertices_fix_index": ("uint16", ("N",)),
     "vertices_fix_value": ("int16", ("N",)),
+    "vertex_std_q": ("uint16", ("F", "P", NUM_VERTICES)),
 }
 #: Present when the result has ``smoothed_vertices`` (the smoothed path, translation ``smoothed_cam_t``).
 COMPACT_SMOOTHED_ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
@@ -312,9 +313,13 @@ def _smoothed_translation(arrays: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def compact_arrays(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, object]]:
-    """Format-1 arrays → format-2 arrays (``vertices``/``smoothed_vertices`` replaced by :data:`COMPACT_ARRAYS`)
+    """Format-1 arrays → format-2 arrays (``vertices``/``smoothed_vertices`` replaced by :data:`COMPACT_ARRAYS`,
+    ``vertex_std`` by ``vertex_std_q``: whole quanta, each spread within half a millimetre)
     and the ``compact`` block of the JSON (quantum, basis sizes, measured largest error)."""
-    out = {k: v for k, v in arrays.items() if k not in ("vertices", "smoothed_vertices")}
+    out = {k: v for k, v in arrays.items() if k not in ("vertices", "smoothed_vertices", "vertex_std")}
+    if "vertex_std" in arrays:  # float32 noise in the last bits would cost 27 KiB per person-frame
+        quanta = np.rint(arrays["vertex_std"].astype(np.float64) / QUANTUM_M)
+        out["vertex_std_q"] = np.clip(quanta, 0, np.iinfo(np.uint16).max).astype(np.uint16)
     mean, basis, encoded = encode(arrays["vertices"], arrays["rotation"], arrays["cam_t"])
     out.update(
         mesh_mean=mean,
@@ -352,6 +357,8 @@ def expand_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     Raises ValueError when the fix counts disagree with the fix arrays or a fix index is out of range.
     """
     out = {k: v for k, v in arrays.items() if k not in COMPACT_ARRAYS and k not in COMPACT_SMOOTHED_ARRAYS}
+    if "vertex_std_q" in arrays:
+        out["vertex_std"] = (arrays["vertex_std_q"].astype(np.float64) * QUANTUM_M).astype(np.float32)
     sets = [("vertices", "vertices_", arrays["cam_t"], False)]
     if "smoothed_coeffs" in arrays:
         sets.append(("smoothed_vertices", "smoothed_", _smoothed_translation(arrays)[:, :, None], True))

@@ -144,7 +144,8 @@ class Result:
 
 def _compact_required() -> dict[str, tuple[str, tuple[str | int, ...]]]:
     """The arrays a format-2 file must hold: those of format 1 without ``vertices``, plus the compact meshes."""
-    return {**{k: v for k, v in ARRAYS.items() if k != "vertices"}, **compact_meshes.COMPACT_ARRAYS}
+    replaced = ("vertices", "vertex_std")
+    return {**{k: v for k, v in ARRAYS.items() if k not in replaced}, **compact_meshes.COMPACT_ARRAYS}
 
 
 def _check_arrays(arrays: dict[str, np.ndarray], source: str, compact: bool = False) -> None:

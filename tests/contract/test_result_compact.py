@@ -75,13 +75,15 @@ def test_runtime_reads_compact_result_within_1_mm_and_other_arrays_unchanged(
     compact_pair: Path, video_result: Result
 ) -> None:
     read = read_result(compact_pair)
+    spread = read.arrays["vertex_std"]
+    assert spread.dtype == np.float32 and np.abs(spread - video_result.arrays["vertex_std"]).max() <= 0.5e-3 + 1e-7
     for name in ("vertices", "smoothed_vertices"):
         assert read.arrays[name].dtype == np.float32
         assert read.arrays[name].shape == video_result.arrays[name].shape
         assert _max_vertex_error(read.arrays[name], video_result.arrays[name]) <= ONE_MM
     assert not read.arrays["vertices"][2, 1].any()  # the unseen person stays zeros
     for name, array in video_result.arrays.items():
-        if name not in ("vertices", "smoothed_vertices"):
+        if name not in ("vertices", "smoothed_vertices", "vertex_std"):
             assert read.arrays[name].tobytes() == array.tobytes(), name
 
 
