@@ -7,6 +7,8 @@ of every person) in frames per second.
 
     python benchmarks/bench_video_import.py                       # 300 frames × 2 people × 16, 1000 × 1 × 8
     python benchmarks/bench_video_import.py --case 1000x1x16
+    python benchmarks/bench_video_import.py --case 1000x1x16c     # c: a compact (format 2.0) result of moving
+                                                                  # synthetic bodies, written by the runtime
 
 Target (issue 6): 1,000 frames imported in under 10 s. Needs the bpy module; never run as a test.
 """
@@ -34,7 +36,7 @@ def _rss_mb() -> float:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _case(frames: int, people: int, hypotheses: int) -> dict[str, float]:
+def _case(frames: int, people: int, hypotheses: int, compact: bool = False) -> dict[str, float]:
     sys.path.insert(0, str(ROOT))
     import bpy
     import numpy as np
@@ -50,7 +52,17 @@ def _case(frames: int, people: int, hypotheses: int) -> dict[str, float]:
         arrays["frame_indices"] = np.arange(frames, dtype=np.int32)
         meta = make_meta(1920, 1080, source_path=None)
         meta["source"].update(kind="video", fps=30.0)
-        path = write_result(folder, "clip", arrays, meta)
+        if compact:  # random offsets do not compress: bodies that move like people, encoded by the runtime
+            from mega_runtime.io.result import Result
+            from mega_runtime.io.result import write_result as write_runtime_result
+            from tests.runtime.synthetic_bodies import make_video
+
+            video = make_video(frames, people, hypotheses)
+            arrays.update(vertices=video["vertices"], rotation=video["rotation"], cam_t=video["cam_t"])
+            del video
+            path, _ = write_runtime_result(Result(meta=meta, arrays=arrays), folder / "clip", compact=True)
+        else:
+            path = write_result(folder, "clip", arrays, meta)
         del arrays
         bpy.ops.wm.read_factory_settings(use_empty=True)
         addon_utils.enable("mega_blender")
@@ -94,7 +106,9 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(_case(*(int(v) for v in args.child.split("x")))))
+        compact = args.child.endswith("c")
+        sizes = (int(v) for v in args.child.removesuffix("c").split("x"))
+        print("RESULT " + json.dumps(_case(*sizes, compact=compact)))
         sys.stdout.flush()
         os._exit(0)  # bpy's threads can keep the interpreter from exiting
     print(f"# {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
@@ -108,9 +122,10 @@ def main() -> None:
             print(f"{case}: failed\n{run.stderr[-2000:]}")
             continue
         r = json.loads(lines[0][7:])
-        frames, people, hypotheses = case.split("x")
+        frames, people, hypotheses = case.removesuffix("c").split("x")
         print(
-            f"{frames} frames × {people} people × {hypotheses} hypotheses (result {r['result_mb']:.0f} MiB): "
+            f"{frames} frames × {people} people × {hypotheses} hypotheses{' compact' if case.endswith('c') else ''} "
+            f"(result {r['result_mb']:.1f} MiB): "
             f"read {r['read_s']:.2f} s, build {r['build_s']:.2f} s, RSS +{r['rss_mb']:.0f} MiB, caches "
             f"{r['cache_mb']:.0f} MiB, .blend {r['blend_mb']:.1f} MiB, playback {r['play_fps']:.0f} frames/s"
         )

@@ -176,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     from mega_runtime.commands.weights import add_weights_commands
 
     add_weights_commands(sub)
+
+    from mega_runtime.commands.batch import add_batch_command
+
+    add_batch_command(sub)
     _add_serve_command(sub)
     _add_fit_smpl_command(sub)
     from mega_runtime.commands.evaluate import add_evaluate_commands

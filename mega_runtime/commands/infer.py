@@ -167,9 +167,10 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     from mega_runtime.pipeline.media import FrameRange, check_frame_range, check_image_file, is_video
 
     inputs = expand_inputs(args.inputs)
-    boxes = parse_boxes(args.boxes) if args.boxes else None
-    frame_boxes = read_boxes_file(args.boxes_file) if args.boxes_file else None
-    settings = detection_settings(args.detector, args.detect_threshold, args.min_height, args.max_people)
+    boxes = parse_boxes(args.boxes) if args.boxes else None  # checked before the model loads (and read again)
+    if args.boxes_file:
+        read_boxes_file(args.boxes_file)
+    detection_settings(args.detector, args.detect_threshold, args.min_height, args.max_people)
     frames = FrameRange.parse(args.frames) if args.frames else None
     temporal = _temporal(args)  # checked before anything is loaded
     out_dir = Path(args.out)
@@ -202,25 +203,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         print(f"{failed} of {len(inputs)} input(s) failed", file=sys.stderr)
         return EXIT_USAGE
 
-    from mega_runtime.mega import resolve_device
-    from mega_runtime.pipeline.chain import Pipeline, PipelineConfig, build_detector
-    from mega_runtime.pipeline.detect import DOWNLOADING_DETECTORS
-
-    config = PipelineConfig(
-        model=_model_name(args.model),
-        num_hypotheses=args.hypotheses,
-        sampling=_sampling(args),
-        sampler=args.sampler,
-        seed=args.seed,
-        device=resolve_device(args.device),
-        batch_size=args.batch_size,
-        detection=settings,
-    )
-    options: dict[str, object] = {"weights": args.yolo_weights} if args.detector == "yolo" else {}
-    if args.detector in DOWNLOADING_DETECTORS:  # YOLOX may be downloaded on first use
-        options["progress"] = DownloadBar(sys.stderr)
-    detector = build_detector(settings, **options)
-    pipeline = Pipeline.load(config, args.checkpoint_dir, args.assets_dir, detector, progress=DownloadBar(sys.stderr))
+    pipeline = load_pipeline(args, progress=DownloadBar(sys.stderr))
     frames_bar = ProgressBar(sys.stderr, verb="frames of")
     out_dir.mkdir(parents=True, exist_ok=True)
     interrupted = threading.Event()
@@ -230,8 +213,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
             if interrupted.is_set():
                 break
             try:
-                given = (boxes, frame_boxes)
-                _infer_one(args, pipeline, path, targets, frames, given, temporal, frames_bar, interrupted)
+                _infer_one(args, pipeline, path, targets, frames, boxes, temporal, frames_bar, interrupted)
             except MegaError as exc:
                 failed += 1
                 print(f"error: {path}: {exc}", file=sys.stderr)
@@ -250,6 +232,67 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def load_pipeline(args: argparse.Namespace, progress=None):
+    """The :class:`~mega_runtime.pipeline.chain.Pipeline` that ``infer`` runs for the parsed ``args`` (model,
+    sampling, seed, device, batch size, detector and its settings, weights); ``progress`` shows downloads (the
+    weights', and YOLOX's on first use)."""
+    from mega_runtime.io.detection import detection_settings
+    from mega_runtime.mega import resolve_device
+    from mega_runtime.pipeline.chain import Pipeline, PipelineConfig, build_detector
+    from mega_runtime.pipeline.detect import DOWNLOADING_DETECTORS
+
+    settings = detection_settings(args.detector, args.detect_threshold, args.min_height, args.max_people)
+    config = PipelineConfig(
+        model=_model_name(args.model),
+        num_hypotheses=args.hypotheses,
+        sampling=_sampling(args),
+        sampler=args.sampler,
+        seed=args.seed,
+        device=resolve_device(args.device),
+        batch_size=args.batch_size,
+        detection=settings,
+    )
+    options: dict[str, object] = {"weights": args.yolo_weights} if args.detector == "yolo" else {}
+    if args.detector in DOWNLOADING_DETECTORS and progress is not None:  # YOLOX may be downloaded on first use
+        options["progress"] = progress
+    detector = build_detector(settings, **options)
+    return Pipeline.load(config, args.checkpoint_dir, args.assets_dir, detector, progress=progress)
+
+
+def reconstruct(args: argparse.Namespace, pipeline, path: Path, frame_progress=None, should_stop=None):
+    """What ``infer`` computes for one input ``path`` with ``args`` → (Result, the photo as BGR or None for a
+    video). ``frame_progress(done, total)`` follows a video's frames; ``should_stop()`` ends a video early
+    (the frames so far are kept). Given boxes (``--boxes``, ``--boxes-file``, ``--boxes-mode``) apply to photos
+    and videos alike. Raises MegaError or OSError for this input."""
+    from mega_runtime.io.detection import read_boxes_file
+    from mega_runtime.pipeline.media import FrameRange, is_video, read_image
+
+    boxes = parse_boxes(args.boxes) if args.boxes else None
+    frame_boxes = read_boxes_file(args.boxes_file) if args.boxes_file else None
+    if is_video(path):
+        frames = FrameRange.parse(args.frames) if args.frames else None
+        result = pipeline.run_video(
+            path,
+            frames,
+            progress=frame_progress,
+            should_stop=should_stop,
+            boxes=boxes,
+            frame_boxes=frame_boxes,
+            boxes_mode=args.boxes_mode,
+            stitch=args.stitch,
+        )
+        temporal = _temporal(args)
+        if temporal is not None and result.num_frames > 0:
+            from mega_runtime.pipeline.temporal import apply_temporal
+
+            result = apply_temporal(result, temporal)
+        return result, None
+    image = read_image(path)
+    given = frame_boxes[0] if frame_boxes is not None and 0 in frame_boxes else boxes
+    result = pipeline.run_image(image, given, {"path": str(Path(path).resolve())}, boxes_mode=args.boxes_mode)
+    return result, image
+
+
 def _catch_first_interrupt(flag: threading.Event):
     """On the main thread: the first Ctrl-C sets ``flag`` (the running video stops after its frame and keeps what
     it has); a second one interrupts at once. Returns the previous handler, or None off the main thread."""
@@ -266,40 +309,27 @@ def _catch_first_interrupt(flag: threading.Event):
     return previous
 
 
-def _infer_one(args, pipeline, path: Path, targets, frames, given, temporal, frames_bar, interrupted) -> None:
+def _infer_one(args, pipeline, path: Path, targets, frames, boxes, temporal, frames_bar, interrupted) -> None:
     """One input → its result pair (and previews); raises MegaError or OSError for this input only.
 
-    ``given`` = (boxes for every frame or None, {frame: boxes} or None)."""
+    ``frames``, ``boxes`` and ``temporal`` were checked from ``args`` before the model loaded; :func:`reconstruct`
+    reads them from ``args`` again."""
     from mega_runtime.io.result import write_result
-    from mega_runtime.pipeline.media import is_video, read_image
+    from mega_runtime.pipeline.media import is_video
 
-    boxes, frame_boxes = given
     out_dir = Path(args.out)
+    result, image = reconstruct(
+        args,
+        pipeline,
+        path,
+        frame_progress=lambda done, total, name=path.name: frames_bar(name, done, total),
+        should_stop=interrupted.is_set,
+    )
     if is_video(path):
-        image = None
-        result = pipeline.run_video(
-            path,
-            frames,
-            progress=lambda done, total, name=path.name: frames_bar(name, done, total),
-            should_stop=interrupted.is_set,
-            boxes=boxes,
-            frame_boxes=frame_boxes,
-            boxes_mode=args.boxes_mode,
-            stitch=args.stitch,
-        )
         frames_bar.close()
         if interrupted.is_set() and result.num_frames == 0:
             return
-        if temporal is not None and result.num_frames > 0:
-            from mega_runtime.pipeline.temporal import apply_temporal
-
-            result = apply_temporal(result, temporal)
-    else:
-        image = read_image(path)
-        if frame_boxes is not None and 0 in frame_boxes:
-            boxes = frame_boxes[0]
-        result = pipeline.run_image(image, boxes, {"path": str(Path(path).resolve())}, boxes_mode=args.boxes_mode)
-    write_result(result, out_dir / path.stem, overwrite=args.overwrite)
+    write_result(result, out_dir / path.stem, overwrite=args.overwrite, compact=args.compact)
     line = f"{path.name}: {result.num_people} people, {result.num_frames} frame(s), "
     print(line + f"{result.num_hypotheses} hypotheses → {targets[0]}")
     for warning in result.meta.get("warnings", []):
@@ -564,6 +594,12 @@ def add_infer_commands(sub: argparse._SubParsersAction) -> None:
         default=defaults.ONE_EURO_CAUSAL,
         help="forward-only One-Euro, as a live view would filter (lags moving bodies); off: forwards and "
         "backwards averaged, no lag (default: %(default)s)",
+    )
+    p.add_argument(
+        "--compact",
+        action="store_true",
+        help="write result format 2: meshes as a per-person basis plus millimetre fixes, ~20× smaller for "
+        "videos, every vertex within 1 mm (docs/result-format.md)",
     )
     p.add_argument(
         "--preview",

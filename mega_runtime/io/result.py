@@ -40,6 +40,7 @@ import numpy as np
 from mega_runtime.constants import NUM_BETAS, NUM_BODY_JOINTS, NUM_FACES, NUM_JOINTS, NUM_TOKENS, NUM_VERTICES
 from mega_runtime.defaults import MAX_JSON_DEPTH, MAX_RESULT_ARRAY_BYTES, MAX_RESULT_JSON_BYTES
 from mega_runtime.errors import MegaError
+from mega_runtime.io import compact as compact_meshes
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,11 @@ SCHEMA = "mega-result"
 VERSION = "1.2"
 #: Every version this runtime reads: any ``1.x`` (a newer minor only adds fields, which are kept as read).
 READABLE_MAJOR = 1
+#: The compact format (``write_result(..., compact=True)``, ``--compact``): ``vertices`` and ``smoothed_vertices``
+#: replaced by a per-track basis and millimetre fixes (``mega_runtime/io/compact.py``); every ``2.x`` is read.
+#: (Not in :data:`VERSION_HISTORY`, which lists the MINOR steps of the default format 1.)
+COMPACT_VERSION = "2.0"
+COMPACT_MAJOR = 2
 #: Result format versions and what each added, newest last (``docs/result-format.md``).
 VERSION_HISTORY: dict[str, str] = {
     "1.0": "the required arrays, rotation and cam_crop; model, source, camera, sampling, warnings, timings",
@@ -147,12 +153,24 @@ class Result:
         return int(self.arrays["vertices"].shape[2])
 
 
-def _check_arrays(arrays: dict[str, np.ndarray], source: str) -> None:
-    missing = [k for k in ARRAYS if k not in arrays]
+def _compact_required() -> dict[str, tuple[str, tuple[str | int, ...]]]:
+    """The arrays a format-2 file must hold: those of format 1 without ``vertices``, plus the compact meshes."""
+    replaced = ("vertices", "vertex_std")
+    return {**{k: v for k, v in ARRAYS.items() if k not in replaced}, **compact_meshes.COMPACT_ARRAYS}
+
+
+def _check_arrays(arrays: dict[str, np.ndarray], source: str, compact: bool = False) -> None:
+    required = _compact_required() if compact else ARRAYS
+    missing = [k for k in required if k not in arrays]
     if missing:
         raise ResultFormatError(f"{source}: missing arrays {missing}")
     sizes: dict[str, int] = {}
-    present = {**ARRAYS, **{k: v for k, v in OPTIONAL_ARRAYS.items() if k in arrays}}
+    optional = {k: v for k, v in OPTIONAL_ARRAYS.items() if k in arrays}
+    if compact:
+        optional.update(
+            {k: v for k, v in compact_meshes.COMPACT_SMOOTHED_ARRAYS.items() if "smoothed_coeffs" in arrays}
+        )
+    present = {**required, **optional}
     for name, (dtype, shape) in present.items():
         arr = arrays[name]
         if arr.dtype != np.dtype(dtype) or arr.ndim != len(shape):
@@ -321,11 +339,12 @@ def _write_temporary(path: Path, write: Callable[[IO[bytes]], object], digest: b
         raise
 
 
-def _savez(handle: IO[bytes], arrays: dict[str, np.ndarray]) -> None:
+def _savez(handle: IO[bytes], arrays: dict[str, np.ndarray], deflate: bool = False) -> None:
     """What ``np.savez`` writes (uncompressed ``<name>.npy`` members), with the archive closed inside this call
     even when a write fails — ``np.savez`` leaves it to the garbage collector, whose late close of an already
     closed file then prints a traceback ("seek of closed file") and hides the real error (e.g. a full disk)."""
-    with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+    compression = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
+    with zipfile.ZipFile(handle, "w", compression=compression, allowZip64=True) as archive:
         for name, array in arrays.items():
             with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
@@ -459,8 +478,11 @@ def reserve_stem(folder: Path, name: str, skip: int = 0) -> Reservation:
     raise ResultWriteError(f"no free result name {name}-N in {folder}", hint="choose another output folder")
 
 
-def write_result(result: Result, path: Path | str, overwrite: bool = False) -> tuple[Path, Path]:
+def write_result(result: Result, path: Path | str, overwrite: bool = False, compact: bool = False) -> tuple[Path, Path]:
     """Write ``result`` as ``<path>.json`` + ``<path>.npz``; returns both paths (json, npz).
+
+    ``compact``: write format 2 (:data:`COMPACT_VERSION`): the meshes as a per-track basis plus millimetre fixes
+    (every coordinate within 0.5 mm of ``result``'s float32 vertices), the arrays deflated.
 
     The ``.npz`` is written and synced before the ``.json``, which records the ``.npz``'s size and SHA-256; see
     the module docstring for the exact order. Raises :class:`OutputExistsError` if either file exists and
@@ -474,22 +496,32 @@ def write_result(result: Result, path: Path | str, overwrite: bool = False) -> t
             raise _exists_error(existing)
     _check_arrays(result.arrays, str(npz_path))
     check_finite(result.arrays, str(npz_path))
+    arrays, version, extra_meta = result.arrays, VERSION, {}
+    if compact:
+        try:
+            arrays, block = compact_meshes.compact_arrays(result.arrays)
+        except ValueError as exc:  # meshes metres away from their person's basis: not bodies
+            raise ResultFormatError(
+                f"{npz_path} cannot be written compactly: {exc}", hint="write it without --compact"
+            ) from exc
+        version, extra_meta = COMPACT_VERSION, {"compact": block}
     json_path.parent.mkdir(parents=True, exist_ok=True)
     folder = json_path.parent
     temporaries: list[Path] = []
     published: list[Path] = []
     try:
-        npz = _write_temporary(npz_path, lambda f: _savez(f, result.arrays), digest=True)
+        npz = _write_temporary(npz_path, lambda f: _savez(f, arrays, compact), digest=True)
         temporaries.append(npz.path)
         meta = {
             "schema": SCHEMA,
-            "version": VERSION,
-            **result.meta,
+            "version": version,
+            **{k: v for k, v in result.meta.items() if k not in ("schema", "version", "compact")},
+            **extra_meta,
             "arrays_file": npz_path.name,
             "arrays_file_size": npz.size,
             "arrays_file_sha256": npz.sha256,
         }
-        meta["arrays"] = {k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in result.arrays.items()}
+        meta["arrays"] = {k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in arrays.items()}
         try:
             text = (json.dumps(meta, indent=2, allow_nan=False) + "\n").encode("utf-8")
         except ValueError as exc:
@@ -528,11 +560,11 @@ def _check_version(version: Any, json_path: Path) -> None:
             f"{json_path} has no valid result format version ({version!r}); this runtime reads version {VERSION}",
             hint="re-export the result with mega-runtime",
         )
-    if int(major) != READABLE_MAJOR:
-        newer = int(major) > READABLE_MAJOR
+    if int(major) not in (READABLE_MAJOR, COMPACT_MAJOR):
+        newer = int(major) > COMPACT_MAJOR
         raise ResultFormatError(
-            f"{json_path} has result format version {text}; this runtime reads version {VERSION} "
-            f"(and every older {READABLE_MAJOR}.x)",
+            f"{json_path} has result format version {text}; this runtime reads version {VERSION} (and every older "
+            f"{READABLE_MAJOR}.x) and the compact version {COMPACT_VERSION} (and every {COMPACT_MAJOR}.x)",
             hint="update mega-runtime to a release that reads it"
             if newer
             else "re-export the result with this mega-runtime",
@@ -574,7 +606,9 @@ def _check_pair(json_path: Path, npz_path: Path, meta: dict[str, Any]) -> None:
 
 
 def read_result(path: Path | str) -> Result:
-    """Read and validate a result pair (either file's path, or the common stem); any version 1.x.
+    """Read and validate a result pair (either file's path, or the common stem); any version 1.x or 2.x.
+
+    Format 2 (compact) is returned as format-1 arrays: ``vertices`` (and ``smoothed_vertices``) decoded.
 
     Raises :class:`ResultFormatError` for a missing or malformed file, another MAJOR version, or an ``.npz`` whose
     size or SHA-256 differ from those its ``.json`` records.
@@ -604,6 +638,20 @@ def read_result(path: Path | str) -> Result:
             arrays = {k: npz[k] for k in npz.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ResultFormatError(f"{npz_path} is not a readable .npz file: {exc}") from exc
+    if str(meta.get("version")).split(".")[0] == str(COMPACT_MAJOR):
+        _check_arrays(arrays, str(npz_path), compact=True)
+        check_finite(arrays, str(npz_path))
+        f, p, h, _ = arrays["vertices_coeffs"].shape
+        if f * p * h * NUM_VERTICES * 3 * 4 > MAX_RESULT_ARRAY_BYTES:
+            raise ResultFormatError(
+                f"{npz_path} would need more than {MAX_RESULT_ARRAY_BYTES:,} bytes of memory once its "
+                f"{f} × {p} × {h} meshes are decoded",
+                hint="split the video into shorter results",
+            )
+        try:
+            arrays = compact_meshes.expand_arrays(arrays)
+        except ValueError as exc:
+            raise ResultFormatError(f"{npz_path}: {exc}", hint="re-export the result with mega-runtime") from exc
     _check_arrays(arrays, str(npz_path))
     check_finite(arrays, str(npz_path))
     return Result(meta=meta, arrays=arrays)

@@ -168,7 +168,7 @@ def _no_camera_focal(arrays: dict, meta: dict) -> None:
 
 
 NG_CASES = {
-    "unknown_major_version": (_set("meta", "version", "2.0"), r"version 2\.0.*reads version 1\.\d"),
+    "unknown_major_version": (_set("meta", "version", "3.0"), r"version 3\.0.*reads version 1\.\d"),
     "older_major_version": (_set("meta", "version", "0.9"), r"version 0\.9.*reads version 1\.\d"),
     "garbled_version": (_set("meta", "version", "one"), r"no valid format version"),
     "not_a_mega_result": (_set("meta", "schema", "something-else"), r"not a MEGA result"),
@@ -208,10 +208,10 @@ def test_ng_rejects_malformed_results_naming_problem_and_fix(tmp_path, case):
 
 
 def test_ng_unknown_major_version_names_both_versions_and_the_fix(tmp_path):
-    json_path, _ = write_pair(tmp_path, meta={**make_meta(), "version": "2.1"})
+    json_path, _ = write_pair(tmp_path, meta={**make_meta(), "version": "3.1"})  # 2.x is the compact format
     with pytest.raises(rr.ResultFormatError) as info:
         rr.read_result(json_path)
-    assert "2.1" in info.value.problem and rr.SUPPORTED_VERSION in info.value.problem
+    assert "3.1" in info.value.problem and rr.SUPPORTED_VERSION in info.value.problem
     assert "update the MEGA add-on" in info.value.hint
 
 

@@ -541,7 +541,7 @@ def _corrupt_json(path: Path) -> None:
 
 def _future_version(path: Path) -> None:
     meta = json.loads(path.read_text())
-    meta["version"] = "2.0"
+    meta["version"] = "3.0"  # 2.0 is the compact format
     path.write_text(json.dumps(meta))
 
 
@@ -565,7 +565,7 @@ def _rewrite_arrays(change):
 BAD_RESULTS = {
     "corrupt_npz": (_corrupt_npz, "not a readable .npz"),
     "corrupt_json": (_corrupt_json, "not a readable JSON"),
-    "unknown_schema_version": (_future_version, "version 2.0"),
+    "unknown_schema_version": (_future_version, "version 3.0"),
     "wrong_array_shape": (
         _rewrite_arrays(lambda a: a.__setitem__("vertex_std", a["vertex_std"][:, :, :100])),
         "vertex_std has shape",

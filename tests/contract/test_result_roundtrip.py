@@ -85,12 +85,12 @@ def test_ok_addon_knows_every_array_the_runtime_writes_with_the_same_dtype_and_s
 def test_ng_addon_refuses_what_the_runtime_refuses_a_future_major_version(tmp_path):
     json_path, _ = runtime_result.write_result(make_runtime_result(frames=1, people=1, hypotheses=2), tmp_path / "r")
     meta = json.loads(json_path.read_text())
-    meta["version"] = "2.0"
+    meta["version"] = "3.0"  # 2.0 is the compact format
     json_path.write_text(json.dumps(meta))
-    with pytest.raises(runtime_result.ResultFormatError, match=r"version 2\.0.*reads version 1\.\d") as runtime_info:
+    with pytest.raises(runtime_result.ResultFormatError, match=r"version 3\.0.*reads version 1\.\d") as runtime_info:
         runtime_result.read_result(json_path)
     assert "update mega-runtime" in str(runtime_info.value.hint)
-    with pytest.raises(rr.ResultFormatError, match=r"version 2\.0.*reads version 1\.\d") as addon_info:
+    with pytest.raises(rr.ResultFormatError, match=r"version 3\.0.*reads version 1\.\d") as addon_info:
         rr.read_result(json_path)
     assert "update the MEGA add-on" in addon_info.value.hint
 

@@ -48,9 +48,9 @@ def test_writer_rejects_inconsistent_arrays(tmp_path):
 def test_reader_rejects_future_major_version(tmp_path):
     json_path, _ = write_result(make_result(), tmp_path / "r")
     meta = json.loads(json_path.read_text())
-    meta["version"] = "2.0"
+    meta["version"] = "3.0"  # 2.0 is the compact format
     json_path.write_text(json.dumps(meta))
-    with pytest.raises(ResultFormatError, match=r"version 2\.0.*reads version 1\.\d"):
+    with pytest.raises(ResultFormatError, match=r"version 3\.0.*reads version 1\.\d"):
         read_result(json_path)
 
 
