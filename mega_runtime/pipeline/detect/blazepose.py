@@ -65,6 +65,11 @@ _BOX_MARGIN = 0.02  # final margin, fraction of the box's longer side
 _MAX_PEOPLE_TRIED = 24  # people (groups of detector candidates) given to the landmark model, best first
 _TRIES_PER_PERSON = 3  # detector candidates of one person tried until the landmark model accepts one
 _ALTERNATE_MIN = 0.3  # detector score that makes a candidate an alternate view of a person found with ≥ conf
+_FINE_TILE_DIVISORS = (2, 4)  # finer tile levels: short side / 2 and / 4 ...
+_FINE_TILE_MIN = 160  # ... but tiles of at least 160 px (a 60 px person is then 84 px in the 224 px view)
+_FINE_TILE_OVERLAP = 0.25  # neighbouring fine tiles overlap by a quarter of their side
+_MIN_BOX_TO_CIRCLE = 0.4  # a box's longer side must be ≥ 0.4 × the detector's body-circle diameter
+_PART_INSIDE = 0.6  # a box this much inside a larger one is a part of that person (drop_parts)
 _REFINE_STEPS = 2  # landmark runs on the region the previous run's landmarks give
 
 
@@ -291,7 +296,8 @@ class BlazePoseDetector:
 
     # stage 1: the pose detector ---------------------------------------------------------------------------
     def _squares(self, height: int, width: int) -> list[tuple[float, float, float]]:
-        """(x0, y0, side) of the square views the detector sees: the letterboxed image, then tiles."""
+        """(x0, y0, side) of the square views the detector sees: the letterboxed image, square tiles of the short
+        side along the long side, then the finer tile levels of :func:`fine_tiles` (small people)."""
         side = float(max(height, width))
         views = [((width - side) / 2, (height - side) / 2, side)]
         short, long_ = min(height, width), max(height, width)
@@ -300,6 +306,8 @@ class BlazePoseDetector:
             for i in range(count):
                 offset = (long_ - short) * i / (count - 1)
                 views.append((offset, 0.0, float(short)) if width > height else (0.0, offset, float(short)))
+        if self.tiles:
+            views += fine_tiles(height, width)
         return views
 
     def _detect_view(self, pyramid: _Pyramid, x0: float, y0: float, side: float, thresh: float) -> list[_Candidate]:
@@ -373,7 +381,9 @@ class BlazePoseDetector:
         box = box + np.array([-margin, -margin, margin, margin])
         return np.clip(box, 0.0, [width, height, width, height])
 
-    def _person(self, pyramid: _Pyramid, group: list[_Candidate]) -> tuple[np.ndarray, float, np.ndarray] | None:
+    def _person(
+        self, pyramid: _Pyramid, group: list[_Candidate]
+    ) -> tuple[np.ndarray, float, np.ndarray, _Candidate] | None:
         """Landmarks for the first detector candidate of one person whose region the landmark model accepts:
         a run on the detector's region, then ``_REFINE_STEPS`` runs on the region the landmarks themselves
         give (auxiliary landmarks 33 = centre, 34 = circle point), as MediaPipe does from frame to frame."""
@@ -383,7 +393,7 @@ class BlazePoseDetector:
                 landmarks, presence, mask_points, step = self._landmarks_for(pyramid, centre, circle_point)
                 centre, circle_point = landmarks[33], landmarks[34]
             if presence >= _PRESENCE_MIN:
-                return landmarks, step, mask_points
+                return landmarks, step, mask_points, cand
         return None
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]:
@@ -407,10 +417,13 @@ class BlazePoseDetector:
             found = self._person(pyramid, group)
             if found is None:
                 continue
-            landmarks, step, mask_points = found
+            landmarks, step, mask_points, cand = found
             box = self._person_box(landmarks, mask_points, step, height, width)
-            if box[2] <= box[0] or box[3] <= box[1] or max(box[2] - box[0], box[3] - box[1]) < self.min_size:
+            longer = max(box[2] - box[0], box[3] - box[1])
+            if box[2] <= box[0] or box[3] <= box[1] or longer < self.min_size:
                 continue
+            if longer < _MIN_BOX_TO_CIRCLE * 2.0 * cand.radius and not _cut_by_frame(box, height, width):
+                continue  # the landmarks shrank onto a part of what the detector saw as a whole body
             nose = landmarks[0]
             duplicate = any(
                 box_iou(box, other[None])[0] > 0.6 and np.linalg.norm(nose - other_nose) < 0.15 * (box[3] - box[1])
@@ -418,8 +431,57 @@ class BlazePoseDetector:
             )
             if not duplicate:
                 people.append((group[0].score, box, nose))
+        people = drop_parts(people)
         out = [Detection((float(b[0]), float(b[1]), float(b[2]), float(b[3])), float(score)) for score, b, _ in people]
         return finish_detections(out, self.conf, self.max_people, self.min_size)
+
+
+def _cut_by_frame(box: np.ndarray, height: int, width: int) -> bool:
+    return bool(box[0] <= 0.5 or box[1] <= 0.5 or box[2] >= width - 0.5 or box[3] >= height - 0.5)
+
+
+def drop_parts(people: list[tuple[float, np.ndarray, np.ndarray]]) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    """Remove each person whose box lies for at least :data:`_PART_INSIDE` of its area inside a larger person's
+    box: a tile that saw only part of a large person (a torso, a leg) gives such a box. The larger box keeps
+    the better of the two scores. ``people``: (score, box xyxy, nose) tuples; their order is kept."""
+    areas = [float((b[2] - b[0]) * (b[3] - b[1])) for _, b, _ in people]
+    keep = [True] * len(people)
+    scores = [score for score, _, _ in people]
+    for i, (_, box, _) in enumerate(people):
+        for j, (_, other, _) in enumerate(people):
+            if i == j or areas[j] <= areas[i] or not keep[j]:
+                continue
+            w = min(box[2], other[2]) - max(box[0], other[0])
+            h = min(box[3], other[3]) - max(box[1], other[1])
+            if w > 0 and h > 0 and w * h >= _PART_INSIDE * areas[i]:
+                keep[i] = False
+                scores[j] = max(scores[j], scores[i])
+                break
+    return [(scores[i], box, nose) for i, (_, box, nose) in enumerate(people) if keep[i]]
+
+
+def fine_tiles(height: int, width: int) -> list[tuple[float, float, float]]:
+    """(x0, y0, side) of the finer square tiles: sides of 1/2 and 1/4 of the image's short side, but at least
+    :data:`_FINE_TILE_MIN` pixels (a person ~60 px tall then fills about a third of a 224×224 detector view),
+    each level covering the image with tiles that overlap by a quarter of their side (the last row and
+    column end at the image's edge)."""
+    short = min(height, width)
+    sides: list[float] = []
+    for divisor in _FINE_TILE_DIVISORS:
+        side = max(float(_FINE_TILE_MIN), short / divisor)
+        if side < 0.8 * short and all(abs(side - other) > 0.2 * other for other in sides):
+            sides.append(side)
+    views = []
+    for side in sides:
+        stride = side * (1.0 - _FINE_TILE_OVERLAP)
+        nx = max(1, math.ceil((width - side) / stride) + 1)
+        ny = max(1, math.ceil((height - side) / stride) + 1)
+        for j in range(ny):
+            for i in range(nx):
+                x0 = (width - side) * i / (nx - 1) if nx > 1 else (width - side) / 2
+                y0 = (height - side) * j / (ny - 1) if ny > 1 else (height - side) / 2
+                views.append((x0, y0, side))
+    return views
 
 
 def weighted_nms(
