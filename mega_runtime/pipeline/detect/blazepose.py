@@ -70,6 +70,9 @@ _FINE_TILE_MIN = 160  # ... but tiles of at least 160 px (a 60 px person is then
 _FINE_TILE_OVERLAP = 0.25  # neighbouring fine tiles overlap by a quarter of their side
 _MIN_BOX_TO_CIRCLE = 0.4  # a box's longer side must be ≥ 0.4 × the detector's body-circle diameter
 _PART_INSIDE = 0.6  # a box this much inside a larger one is a part of that person (drop_parts)
+_HOG_SHORT_SIDE = 864  # HOG runs on the image scaled to this short side (a 768×576 frame: × 1.5)
+_HOG_MARGIN = 0.1  # the HOG window holds the person with this fraction of its height above and below
+_MAX_DRIFT = 0.5  # landmark centre farther than this × body-circle radius from the detector's: another person
 _REFINE_STEPS = 2  # landmark runs on the region the previous run's landmarks give
 
 
@@ -235,11 +238,13 @@ class BlazePoseDetector:
     it finds people that are small in a letterboxed 224×224 view).
     """
 
-    OPTIONS = ("conf", "max_people", "min_size", "model_dir", "num_threads", "tiles")
+    OPTIONS = ("conf", "max_people", "min_size", "model_dir", "num_threads", "tiles", "hog")
     name = "blazepose"
 
     # Set in __init__ (where OpenCV and the models are loaded); declared here so that mypy knows their types.
     tiles: bool
+    hog: bool
+    _hog: Any
     model_files: dict[str, Path]
     _cv2: Any
     _detector: Any  # a TFLite Interpreter (tflite_runtime / ai_edge_litert / tensorflow: no type information)
@@ -261,6 +266,7 @@ class BlazePoseDetector:
         model_dir: str | os.PathLike[str] | None = None,
         num_threads: int | None = None,
         tiles: bool = True,
+        hog: bool = True,
     ) -> None:
         self.conf, self.max_people, self.min_size = check_common_options(conf, max_people, min_size)
         if num_threads is None:
@@ -269,6 +275,7 @@ class BlazePoseDetector:
             raise ConfigError(f"num_threads must be a positive integer, got {num_threads!r}", hint="e.g. 2")
         num_threads = int(num_threads)
         self.tiles = bool(tiles)
+        self.hog = bool(hog)
         import cv2
 
         self._cv2 = cv2
@@ -293,6 +300,8 @@ class BlazePoseDetector:
         self._lmk_presence = lmk_outputs[(1, 1)]
         self._lmk_mask = lmk_outputs[(1, _LMK_SIZE, _LMK_SIZE, 1)]
         self._anchors = ssd_anchor_centres()
+        self._hog = cv2.HOGDescriptor()
+        self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
 
     # stage 1: the pose detector ---------------------------------------------------------------------------
     def _squares(self, height: int, width: int) -> list[tuple[float, float, float]]:
@@ -334,6 +343,30 @@ class BlazePoseDetector:
             origin = np.array([x0, y0])
             candidates.append(_Candidate(score, box * side + np.tile(origin, 2), kps * side + origin))
         return candidates
+
+    def _hog_candidates(self, image_bgr: np.ndarray) -> list[_Candidate]:
+        """Candidates from OpenCV's HOG people detector (Dalal–Triggs linear SVM, 64×128 window), run on the image
+        scaled to a short side of :data:`_HOG_SHORT_SIDE` pixels. It finds upright people from any side (backs,
+        profiles) that the face-keyed BlazePose detector misses; each becomes a candidate whose keypoints are
+        placed where an upright person's would be, and the landmark model decides (presence ≥ 0.5) as for any
+        other. Score: sigmoid(2 × SVM margin)."""
+        cv2 = self._cv2
+        height, width = image_bgr.shape[:2]
+        scale = _HOG_SHORT_SIDE / min(height, width)
+        size = (max(64, round(width * scale)), max(128, round(height * scale)))
+        interpolation = cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA
+        small = cv2.resize(image_bgr, size, interpolation=interpolation)
+        rects, weights = self._hog.detectMultiScale(small, hitThreshold=0.0, winStride=(8, 8), padding=(16, 16), scale=1.05)
+        out = []
+        for (x, y, w, h), margin in zip(np.asarray(rects, dtype=np.float64).reshape(-1, 4), np.ravel(weights)):
+            cx = (x + w / 2) / scale
+            top, tall = (y + _HOG_MARGIN * h) / scale, (1.0 - 2.0 * _HOG_MARGIN) * h / scale
+            hip = np.array([cx, top + 0.53 * tall])
+            shoulders = np.array([cx, top + 0.2 * tall])
+            face = np.array([cx - 0.07 * tall, top, cx + 0.07 * tall, top + 0.15 * tall])
+            keypoints = np.stack([hip, hip - np.array([0.0, 0.6 * tall]), shoulders, top + np.array([cx - top, 0.0])])
+            out.append(_Candidate(float(1.0 / (1.0 + math.exp(-2.0 * float(margin)))), face, keypoints))
+        return out
 
     # stage 2: the landmark model on each candidate's region -------------------------------------------------
     def _landmarks_for(
@@ -389,11 +422,19 @@ class BlazePoseDetector:
         give (auxiliary landmarks 33 = centre, 34 = circle point), as MediaPipe does from frame to frame."""
         for cand in group[:_TRIES_PER_PERSON]:
             centre, circle_point = cand.keypoints[0], cand.keypoints[1]
+            runs = []
             for _ in range(1 + _REFINE_STEPS):
                 landmarks, presence, mask_points, step = self._landmarks_for(pyramid, centre, circle_point)
+                runs.append((landmarks, presence, mask_points, step))
                 centre, circle_point = landmarks[33], landmarks[34]
-            if presence >= _PRESENCE_MIN:
-                return landmarks, step, mask_points, cand
+                if np.linalg.norm(centre - cand.keypoints[0]) > _MAX_DRIFT * cand.radius:
+                    break  # the landmarks moved onto someone else (a neighbour in the region): keep what came before
+            # the last run that stayed on the detector's person and that the model accepts
+            for landmarks, presence, mask_points, step in reversed(runs):
+                if presence >= _PRESENCE_MIN and np.linalg.norm(landmarks[33] - cand.keypoints[0]) <= (
+                    _MAX_DRIFT * cand.radius
+                ):
+                    return landmarks, step, mask_points, cand
         return None
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]:
@@ -402,6 +443,8 @@ class BlazePoseDetector:
         candidates: list[_Candidate] = []
         for x0, y0, side in self._squares(height, width):
             candidates += self._detect_view(pyramid, x0, y0, side, min(self.conf, _ALTERNATE_MIN))
+        if self.hog:
+            candidates += self._hog_candidates(image_bgr)
         candidates.sort(key=lambda c: -c.score)
         groups: list[list[_Candidate]] = []  # one per person, best detector score first
         for cand in candidates:
@@ -441,11 +484,24 @@ def _cut_by_frame(box: np.ndarray, height: int, width: int) -> bool:
 
 
 def drop_parts(people: list[tuple[float, np.ndarray, np.ndarray]]) -> list[tuple[float, np.ndarray, np.ndarray]]:
-    """Remove each person whose box lies for at least :data:`_PART_INSIDE` of its area inside a larger person's
-    box: a tile that saw only part of a large person (a torso, a leg) gives such a box. The larger box keeps
-    the better of the two scores. ``people``: (score, box xyxy, nose) tuples; their order is kept."""
+    """Remove each person whose box holds two or more smaller people's boxes (each at least :data:`_PART_INSIDE`
+    inside it, at least 0.6 × as tall and at most 0.7 × as wide: people side by side, over whom the landmarks
+    spread), then each person whose box lies for at least
+    :data:`_PART_INSIDE` of its area inside a larger person's box: a tile that saw only part of a large person
+    (a torso, a leg) gives such a box. The larger box keeps the better of the two scores.
+    ``people``: (score, box xyxy, nose) tuples; their order is kept."""
     areas = [float((b[2] - b[0]) * (b[3] - b[1])) for _, b, _ in people]
     keep = [True] * len(people)
+    for j, (_, other, _) in enumerate(people):  # a box holding two or more smaller people is a group: drop it
+        held = 0
+        for i, (_, box, _) in enumerate(people):
+            w = min(box[2], other[2]) - max(box[0], other[0])
+            h = min(box[3], other[3]) - max(box[1], other[1])
+            inside = i != j and areas[i] < areas[j] and w > 0 and h > 0 and w * h >= _PART_INSIDE * areas[i]
+            tall = box[3] - box[1] >= 0.6 * (other[3] - other[1])  # a whole person beside others, not a limb
+            narrow = box[2] - box[0] <= 0.7 * (other[2] - other[0])
+            held += int(inside and tall and narrow)
+        keep[j] = held < 2
     scores = [score for score, _, _ in people]
     for i, (_, box, _) in enumerate(people):
         for j, (_, other, _) in enumerate(people):
