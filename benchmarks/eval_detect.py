@@ -59,16 +59,17 @@ def photo_set() -> list[tuple[str, object, list, list]]:
     ]
 
 
-def cutouts() -> list[tuple[object, list]]:
-    """(image, box) of each person annotated in the shared photos (the group's front row and the two singles)."""
+def cutouts() -> list[tuple[object, list, list]]:
+    """(image, box, other people's boxes) of each person annotated in the shared photos (the group's front row and the two singles)."""
     from mega_runtime.pipeline.media import read_image
 
     labels = json.loads((DATA / "shared_photos_people.json").read_text())
     out = []
     for name, entry in labels["images"].items():
         image = read_image(SHARED / "assets" / "images" / name)
-        for box in entry["people"][:4]:
-            out.append((image, box))
+        for i, box in enumerate(entry["people"][:4]):
+            others = [b for j, b in enumerate(entry["people"]) if j != i] + entry["ignore"]
+            out.append((image, box, others))
     return out
 
 
@@ -83,8 +84,8 @@ def synthetic_set(count: int, seed: int = 0) -> list[tuple[str, object, list, li
     for i in range(count):
         heights = rng.uniform(70, 300, size=int(rng.integers(3, 7)))
         order = rng.permutation(len(people))
-        image, boxes = synthetic_scene([people[j] for j in order], (768, 576), heights, seed=seed * 1000 + i)
-        out.append((f"synthetic#{i}", image, boxes, []))
+        image, boxes, ignore = synthetic_scene([people[j] for j in order], (768, 576), heights, seed=seed * 1000 + i)
+        out.append((f"synthetic#{i}", image, boxes, ignore))
     return out
 
 

@@ -44,6 +44,9 @@ def test_short_people_and_ignore_regions_count_neither_way():
     score = score_image(detections, None, people, ignore)
     assert score.verdicts == ["ignored", "ignored", "ignored", "hit"]
     assert (score.total.people, score.total.found, score.total.detections) == (1, 1, 1)
+    # a detection well below the counted heights (< 60 / 1.25 = 48 px) is out of range; one of 48 px is not
+    assert score_image([(300, 0, 320, 47)], None, people).verdicts == ["ignored"]
+    assert score_image([(300, 0, 320, 48)], None, people).verdicts == ["miss"]
 
 
 def test_a_box_holding_two_people_and_matching_neither_is_a_group_box():
@@ -92,15 +95,23 @@ def test_labelled_box_files_hold_well_formed_boxes_inside_their_images(name):
 def test_synthetic_scenes_place_people_apart_with_their_exact_boxes():
     person = np.zeros((200, 100, 3), dtype=np.uint8)
     person[40:160, 30:70] = 255  # the "person": a white bar, box (30, 40, 70, 160)
-    image, boxes = synthetic_scene([(person, (30, 40, 70, 160))], (400, 300), [60, 90, 120], seed=3)
-    again, same = synthetic_scene([(person, (30, 40, 70, 160))], (400, 300), [60, 90, 120], seed=3)
-    assert np.array_equal(image, again) and boxes == same
+    neighbour = (75, 40, 100, 160)  # another person, partly inside the 15 % margin (18 px) around the first
+    cutout = (person, (30, 40, 70, 160), [neighbour])
+    image, boxes, ignore = synthetic_scene([cutout], (400, 300), [60, 90, 120], seed=3)
+    again, same, same_ignore = synthetic_scene([cutout], (400, 300), [60, 90, 120], seed=3)
+    assert np.array_equal(image, again) and boxes == same and ignore == same_ignore
     assert len(boxes) == 3
     for (x1, y1, x2, y2), target in zip(boxes, [60, 90, 120]):
         assert y2 - y1 == pytest.approx(target, abs=1.0)
         inner = image[int(y1) + 2 : int(y2) - 2, int(x1) + 2 : int(x2) - 2]
         assert inner.min() >= 250  # the white bar is exactly where the box says
     assert score_image(boxes, None, boxes).total.recall == 1.0
+    # the neighbour's visible strip (x 75 to the crop's edge at 88) comes along as an ignore region beside each
+    assert len(ignore) == 3
+    for (x1, y1, x2, y2), (ix1, iy1, ix2, iy2) in zip(boxes, ignore):
+        scale = (y2 - y1) / 120
+        assert ix1 == pytest.approx(x2 + 5 * scale, abs=0.01) and ix2 == pytest.approx(x2 + 18 * scale, abs=0.01)
+        assert (iy1, iy2) == (pytest.approx(y1), pytest.approx(y2))
 
 
 # -- the offline detector on synthetic scenes made from the shared photos ------------------------------------
@@ -118,7 +129,8 @@ def cutouts(assets_dir):
     for name, entry in labels["images"].items():
         image = read_image(assets_dir / "images" / name)
         image = image[:: 4, :: 4].copy()  # a quarter of the size is plenty for people pasted ≤ 200 px tall
-        out += [(image, [v / 4 for v in box]) for box in entry["people"][:4]]
+        quarter = [[v / 4 for v in box] for box in entry["people"] + entry["ignore"]]
+        out += [(image, quarter[i], quarter[:i] + quarter[i + 1 :]) for i in range(min(4, len(entry["people"])))]
     return out
 
 
@@ -132,9 +144,9 @@ def test_offline_detector_finds_small_pasted_people_without_group_boxes(cutouts)
     scores = []
     for seed, heights in enumerate([(70, 90, 120, 160), (80, 110, 200)]):
         order = np.random.default_rng(seed).permutation(len(cutouts))
-        image, boxes = synthetic_scene([cutouts[i] for i in order], (512, 384), heights, seed=seed)
+        image, boxes, ignore = synthetic_scene([cutouts[i] for i in order], (512, 384), heights, seed=seed)
         found = detector.detect(image)
-        scores.append(score_image([d.box_xyxy for d in found], [d.score for d in found], boxes))
+        scores.append(score_image([d.box_xyxy for d in found], [d.score for d in found], boxes, ignore))
     total, _ = summarise(scores)
     assert total.people >= 6
     assert total.recall >= SYNTHETIC_MIN_RECALL, f"found {total.found} of {total.people} pasted people"

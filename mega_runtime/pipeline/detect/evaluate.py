@@ -6,7 +6,9 @@ The rules (also in docs/detection.md, "Evaluation"):
   the annotation's ``ignore`` regions (people mostly hidden, blurred far background), are *ignored*.
 * **Matching** (as COCO): detections in order of score, highest first; each takes the still unmatched counted
   person it overlaps most, if that IoU is ≥ ``iou`` (0.5). A detection left over that overlaps an ignored box
-  by IoU ≥ ``iou``, or lies at least half inside one, is ignored (neither a hit nor a false positive).
+  by IoU ≥ ``iou``, or lies at least half inside one, or is shorter than ``min_height / 1.25`` (48 px; the
+  Caltech pedestrian benchmark's convention for detections outside the evaluated heights), is ignored
+  (neither a hit nor a false positive).
 * **Precision** = matched detections / (detections − ignored ones); **recall** = matched people / counted people.
 * **Size buckets** by person height in pixels (``SIZE_BUCKETS``): a person falls in the bucket of its box's
   height; a detection in that of the person it matched, else of its own height.
@@ -35,6 +37,9 @@ SIZE_BUCKETS: tuple[tuple[str, float, float], ...] = (
     (">=600 px", 600.0, float("inf")),
 )
 """(name, lowest height, highest height) of the person-height buckets; heights below the first are ignored."""
+
+SHORT_DETECTION_SLACK = 1.25
+"""An unmatched detection shorter than ``min_height / SHORT_DETECTION_SLACK`` is ignored (out of range)."""
 
 Box = Sequence[float]
 
@@ -148,6 +153,9 @@ def score_image(
     inside_ignore = intersection_matrix(det, ign)
     det_area = np.maximum((det[:, 2] - det[:, 0]) * (det[:, 3] - det[:, 1]), 1e-12)
     ignored = (iou_matrix(det, ign) >= iou).any(axis=1) | (inside_ignore / det_area[:, None] >= 0.5).any(axis=1)
+    # As in the Caltech pedestrian benchmark: a detection left over that is well below the counted heights
+    # (under min_height / 1.25) is out of the evaluated range, not a false positive.
+    ignored |= (det[:, 3] - det[:, 1]) < min_height / SHORT_DETECTION_SLACK
     ignored &= matched_to < 0
 
     gt_area = np.maximum((gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1]), 1e-12)
@@ -201,18 +209,21 @@ def summarise(scores: Sequence[ImageScore]) -> tuple[Counts, dict[str, Counts]]:
 
 
 def synthetic_scene(
-    cutouts: Sequence[tuple[np.ndarray, Box]],
+    cutouts: Sequence[tuple[np.ndarray, Box] | tuple[np.ndarray, Box, Sequence[Box]]],
     size: tuple[int, int],
     heights: Sequence[float],
     seed: int,
-) -> tuple[np.ndarray, list[tuple[float, float, float, float]]]:
+) -> tuple[np.ndarray, list[tuple[float, float, float, float]], list[tuple[float, float, float, float]]]:
     """A ``size`` = (width, height) BGR uint8 image with people pasted at known places, and their boxes.
 
-    ``cutouts``: (image, person box) pairs — an image holding a person and that person's whole-person box in it.
+    ``cutouts``: (image, person box) or (image, person box, other people's boxes) — an image holding a person,
+    that person's whole-person box in it, and optionally the boxes of other people in that image (neighbours
+    whose parts come along in the margin: they are returned, clipped to the pasted crop, as ignore regions).
     Each person ``i`` is cut out with a margin of 15 % of its box (clipped to its image), scaled so that its box
     is ``heights[i]`` pixels tall, and pasted at a random free place (no two pasted crops overlap; a person that
     finds no place after 200 tries is left out). The background is a smooth random gradient with noise. Returns
-    the image and the exact person boxes (continuous pixels) in it. Deterministic for a ``seed``.
+    the image, the exact person boxes (continuous pixels) in it and the ignore regions. Deterministic for a
+    ``seed``.
     """
     import cv2
 
@@ -224,8 +235,10 @@ def synthetic_scene(
     image = np.clip(canvas, 0, 255).astype(np.uint8)
     placed: list[np.ndarray] = []
     boxes: list[tuple[float, float, float, float]] = []
+    ignore: list[tuple[float, float, float, float]] = []
     for i, target in enumerate(heights):
-        source, box = cutouts[i % len(cutouts)]
+        source, box = cutouts[i % len(cutouts)][:2]
+        others = cutouts[i % len(cutouts)][2] if len(cutouts[i % len(cutouts)]) > 2 else ()
         x1, y1, x2, y2 = (float(v) for v in box)
         margin = 0.15 * max(x2 - x1, y2 - y1)
         cx1, cy1 = max(0, int(x1 - margin)), max(0, int(y1 - margin))
@@ -246,4 +259,9 @@ def synthetic_scene(
         image[py : py + out_h, px : px + out_w] = crop
         placed.append(rect)
         boxes.append((px + (x1 - cx1) * sx, py + (y1 - cy1) * sy, px + (x2 - cx1) * sx, py + (y2 - cy1) * sy))
-    return image, boxes
+        for ox1, oy1, ox2, oy2 in others:
+            clipped = (max(ox1, cx1), max(oy1, cy1), min(ox2, cx2), min(oy2, cy2))
+            if clipped[2] > clipped[0] and clipped[3] > clipped[1]:
+                ignore.append((px + (clipped[0] - cx1) * sx, py + (clipped[1] - cy1) * sy,
+                               px + (clipped[2] - cx1) * sx, py + (clipped[3] - cy1) * sy))  # fmt: skip
+    return image, boxes, ignore
