@@ -61,7 +61,8 @@ def photo_set() -> list[tuple[str, object, list, list]]:
 
 
 def cutouts() -> list[tuple[object, list, list]]:
-    """(image, box, other people's boxes) of each person annotated in the shared photos (the group's front row and the two singles)."""
+    """(image, box, other people's boxes) of each person annotated in the shared photos (the group's front row
+    and the two singles)."""
     from mega_runtime.pipeline.media import read_image
 
     labels = json.loads((DATA / "shared_photos_people.json").read_text())
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                 t = score.total
                 boxes = [[round(v) for v in d.box_xyxy] for d in found]
                 print(f"  {name}: {t.found}/{t.people} found, {t.true_positives}/{t.detections} right, "
-                      f"{t.group_boxes} group; {list(zip(score.verdicts, boxes))}")  # fmt: skip
+                      f"{t.group_boxes} group; {list(zip(score.verdicts, boxes, strict=True))}")  # fmt: skip
         total, buckets = summarise(scores)
         ms = 1000 * elapsed / max(1, len(items))
         cpu_ms = 1000 * cpu / max(1, len(items))
@@ -144,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(
                 f"| {part} ({len(items)}) | {bucket} | {counts.people} | {counts.found} | {counts.recall:.2f} | "
-                f"{counts.detections} | {counts.precision:.2f} | {counts.group_boxes} ({100 * counts.group_rate:.1f} %) "
-                f"| {ms:.0f} ({cpu_ms:.0f}) |"
+                f"{counts.detections} | {counts.precision:.2f} | {counts.group_boxes} "
+                f"({100 * counts.group_rate:.1f} %) | {ms:.0f} ({cpu_ms:.0f}) |"
             )
     return 0
 

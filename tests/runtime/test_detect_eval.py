@@ -58,7 +58,7 @@ def test_a_box_holding_two_people_and_matching_neither_is_a_group_box():
     assert score_image([(0, 0, 40, 100)], None, pair).group == [False]
     # a neighbour with less than GROUP_COVER of its area inside is not held
     edge = (80, 0, 120, 100)
-    assert (85 - 80) / 40 < GROUP_COVER
+    assert GROUP_COVER > (85 - 80) / 40
     assert score_image([(0, 0, 85, 100)], None, [people[0], edge]).group == [False]
 
 
@@ -101,14 +101,14 @@ def test_synthetic_scenes_place_people_apart_with_their_exact_boxes():
     again, same, same_ignore = synthetic_scene([cutout], (400, 300), [60, 90, 120], seed=3)
     assert np.array_equal(image, again) and boxes == same and ignore == same_ignore
     assert len(boxes) == 3
-    for (x1, y1, x2, y2), target in zip(boxes, [60, 90, 120]):
+    for (x1, y1, x2, y2), target in zip(boxes, [60, 90, 120], strict=True):
         assert y2 - y1 == pytest.approx(target, abs=1.0)
         inner = image[int(y1) + 2 : int(y2) - 2, int(x1) + 2 : int(x2) - 2]
         assert inner.min() >= 250  # the white bar is exactly where the box says
     assert score_image(boxes, None, boxes).total.recall == 1.0
     # the neighbour's visible strip (x 75 to the crop's edge at 88) comes along as an ignore region beside each
     assert len(ignore) == 3
-    for (x1, y1, x2, y2), (ix1, iy1, ix2, iy2) in zip(boxes, ignore):
+    for (_, y1, x2, y2), (ix1, iy1, ix2, iy2) in zip(boxes, ignore, strict=True):
         scale = (y2 - y1) / 120
         assert ix1 == pytest.approx(x2 + 5 * scale, abs=0.01) and ix2 == pytest.approx(x2 + 18 * scale, abs=0.01)
         assert (iy1, iy2) == (pytest.approx(y1), pytest.approx(y2))
@@ -128,7 +128,7 @@ def cutouts(assets_dir):
     out = []
     for name, entry in labels["images"].items():
         image = read_image(assets_dir / "images" / name)
-        image = image[:: 4, :: 4].copy()  # a quarter of the size is plenty for people pasted ≤ 200 px tall
+        image = image[::4, ::4].copy()  # a quarter of the size is plenty for people pasted ≤ 200 px tall
         quarter = [[v / 4 for v in box] for box in entry["people"] + entry["ignore"]]
         out += [(image, quarter[i], quarter[:i] + quarter[i + 1 :]) for i in range(min(4, len(entry["people"])))]
     return out

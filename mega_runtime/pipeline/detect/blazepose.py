@@ -356,9 +356,13 @@ class BlazePoseDetector:
         size = (max(64, round(width * scale)), max(128, round(height * scale)))
         interpolation = cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA
         small = cv2.resize(image_bgr, size, interpolation=interpolation)
-        rects, weights = self._hog.detectMultiScale(small, hitThreshold=0.0, winStride=(8, 8), padding=(16, 16), scale=1.05)
+        rects, weights = self._hog.detectMultiScale(
+            small, hitThreshold=0.0, winStride=(8, 8), padding=(16, 16), scale=1.05
+        )
         out = []
-        for (x, y, w, h), margin in zip(np.asarray(rects, dtype=np.float64).reshape(-1, 4), np.ravel(weights)):
+        for (x, y, w, h), margin in zip(
+            np.asarray(rects, dtype=np.float64).reshape(-1, 4), np.ravel(weights), strict=True
+        ):
             cx = (x + w / 2) / scale
             top, tall = (y + _HOG_MARGIN * h) / scale, (1.0 - 2.0 * _HOG_MARGIN) * h / scale
             hip = np.array([cx, top + 0.53 * tall])

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -230,19 +231,21 @@ def synthetic_scene(
     width, height = size
     rng = np.random.default_rng(seed)
     corners = rng.uniform(60, 200, size=(2, 2, 3)).astype(np.float32)
-    canvas = cv2.resize(corners, (width, height), interpolation=cv2.INTER_LINEAR)
-    canvas += rng.normal(0.0, 6.0, size=canvas.shape).astype(np.float32)
+    smooth = np.asarray(cv2.resize(corners, (width, height), interpolation=cv2.INTER_LINEAR), dtype=np.float32)
+    canvas = smooth + rng.normal(0.0, 6.0, size=smooth.shape).astype(np.float32)
     image = np.clip(canvas, 0, 255).astype(np.uint8)
     placed: list[np.ndarray] = []
     boxes: list[tuple[float, float, float, float]] = []
     ignore: list[tuple[float, float, float, float]] = []
     for i, target in enumerate(heights):
-        source, box = cutouts[i % len(cutouts)][:2]
-        others = cutouts[i % len(cutouts)][2] if len(cutouts[i % len(cutouts)]) > 2 else ()
+        cutout: tuple[Any, ...] = tuple(cutouts[i % len(cutouts)])
+        source: np.ndarray = cutout[0]
+        box: Box = cutout[1]
+        others: Sequence[Box] = cutout[2] if len(cutout) > 2 else ()
         x1, y1, x2, y2 = (float(v) for v in box)
         margin = 0.15 * max(x2 - x1, y2 - y1)
         cx1, cy1 = max(0, int(x1 - margin)), max(0, int(y1 - margin))
-        cx2, cy2 = min(source.shape[1], int(math.ceil(x2 + margin))), min(source.shape[0], int(math.ceil(y2 + margin)))
+        cx2, cy2 = min(source.shape[1], math.ceil(x2 + margin)), min(source.shape[0], math.ceil(y2 + margin))
         scale = float(target) / (y2 - y1)
         out_w, out_h = max(1, round((cx2 - cx1) * scale)), max(1, round((cy2 - cy1) * scale))
         if out_w >= width or out_h >= height:
