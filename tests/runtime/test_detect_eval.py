@@ -152,3 +152,62 @@ def test_offline_detector_finds_small_pasted_people_without_group_boxes(cutouts)
     assert total.recall >= SYNTHETIC_MIN_RECALL, f"found {total.found} of {total.people} pasted people"
     assert total.precision >= SYNTHETIC_MIN_PRECISION, f"{total.true_positives} of {total.detections} boxes right"
     assert total.group_boxes == 0
+
+
+# -- the offline detector's pure helpers ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("height", "width"), [(576, 768), (2670, 4000), (3000, 2000), (200, 300)])
+def test_fine_tiles_cover_the_whole_image_at_each_level(height, width):
+    from mega_runtime.pipeline.detect.blazepose import fine_tiles
+
+    tiles = fine_tiles(height, width)
+    sides = sorted({side for _, _, side in tiles})
+    assert all(side >= 160 for side in sides) and all(side < 0.8 * min(height, width) for side in sides)
+    for side in sides:
+        level = [(x0, y0) for x0, y0, s in tiles if s == side]
+        covered = np.zeros((height, width), dtype=bool)
+        for x0, y0 in level:
+            assert min(x0, y0) >= -1e-9 and x0 + side <= width + 1e-9 and y0 + side <= height + 1e-9
+            covered[int(y0) : int(y0 + side) + 1, int(x0) : int(x0 + side) + 1] = True
+        assert covered.all(), f"tiles of {side} px leave part of a {width}×{height} image out"
+    assert fine_tiles(576, 768) and {round(s) for _, _, s in fine_tiles(576, 768)} == {160, 288}
+    assert fine_tiles(200, 300) == []  # a small image: the letterboxed view is fine enough
+
+
+def _person(box, score=0.9):
+    return (score, np.array(box, dtype=float), np.zeros(2))
+
+
+def test_a_part_of_a_larger_person_is_dropped_and_gives_its_score_to_it():
+    from mega_runtime.pipeline.detect.blazepose import drop_parts
+
+    whole, torso = _person((0, 0, 100, 300), 0.6), _person((10, 50, 90, 150), 0.95)
+    beside = _person((95, 0, 195, 300), 0.8)  # a neighbour overlapping a little is kept
+    kept = drop_parts([torso, whole, beside])
+    assert [tuple(box) for _, box, _ in kept] == [(0, 0, 100, 300), (95, 0, 195, 300)]
+    assert [score for score, _, _ in kept] == [0.95, 0.8]
+
+
+def test_a_box_around_two_people_side_by_side_is_dropped_as_a_group():
+    from mega_runtime.pipeline.detect.blazepose import drop_parts
+
+    left, right = _person((0, 0, 40, 100)), _person((45, 5, 85, 100))
+    group = _person((0, 0, 85, 100), 0.99)
+    assert [tuple(box) for _, box, _ in drop_parts([group, left, right])] == [(0, 0, 40, 100), (45, 5, 85, 100)]
+    # one tall person with two short parts inside (a torso, a leg) is no group: the parts go, the person stays
+    legs, chest = _person((10, 150, 60, 300)), _person((50, 40, 90, 120))
+    kept = drop_parts([_person((0, 0, 100, 300)), legs, chest])
+    assert [tuple(box) for _, box, _ in kept] == [(0, 0, 100, 300)]
+
+
+def test_the_offline_detector_can_run_without_hog_and_tiles():
+    from mega_runtime.pipeline.detect import BlazePoseDetector, make_detector
+
+    assert "hog" in BlazePoseDetector.OPTIONS and "tiles" in BlazePoseDetector.OPTIONS
+    try:
+        detector = make_detector("default", num_threads=1, hog=False, tiles=False)
+    except DetectorError as exc:
+        pytest.skip(f"the default detector's packages are not installed: {exc.message} (fix: {exc.hint})")
+    assert detector.hog is False and detector.tiles is False  # type: ignore[attr-defined]
+    assert detector.detect(np.full((240, 320, 3), 128, dtype=np.uint8)) == []

@@ -234,8 +234,10 @@ class BlazePoseDetector:
     Options: ``conf`` (minimum detector score, 0.5 as in MediaPipe), ``max_people``, ``min_size`` (pixels,
     longer box side), ``model_dir`` (folder with the two ``.tflite`` files; default: ``$MEGA_DETECTOR_DIR``,
     else the installed ``mediapipe`` package), ``num_threads`` (TFLite threads, default
-    ``min(4, cpu_count)``), ``tiles`` (also run the detector on square tiles of wide/tall images; default on,
-    it finds people that are small in a letterboxed 224×224 view).
+    ``min(4, cpu_count)``), ``tiles`` (also run the detector on square tiles along the long side of wide/tall
+    images and on the finer tiles of :func:`fine_tiles`; default on, it finds people that are small in a
+    letterboxed 224×224 view), ``hog`` (also take OpenCV's HOG people detections as candidates for the
+    landmark model; default on, it finds people seen from the back or the side).
     """
 
     OPTIONS = ("conf", "max_people", "min_size", "model_dir", "num_threads", "tiles", "hog")
