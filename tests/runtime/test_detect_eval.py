@@ -195,8 +195,16 @@ def test_a_box_around_two_people_side_by_side_is_dropped_as_a_group():
     left, right = _person((0, 0, 40, 100)), _person((45, 5, 85, 100))
     group = _person((0, 0, 85, 100), 0.99)
     assert [tuple(box) for _, box, _ in drop_parts([group, left, right])] == [(0, 0, 40, 100), (45, 5, 85, 100)]
-    # one tall person with two short parts inside (a torso, a leg) is no group: the parts go, the person stays
-    legs, chest = _person((10, 150, 60, 300)), _person((50, 40, 90, 120))
+    # two short people and one in front of them, all better scored than the box over the three: a group too
+    back_left, back_right, front = (
+        _person((10, 0, 35, 70), 1.0),
+        _person((40, 0, 60, 70), 1.0),
+        _person((5, 80, 40, 190)),
+    )
+    kept = drop_parts([back_left, front, _person((0, 0, 62, 190), 0.8), back_right])
+    assert [tuple(box) for _, box, _ in kept] == [(10, 0, 35, 70), (5, 80, 40, 190), (40, 0, 60, 70)]
+    # one tall person with two short parts inside (a torso, a leg), scored lower, is no group: the parts go
+    legs, chest = _person((10, 150, 60, 300), 0.6), _person((50, 40, 90, 120), 0.6)
     kept = drop_parts([_person((0, 0, 100, 300)), legs, chest])
     assert [tuple(box) for _, box, _ in kept] == [(0, 0, 100, 300)]
 

@@ -491,22 +491,22 @@ def _cut_by_frame(box: np.ndarray, height: int, width: int) -> bool:
 
 def drop_parts(people: list[tuple[float, np.ndarray, np.ndarray]]) -> list[tuple[float, np.ndarray, np.ndarray]]:
     """Remove each person whose box holds two or more smaller people's boxes (each at least :data:`_PART_INSIDE`
-    inside it, at least 0.6 × as tall and at most 0.7 × as wide: people side by side, over whom the landmarks
-    spread), then each person whose box lies for at least
+    inside it, and either at least 0.6 × as tall and at most 0.7 × as wide — people side by side — or with a
+    higher score than the large box: people the landmarks spread over), then each person whose box lies for at least
     :data:`_PART_INSIDE` of its area inside a larger person's box: a tile that saw only part of a large person
     (a torso, a leg) gives such a box. The larger box keeps the better of the two scores.
     ``people``: (score, box xyxy, nose) tuples; their order is kept."""
     areas = [float((b[2] - b[0]) * (b[3] - b[1])) for _, b, _ in people]
     keep = [True] * len(people)
-    for j, (_, other, _) in enumerate(people):  # a box holding two or more smaller people is a group: drop it
+    for j, (other_score, other, _) in enumerate(people):  # a box holding two or more people is a group: drop it
         held = 0
-        for i, (_, box, _) in enumerate(people):
+        for i, (score, box, _) in enumerate(people):
             w = min(box[2], other[2]) - max(box[0], other[0])
             h = min(box[3], other[3]) - max(box[1], other[1])
             inside = i != j and areas[i] < areas[j] and w > 0 and h > 0 and w * h >= _PART_INSIDE * areas[i]
             tall = box[3] - box[1] >= 0.6 * (other[3] - other[1])  # a whole person beside others, not a limb
             narrow = box[2] - box[0] <= 0.7 * (other[2] - other[0])
-            held += int(inside and tall and narrow)
+            held += int(inside and ((tall and narrow) or score > other_score))
         keep[j] = held < 2
     scores = [score for score, _, _ in people]
     for i, (_, box, _) in enumerate(people):
