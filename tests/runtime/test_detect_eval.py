@@ -134,13 +134,17 @@ def cutouts(assets_dir):
     return out
 
 
-def test_offline_detector_finds_small_pasted_people_without_group_boxes(cutouts):
+@pytest.fixture(scope="module")
+def detector():
     from mega_runtime.pipeline.detect import BlazePoseDetector
 
     try:
-        detector = BlazePoseDetector(num_threads=2)
+        return BlazePoseDetector(num_threads=2)
     except DetectorError as exc:
         pytest.skip(f"the default detector's packages are not installed: {exc.message} (fix: {exc.hint})")
+
+
+def test_offline_detector_finds_small_pasted_people_without_group_boxes(cutouts, detector):
     scores = []
     for seed, heights in enumerate([(70, 90, 120, 160), (80, 110, 200)]):
         order = np.random.default_rng(seed).permutation(len(cutouts))
