@@ -10,7 +10,8 @@ Three parts, each scored with :mod:`mega_runtime.pipeline.detect.evaluate` (IoU 
 * ``synthetic``: people cut out of those photos pasted at 70–300 px tall into 768×576 canvases (seeded).
 
     python benchmarks/eval_detect.py --vtest /tmp/x/usr/share/doc/opencv-doc/examples/data/vtest.avi
-    python benchmarks/eval_detect.py --detector default --option tiles=false --parts photos synthetic
+    python benchmarks/eval_detect.py --option tiles=false --option hog=false --parts photos synthetic
+    python benchmarks/eval_detect.py --detector yolox --vtest …/vtest.avi     # any detector, e.g. YOLOX-S
 
 Prints a markdown table per part and size bucket, the group-box rate and the mean wall-clock (and CPU, all
 threads) time per image. Never a test.
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vtest", type=Path, help="path of vtest.avi (the vtest part is skipped without it)")
     parser.add_argument("--parts", nargs="*", default=["vtest", "photos", "synthetic"])
     parser.add_argument("--synthetic", type=int, default=8, help="number of synthetic images (default 8)")
-    parser.add_argument("--detector", default="default")
+    parser.add_argument("--detector", default="blazepose", help="make_detector name (default blazepose; e.g. yolox)")
     parser.add_argument("--option", action="append", default=[], help="detector option NAME=VALUE (repeatable)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--verbose", action="store_true", help="print each image's counts")

@@ -112,11 +112,11 @@ def test_default_detector_options_cut_and_filter(assets_dir, blazepose):
     # The filtering options are checked on the cheapest view (the letterboxed one alone finds two of the front
     # row): the tiles and the HOG proposals would add ~1.5 s per run here and nothing to what is tested.
     cheap = {"num_threads": 2, "tiles": False, "hog": False}
-    two = make_detector("default", max_people=2, **cheap).detect(image)
+    two = make_detector("blazepose", max_people=2, **cheap).detect(image)
     assert len(two) == 2
     assert all(_iou(a.box_xyxy, b.box_xyxy) < 0.5 for a in two for b in two if a is not b)
-    assert make_detector("default", min_size=10_000, **cheap).detect(image) == []
-    assert make_detector("default", conf=0.99, **cheap).detect(image) == []
+    assert make_detector("blazepose", min_size=10_000, **cheap).detect(image) == []
+    assert make_detector("blazepose", conf=0.99, **cheap).detect(image) == []
 
 
 def test_default_detector_finds_nobody_in_a_blank_image(blazepose):

@@ -218,7 +218,7 @@ def test_the_offline_detector_can_run_without_hog_and_tiles():
 
     assert "hog" in BlazePoseDetector.OPTIONS and "tiles" in BlazePoseDetector.OPTIONS
     try:
-        detector = make_detector("default", num_threads=1, hog=False, tiles=False)
+        detector = make_detector("blazepose", num_threads=1, hog=False, tiles=False)
     except DetectorError as exc:
         pytest.skip(f"the default detector's packages are not installed: {exc.message} (fix: {exc.hint})")
     assert detector.hog is False and detector.tiles is False  # type: ignore[attr-defined]
