@@ -40,7 +40,8 @@ Modules: :mod:`~mega_runtime.pipeline.detect.base` (:class:`Detection`, :class:`
 :mod:`~mega_runtime.pipeline.detect.boxes` (:class:`GivenBoxes`),
 :mod:`~mega_runtime.pipeline.detect.yolo` (:class:`YoloDetector`),
 :mod:`~mega_runtime.pipeline.detect.blazepose` (:class:`BlazePoseDetector` and its model files),
-:mod:`~mega_runtime.pipeline.detect.yolox` (:class:`YoloxDetector`);
+:mod:`~mega_runtime.pipeline.detect.yolox` (:class:`YoloxDetector`),
+:mod:`~mega_runtime.pipeline.detect.evaluate` (scoring detections against labelled boxes: benchmarks/eval_detect.py);
 :func:`make_detector` is here.
 
 At import, this package needs numpy only: OpenCV and the TFLite interpreter are imported when the BlazePose
