@@ -16,9 +16,10 @@ Four detectors share one interface (:class:`PersonDetector`, built by :func:`mak
 
   1. the pose *detector* (224×224, SSD with 2254 anchors, box + 4 keypoints per anchor: mid-hip, a point on the
      circle around the whole body, mid-shoulder, upper-body point) runs on the whole image letterboxed and,
-     for wide or tall images, on overlapping square tiles along the long side (a person who is small in the
-     letterboxed view is larger in a tile); candidates are merged by MediaPipe's weighted non-maximum
-     suppression within a view and by their keypoints across views;
+     for wide or tall images, on overlapping square tiles along the long side, and on two finer levels of
+     tiles (a person who is small in the letterboxed view is larger in a tile); OpenCV's HOG people
+     detector adds candidates (people seen from the back or the side); candidates are merged by MediaPipe's
+     weighted non-maximum suppression within a view and by their keypoints across views;
   2. for each person, the pose *landmark* model (256×256) runs on the rotated square region MediaPipe derives
      from the keypoints (centre mid-hip, side 2.5 × circle radius), then twice more on the region its own
      auxiliary landmarks give. A person whose pose-presence score stays below 0.5 is dropped. The box is the
@@ -39,7 +40,8 @@ Modules: :mod:`~mega_runtime.pipeline.detect.base` (:class:`Detection`, :class:`
 :mod:`~mega_runtime.pipeline.detect.boxes` (:class:`GivenBoxes`),
 :mod:`~mega_runtime.pipeline.detect.yolo` (:class:`YoloDetector`),
 :mod:`~mega_runtime.pipeline.detect.blazepose` (:class:`BlazePoseDetector` and its model files),
-:mod:`~mega_runtime.pipeline.detect.yolox` (:class:`YoloxDetector`);
+:mod:`~mega_runtime.pipeline.detect.yolox` (:class:`YoloxDetector`),
+:mod:`~mega_runtime.pipeline.detect.evaluate` (scoring detections against labelled boxes: benchmarks/eval_detect.py);
 :func:`make_detector` is here.
 
 At import, this package needs numpy only: OpenCV and the TFLite interpreter are imported when the BlazePose
@@ -93,7 +95,7 @@ def make_detector(name: str = defaults.DETECTOR, **options: Any) -> PersonDetect
     * ``"yolox"``: :class:`YoloxDetector` (options ``model_path``, ``conf=0.5``, ``max_people``, ``min_size``,
       ``nms_iou``, ``num_threads``, ``progress``, ``download``).
     * ``"blazepose"``: :class:`BlazePoseDetector` (options ``conf=0.5``, ``max_people``,
-      ``min_size``, ``model_dir``, ``num_threads``, ``tiles``).
+      ``min_size``, ``model_dir``, ``num_threads``, ``tiles``, ``hog``).
     * ``"yolo"``: :class:`YoloDetector` (``weights=<path to yolov8x.pt>``, ``conf=0.5``, ``max_people``,
       ``min_size``, ``device``).
     * ``"boxes"``: :class:`GivenBoxes` (``boxes=[(x1, y1, x2, y2), …]``, optional ``scores``, ``conf``,

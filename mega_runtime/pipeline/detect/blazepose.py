@@ -65,6 +65,14 @@ _BOX_MARGIN = 0.02  # final margin, fraction of the box's longer side
 _MAX_PEOPLE_TRIED = 24  # people (groups of detector candidates) given to the landmark model, best first
 _TRIES_PER_PERSON = 3  # detector candidates of one person tried until the landmark model accepts one
 _ALTERNATE_MIN = 0.3  # detector score that makes a candidate an alternate view of a person found with ≥ conf
+_FINE_TILE_DIVISORS = (2, 4)  # finer tile levels: short side / 2 and / 4 ...
+_FINE_TILE_MIN = 160  # ... but tiles of at least 160 px (a 60 px person is then 84 px in the 224 px view)
+_FINE_TILE_OVERLAP = 0.25  # neighbouring fine tiles overlap by a quarter of their side
+_MIN_BOX_TO_CIRCLE = 0.4  # a box's longer side must be ≥ 0.4 × the detector's body-circle diameter
+_PART_INSIDE = 0.6  # a box this much inside a larger one is a part of that person (drop_parts)
+_HOG_SHORT_SIDE = 864  # HOG runs on the image scaled to this short side (a 768×576 frame: × 1.5)
+_HOG_MARGIN = 0.1  # the HOG window holds the person with this fraction of its height above and below
+_MAX_DRIFT = 0.5  # landmark centre farther than this × body-circle radius from the detector's: another person
 _REFINE_STEPS = 2  # landmark runs on the region the previous run's landmarks give
 
 
@@ -226,15 +234,19 @@ class BlazePoseDetector:
     Options: ``conf`` (minimum detector score, 0.5 as in MediaPipe), ``max_people``, ``min_size`` (pixels,
     longer box side), ``model_dir`` (folder with the two ``.tflite`` files; default: ``$MEGA_DETECTOR_DIR``,
     else the installed ``mediapipe`` package), ``num_threads`` (TFLite threads, default
-    ``min(4, cpu_count)``), ``tiles`` (also run the detector on square tiles of wide/tall images; default on,
-    it finds people that are small in a letterboxed 224×224 view).
+    ``min(4, cpu_count)``), ``tiles`` (also run the detector on square tiles along the long side of wide/tall
+    images and on the finer tiles of :func:`fine_tiles`; default on, it finds people that are small in a
+    letterboxed 224×224 view), ``hog`` (also take OpenCV's HOG people detections as candidates for the
+    landmark model; default on, it finds people seen from the back or the side).
     """
 
-    OPTIONS = ("conf", "max_people", "min_size", "model_dir", "num_threads", "tiles")
+    OPTIONS = ("conf", "max_people", "min_size", "model_dir", "num_threads", "tiles", "hog")
     name = "blazepose"
 
     # Set in __init__ (where OpenCV and the models are loaded); declared here so that mypy knows their types.
     tiles: bool
+    hog: bool
+    _hog: Any
     model_files: dict[str, Path]
     _cv2: Any
     _detector: Any  # a TFLite Interpreter (tflite_runtime / ai_edge_litert / tensorflow: no type information)
@@ -256,6 +268,7 @@ class BlazePoseDetector:
         model_dir: str | os.PathLike[str] | None = None,
         num_threads: int | None = None,
         tiles: bool = True,
+        hog: bool = True,
     ) -> None:
         self.conf, self.max_people, self.min_size = check_common_options(conf, max_people, min_size)
         if num_threads is None:
@@ -264,6 +277,7 @@ class BlazePoseDetector:
             raise ConfigError(f"num_threads must be a positive integer, got {num_threads!r}", hint="e.g. 2")
         num_threads = int(num_threads)
         self.tiles = bool(tiles)
+        self.hog = bool(hog)
         import cv2
 
         self._cv2 = cv2
@@ -288,10 +302,13 @@ class BlazePoseDetector:
         self._lmk_presence = lmk_outputs[(1, 1)]
         self._lmk_mask = lmk_outputs[(1, _LMK_SIZE, _LMK_SIZE, 1)]
         self._anchors = ssd_anchor_centres()
+        self._hog = cv2.HOGDescriptor()
+        self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
 
     # stage 1: the pose detector ---------------------------------------------------------------------------
     def _squares(self, height: int, width: int) -> list[tuple[float, float, float]]:
-        """(x0, y0, side) of the square views the detector sees: the letterboxed image, then tiles."""
+        """(x0, y0, side) of the square views the detector sees: the letterboxed image, square tiles of the short
+        side along the long side, then the finer tile levels of :func:`fine_tiles` (small people)."""
         side = float(max(height, width))
         views = [((width - side) / 2, (height - side) / 2, side)]
         short, long_ = min(height, width), max(height, width)
@@ -300,6 +317,8 @@ class BlazePoseDetector:
             for i in range(count):
                 offset = (long_ - short) * i / (count - 1)
                 views.append((offset, 0.0, float(short)) if width > height else (0.0, offset, float(short)))
+        if self.tiles:
+            views += fine_tiles(height, width)
         return views
 
     def _detect_view(self, pyramid: _Pyramid, x0: float, y0: float, side: float, thresh: float) -> list[_Candidate]:
@@ -326,6 +345,34 @@ class BlazePoseDetector:
             origin = np.array([x0, y0])
             candidates.append(_Candidate(score, box * side + np.tile(origin, 2), kps * side + origin))
         return candidates
+
+    def _hog_candidates(self, image_bgr: np.ndarray) -> list[_Candidate]:
+        """Candidates from OpenCV's HOG people detector (Dalal–Triggs linear SVM, 64×128 window), run on the image
+        scaled to a short side of :data:`_HOG_SHORT_SIDE` pixels. It finds upright people from any side (backs,
+        profiles) that the face-keyed BlazePose detector misses; each becomes a candidate whose keypoints are
+        placed where an upright person's would be, and the landmark model decides (presence ≥ 0.5) as for any
+        other. Score: sigmoid(2 × SVM margin)."""
+        cv2 = self._cv2
+        height, width = image_bgr.shape[:2]
+        scale = _HOG_SHORT_SIDE / min(height, width)
+        size = (max(64, round(width * scale)), max(128, round(height * scale)))
+        interpolation = cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA
+        small = cv2.resize(image_bgr, size, interpolation=interpolation)
+        rects, weights = self._hog.detectMultiScale(
+            small, hitThreshold=0.0, winStride=(8, 8), padding=(16, 16), scale=1.05
+        )
+        out = []
+        for (x, y, w, h), margin in zip(
+            np.asarray(rects, dtype=np.float64).reshape(-1, 4), np.ravel(weights), strict=True
+        ):
+            cx = (x + w / 2) / scale
+            top, tall = (y + _HOG_MARGIN * h) / scale, (1.0 - 2.0 * _HOG_MARGIN) * h / scale
+            hip = np.array([cx, top + 0.53 * tall])
+            shoulders = np.array([cx, top + 0.2 * tall])
+            face = np.array([cx - 0.07 * tall, top, cx + 0.07 * tall, top + 0.15 * tall])
+            keypoints = np.stack([hip, hip - np.array([0.0, 0.6 * tall]), shoulders, top + np.array([cx - top, 0.0])])
+            out.append(_Candidate(float(1.0 / (1.0 + math.exp(-2.0 * float(margin)))), face, keypoints))
+        return out
 
     # stage 2: the landmark model on each candidate's region -------------------------------------------------
     def _landmarks_for(
@@ -373,17 +420,27 @@ class BlazePoseDetector:
         box = box + np.array([-margin, -margin, margin, margin])
         return np.clip(box, 0.0, [width, height, width, height])
 
-    def _person(self, pyramid: _Pyramid, group: list[_Candidate]) -> tuple[np.ndarray, float, np.ndarray] | None:
+    def _person(
+        self, pyramid: _Pyramid, group: list[_Candidate]
+    ) -> tuple[np.ndarray, float, np.ndarray, _Candidate] | None:
         """Landmarks for the first detector candidate of one person whose region the landmark model accepts:
         a run on the detector's region, then ``_REFINE_STEPS`` runs on the region the landmarks themselves
         give (auxiliary landmarks 33 = centre, 34 = circle point), as MediaPipe does from frame to frame."""
         for cand in group[:_TRIES_PER_PERSON]:
             centre, circle_point = cand.keypoints[0], cand.keypoints[1]
+            runs = []
             for _ in range(1 + _REFINE_STEPS):
                 landmarks, presence, mask_points, step = self._landmarks_for(pyramid, centre, circle_point)
+                runs.append((landmarks, presence, mask_points, step))
                 centre, circle_point = landmarks[33], landmarks[34]
-            if presence >= _PRESENCE_MIN:
-                return landmarks, step, mask_points
+                if np.linalg.norm(centre - cand.keypoints[0]) > _MAX_DRIFT * cand.radius:
+                    break  # the landmarks moved onto someone else (a neighbour in the region): keep what came before
+            # the last run that stayed on the detector's person and that the model accepts
+            for landmarks, presence, mask_points, step in reversed(runs):
+                if presence >= _PRESENCE_MIN and np.linalg.norm(landmarks[33] - cand.keypoints[0]) <= (
+                    _MAX_DRIFT * cand.radius
+                ):
+                    return landmarks, step, mask_points, cand
         return None
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]:
@@ -392,6 +449,8 @@ class BlazePoseDetector:
         candidates: list[_Candidate] = []
         for x0, y0, side in self._squares(height, width):
             candidates += self._detect_view(pyramid, x0, y0, side, min(self.conf, _ALTERNATE_MIN))
+        if self.hog:
+            candidates += self._hog_candidates(image_bgr)
         candidates.sort(key=lambda c: -c.score)
         groups: list[list[_Candidate]] = []  # one per person, best detector score first
         for cand in candidates:
@@ -407,10 +466,13 @@ class BlazePoseDetector:
             found = self._person(pyramid, group)
             if found is None:
                 continue
-            landmarks, step, mask_points = found
+            landmarks, step, mask_points, cand = found
             box = self._person_box(landmarks, mask_points, step, height, width)
-            if box[2] <= box[0] or box[3] <= box[1] or max(box[2] - box[0], box[3] - box[1]) < self.min_size:
+            longer = max(box[2] - box[0], box[3] - box[1])
+            if box[2] <= box[0] or box[3] <= box[1] or longer < self.min_size:
                 continue
+            if longer < _MIN_BOX_TO_CIRCLE * 2.0 * cand.radius and not _cut_by_frame(box, height, width):
+                continue  # the landmarks shrank onto a part of what the detector saw as a whole body
             nose = landmarks[0]
             duplicate = any(
                 box_iou(box, other[None])[0] > 0.6 and np.linalg.norm(nose - other_nose) < 0.15 * (box[3] - box[1])
@@ -418,8 +480,70 @@ class BlazePoseDetector:
             )
             if not duplicate:
                 people.append((group[0].score, box, nose))
+        people = drop_parts(people)
         out = [Detection((float(b[0]), float(b[1]), float(b[2]), float(b[3])), float(score)) for score, b, _ in people]
         return finish_detections(out, self.conf, self.max_people, self.min_size)
+
+
+def _cut_by_frame(box: np.ndarray, height: int, width: int) -> bool:
+    return bool(box[0] <= 0.5 or box[1] <= 0.5 or box[2] >= width - 0.5 or box[3] >= height - 0.5)
+
+
+def drop_parts(people: list[tuple[float, np.ndarray, np.ndarray]]) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    """Remove each person whose box holds two or more smaller people's boxes (each at least :data:`_PART_INSIDE`
+    inside it, and either at least 0.6 × as tall and at most 0.7 × as wide — people side by side — or with a
+    higher score than the large box: people the landmarks spread over), then each person whose box lies for at least
+    :data:`_PART_INSIDE` of its area inside a larger person's box: a tile that saw only part of a large person
+    (a torso, a leg) gives such a box. The larger box keeps the better of the two scores.
+    ``people``: (score, box xyxy, nose) tuples; their order is kept."""
+    areas = [float((b[2] - b[0]) * (b[3] - b[1])) for _, b, _ in people]
+    keep = [True] * len(people)
+    for j, (other_score, other, _) in enumerate(people):  # a box holding two or more people is a group: drop it
+        held = 0
+        for i, (score, box, _) in enumerate(people):
+            w = min(box[2], other[2]) - max(box[0], other[0])
+            h = min(box[3], other[3]) - max(box[1], other[1])
+            inside = i != j and areas[i] < areas[j] and w > 0 and h > 0 and w * h >= _PART_INSIDE * areas[i]
+            tall = box[3] - box[1] >= 0.6 * (other[3] - other[1])  # a whole person beside others, not a limb
+            narrow = box[2] - box[0] <= 0.7 * (other[2] - other[0])
+            held += int(inside and ((tall and narrow) or score > other_score))
+        keep[j] = held < 2
+    scores = [score for score, _, _ in people]
+    for i, (_, box, _) in enumerate(people):
+        for j, (_, other, _) in enumerate(people):
+            if i == j or areas[j] <= areas[i] or not keep[j]:
+                continue
+            w = min(box[2], other[2]) - max(box[0], other[0])
+            h = min(box[3], other[3]) - max(box[1], other[1])
+            if w > 0 and h > 0 and w * h >= _PART_INSIDE * areas[i]:
+                keep[i] = False
+                scores[j] = max(scores[j], scores[i])
+                break
+    return [(scores[i], box, nose) for i, (_, box, nose) in enumerate(people) if keep[i]]
+
+
+def fine_tiles(height: int, width: int) -> list[tuple[float, float, float]]:
+    """(x0, y0, side) of the finer square tiles: sides of 1/2 and 1/4 of the image's short side, but at least
+    :data:`_FINE_TILE_MIN` pixels (a person ~60 px tall then fills about a third of a 224×224 detector view),
+    each level covering the image with tiles that overlap by a quarter of their side (the last row and
+    column end at the image's edge)."""
+    short = min(height, width)
+    sides: list[float] = []
+    for divisor in _FINE_TILE_DIVISORS:
+        side = max(float(_FINE_TILE_MIN), short / divisor)
+        if side < 0.8 * short and all(abs(side - other) > 0.2 * other for other in sides):
+            sides.append(side)
+    views = []
+    for side in sides:
+        stride = side * (1.0 - _FINE_TILE_OVERLAP)
+        nx = max(1, math.ceil((width - side) / stride) + 1)
+        ny = max(1, math.ceil((height - side) / stride) + 1)
+        for j in range(ny):
+            for i in range(nx):
+                x0 = (width - side) * i / (nx - 1) if nx > 1 else (width - side) / 2
+                y0 = (height - side) * j / (ny - 1) if ny > 1 else (height - side) / 2
+                views.append((x0, y0, side))
+    return views
 
 
 def weighted_nms(
