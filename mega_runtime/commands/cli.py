@@ -68,6 +68,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             assets_dir=args.assets_dir,
             work_dir=args.work_dir,
             device=args.device,
+            precision=args.precision,
             detector=args.detector,
             max_message_bytes=args.max_message_bytes,
             max_inline_bytes=args.max_inline_bytes,
@@ -90,6 +91,9 @@ def _add_serve_command(sub: Any) -> None:
         "--work-dir", type=Path, metavar="DIR", help="where jobs without out_dir write (default: a temporary folder)"
     )
     p.add_argument("--device", default=defaults.DEVICE, help="default device: auto, cpu, cuda, cuda:N, mps")
+    p.add_argument(
+        "--precision", choices=defaults.PRECISIONS, default=defaults.PRECISION, help="default precision of infer jobs"
+    )
     p.add_argument("--detector", default=defaults.DETECTOR, choices=defaults.DETECTOR_CHOICES, help="person detector")
     p.add_argument("--max-message-bytes", type=int, default=defaults.MAX_MESSAGE_BYTES, help=argparse.SUPPRESS)
     p.add_argument("--max-inline-bytes", type=int, default=defaults.MAX_INLINE_BYTES, help=argparse.SUPPRESS)

@@ -209,6 +209,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=resolve_device(args.device),
         batch_size=args.batch_size,
+        precision=args.precision,
     )
     options = {"weights": args.yolo_weights} if args.detector == "yolo" else {}
     detector = make_detector(args.detector, **options)
@@ -410,6 +411,12 @@ def add_infer_commands(sub: argparse._SubParsersAction) -> None:
         help="hypotheses per person, incl. the most likely (default %(default)s)",
     )
     _sampling_options(p, defaults.SAMPLING_STEPS, defaults.SAMPLING_TEMPERATURE, "initial sampling temperature")
+    p.add_argument(
+        "--precision",
+        choices=defaults.PRECISIONS,
+        default=defaults.PRECISION,
+        help="fp32 (exact), bf16, int8 (CPU) or auto (fastest native); default %(default)s (docs/benchmarks.md)",
+    )
     p.add_argument(
         "--sampler",
         choices=defaults.SAMPLERS,

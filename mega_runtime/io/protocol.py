@@ -97,6 +97,7 @@ class InferRequest:
     frame_step: int
     temporal: TemporalOptions | None = None
     smpl_model: str | None = None
+    precision: str | None = None
 
     @property
     def op(self) -> str:
@@ -451,6 +452,11 @@ def _parse_infer(message: dict[str, Any], rid: str, max_inline_bytes: int) -> In
     device = message.get("device")
     if device is not None and not isinstance(device, str):
         raise ProtocolError("bad_request", "'device' must be a string such as cpu or cuda", request_id=rid)
+    precision = message.get("precision")
+    if precision is not None and precision not in defaults.PRECISIONS:
+        raise ProtocolError(
+            "bad_request", f"'precision' must be one of {', '.join(defaults.PRECISIONS)}", request_id=rid
+        )
     boxes = _boxes(message.get("boxes"), rid)
     temporal = _temporal(message.get("temporal"), rid)
     smpl_model = message.get("smpl_model")
@@ -485,6 +491,7 @@ def _parse_infer(message: dict[str, Any], rid: str, max_inline_bytes: int) -> In
         frame_step=_int(frames, "step", 1, 1, rid) or 1,
         temporal=temporal,
         smpl_model=smpl_model,
+        precision=precision,
     )
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -126,10 +127,8 @@ class _DecoderBase(nn.Module):
         return seq + self.pos_embedding[:, 0]
 
     def first_block(self) -> Block:
-        first = self.transformer[0]
-        if not isinstance(first, Block):
-            raise TypeError(f"decoder block 0 is a {type(first).__name__}, not a Block")
-        return first
+        """The first transformer block (typed for the key/value helpers)."""
+        return cast(Block, self.transformer[0])
 
     def slot_key_values(self) -> torch.Tensor:
         """(S, 2E) first-block keys/values of a hidden slot at each position (mask token + position embedding)."""
@@ -154,7 +153,7 @@ class _DecoderBase(nn.Module):
         parts = [x.new_zeros(b, 1, 2 * e), self.slot_key_values().expand(b, -1, -1)]
         kv = torch.cat(parts if prefix_kv is None else [prefix_kv, *parts], dim=1)
         fresh_kv = block.attn.key_values(block.norm1(gather_rows(x, fresh)))
-        return kv.scatter_(1, fresh.unsqueeze(-1).expand(-1, -1, 2 * e), fresh_kv)
+        return kv.scatter_(1, fresh.unsqueeze(-1).expand(-1, -1, 2 * e), fresh_kv.to(kv.dtype))
 
     def run_blocks(
         self,

@@ -23,19 +23,26 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
+    def project(self, x: torch.Tensor, part: slice) -> torch.Tensor:
+        """x: (..., C) → the ``part`` columns of ``qkv(x)``, computing only those (a plain Linear's rows).
+
+        A replaced ``qkv`` (e.g. dynamically quantised for int8) is run whole and then sliced.
+        """
+        if isinstance(self.qkv, nn.Linear):
+            bias = self.qkv.bias
+            return F.linear(x, self.qkv.weight[part], None if bias is None else bias[part])
+        return self.qkv(x)[..., part]
+
     def key_values(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., C) normalised tokens → (..., 2C): their keys then values, as :meth:`forward` computes them."""
-        c, bias = x.shape[-1], self.qkv.bias
-        return F.linear(x, self.qkv.weight[c:], None if bias is None else bias[c:])
+        return self.project(x, slice(x.shape[-1], None))
 
     def attend(self, x: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
         """x: (B, Q, C) normalised query tokens, kv: (B, N, 2C) keys/values of all N tokens → (B, Q, C)."""
         b, rows, c = x.shape
         heads, dh = self.num_heads, c // self.num_heads
-        bias = self.qkv.bias
-        q = F.linear(x, self.qkv.weight[:c], None if bias is None else bias[:c])
-        q = q.reshape(b, rows, heads, dh).transpose(1, 2)
-        k, v = kv.reshape(b, kv.shape[1], 2, heads, dh).permute(2, 0, 3, 1, 4).unbind(0)
+        q = self.project(x, slice(0, c)).reshape(b, rows, heads, dh).transpose(1, 2)
+        k, v = kv.to(q.dtype).reshape(b, kv.shape[1], 2, heads, dh).permute(2, 0, 3, 1, 4).unbind(0)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, rows, c))
 

@@ -48,6 +48,8 @@ class PipelineConfig:
     seed: int = defaults.SEED
     device: str = defaults.DEVICE
     batch_size: int = defaults.BATCH_SIZE
+    #: fp32 (exact), bf16, int8 or auto: see :class:`mega_runtime.mega.Mega`.
+    precision: str = defaults.PRECISION
 
     def __post_init__(self) -> None:
         if self.num_hypotheses < 1:
@@ -117,7 +119,9 @@ class Pipeline:
             [config.model, defaults.TOKENIZER_MODEL], checkpoint_dir, progress=progress, assets_dir=assets
         )
         device = resolve_device(config.device)
-        mega = Mega.from_checkpoints(checkpoints, config.model, assets_dir=assets, device=device)
+        mega = Mega.from_checkpoints(
+            checkpoints, config.model, assets_dir=assets, device=device, precision=config.precision
+        )
         template = read_template_ply(assets / "template.ply")
         model_file = checkpoints / CHECKPOINT_FILES[config.model]
         info = {
@@ -197,6 +201,7 @@ class Pipeline:
             },
             "detector": getattr(self.detector, "name", type(self.detector).__name__),
             "device": str(self.mega.device),
+            "precision": self.mega.precision,
             "warnings": warnings,
             "timings_ms": {k: round(v * 1e3, 1) for k, v in timings.items()},
         }
