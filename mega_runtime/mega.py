@@ -24,6 +24,7 @@ from mega_runtime.decoding.samplers import (
     row_seeds,
     sample_tokens,
     sample_tokens_official,
+    to_device,
 )
 from mega_runtime.decoding.schedule import CVQMAE_SAMPLING, VQMAE_SAMPLING, SamplingConfig
 from mega_runtime.decoding.scoring import score_tokens
@@ -170,7 +171,7 @@ class Mega:
             raise ValueError(f"num_hypotheses must be at least 1, got {num_hypotheses}")
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
-        images = images.to(self.device, non_blocking=True)
+        images = to_device(images, self.device)
         b, extra = images.shape[0], num_hypotheses - 1
         with self._low_precision():
             cond = self.cvqmae.condition(images)

@@ -121,8 +121,20 @@ def scaled_gumbel(
     """``temperature · G`` with G from ``source`` (N, *shape), multiplied in G's dtype, then float32 on ``device``.
 
     float64 sources (numpy) therefore round once, as the official ``(temp · np.random.gumbel(…)).float()`` does.
+    To a CUDA device the noise goes through pinned memory without blocking the host (:func:`to_device`).
     """
-    return (temperature * source.gumbel(shape)).to(dtype=torch.float32, device=device)
+    return to_device((temperature * source.gumbel(shape)).to(dtype=torch.float32), device)
+
+
+def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A CPU tensor on ``device``; to CUDA it is pinned and copied asynchronously (no host sync per step).
+
+    The values are the same on every path; on the CPU it is returned as is.
+    """
+    device = torch.device(device)
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def row_seeds(generator: torch.Generator, num_rows: int) -> torch.Tensor:
