@@ -3,9 +3,11 @@
 Full-size ResNet-50 configuration (CVQMAE + Mesh-VQ-VAE), seeded random weights, CPU (or --device cuda).
 Per mode it prints:
 
-* time of ``Mega.reconstruct(crop, 16)`` (median wall and process CPU seconds over --repeats, after a warm-up)
-  and the speed-up over fp32 measured in the same run; ``fp32-plain`` is fp32 with the exact-mode shortcuts
-  switched off (the previous code path), so fp32 / fp32-plain is what those shortcuts bought;
+* time of ``Mega.reconstruct(crop, 16)`` (median wall and process CPU seconds over --repeats, after a warm-up;
+  --repeats 0 skips it) and of one token-transformer pass over 16 rows with 11 visible tokens (a sampling
+  step; median over --pass-repeats), and the speed-ups over fp32 in process CPU time, measured in the same run
+  (CPU time is steadier than wall time on a shared machine); ``fp32-plain`` is fp32 with the exact-mode
+  shortcuts switched off (the previous code path), so fp32-plain / fp32 is what those shortcuts bought;
 * argmax agreement: the share of the 54 deterministic (hypothesis-0) tokens equal to fp32's;
 * distribution agreement over --hypotheses sampled hypotheses per crop and seed: the per-vertex mean mesh and
   per-vertex spread (``vertex_std``) against fp32's with the same seeds, in mm. Tolerance: a mode agrees when
@@ -68,6 +70,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--hypotheses", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pass-repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--checkpoint-dir", type=Path, help="official-layout checkpoints instead of random weights")
     args = parser.parse_args()
@@ -86,9 +89,21 @@ def main() -> int:
         set_plain(mode == "fp32-plain")
         model = build(mode, args.device, args.checkpoint_dir)
         sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-        wall, cpu = [], []
+        wall, cpu, step = [float("nan")], [float("nan")], []
         with torch.inference_mode():
-            model.reconstruct(crops[0], 16, torch.Generator().manual_seed(0))  # warm-up
+            cond = model.cvqmae.condition(crops[0].to(args.device)).repeat(16)
+            tokens = torch.randint(0, 512, (16, 54), generator=torch.Generator().manual_seed(1)).to(args.device)
+            order = torch.arange(54, device=args.device).repeat(16, 1)
+            with model.low_precision():
+                for _ in range(args.pass_repeats + 1):
+                    c0 = time.process_time()
+                    model.cvqmae.logits(tokens, order[:, :11], cond, positions=order[:, 11:]).float()
+                    sync()
+                    step.append(time.process_time() - c0)
+            step = step[1:]  # the first pass warms up
+            if args.repeats:
+                wall, cpu = [], []
+                model.reconstruct(crops[0], 16, torch.Generator().manual_seed(0))  # warm-up
             for _ in range(args.repeats):
                 t0, c0 = time.perf_counter(), time.process_time()
                 model.reconstruct(crops[0], 16, torch.Generator().manual_seed(0))
@@ -103,8 +118,14 @@ def main() -> int:
                         seed = 1000 + s if not tag else 5000 + s
                         res = model.reconstruct(crops[c], args.hypotheses, torch.Generator().manual_seed(seed))
                         runs[(c, s, tag)] = (res.tokens[0, 0].cpu(), res.canonical[0].cpu(), res.vertex_std[0].cpu())
-        results[mode] = {"wall": statistics.median(wall), "cpu": statistics.median(cpu), "runs": runs}
-        print(f"  measured {mode}: {results[mode]['wall']:.2f} s wall, {results[mode]['cpu']:.2f} s CPU", flush=True)
+        results[mode] = {
+            "wall": statistics.median(wall),
+            "cpu": statistics.median(cpu),
+            "step": statistics.median(step),
+            "runs": runs,
+        }
+        r = results[mode]
+        print(f"  {mode}: {r['wall']:.2f} s wall, {r['cpu']:.2f} s CPU, pass {1e3 * r['step']:.0f} ms CPU", flush=True)
     set_plain(False)
 
     def compare(mode: str, tag: str = "") -> tuple[float, float, float]:
@@ -126,15 +147,19 @@ def main() -> int:
         f"\n{args.crops} crops × {args.seeds} seeds × {args.hypotheses} hypotheses; mean per-vertex spread of fp32 "
         f"{spread:.1f} mm; tolerance: ≤ {TOLERANCE_FACTOR}× the fp32 seed-to-seed difference"
     )
-    print("| mode | 16 hyps wall | CPU | speed-up (CPU) | argmax agreement | Δ mean mesh | Δ spread | agrees |")
-    print("|---|---|---|---|---|---|---|---|")
-    print(f"| fp32 seed-to-seed | | | | | {ref_mean:.2f} mm | {ref_std:.2f} mm | (reference) |")
+    print(
+        "| mode | 16 hyps wall | CPU | speed-up | one pass (CPU) | speed-up | argmax agreement | Δ mean mesh "
+        "| Δ spread | agrees |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| fp32 seed-to-seed | | | | | | | {ref_mean:.2f} mm | {ref_std:.2f} mm | (reference) |")
     for mode in results:
         r = results[mode]
         agree, dmean, dstd = compare(mode)
         ok = dmean <= TOLERANCE_FACTOR * ref_mean and dstd <= TOLERANCE_FACTOR * ref_std
         print(
-            f"| {mode} | {r['wall']:.2f} s | {r['cpu']:.2f} s | {base['cpu'] / r['cpu']:.2f}× | {100 * agree:.1f} % "
+            f"| {mode} | {r['wall']:.2f} s | {r['cpu']:.2f} s | {base['cpu'] / r['cpu']:.2f}× "
+            f"| {1e3 * r['step']:.0f} ms | {base['step'] / r['step']:.2f}× | {100 * agree:.1f} % "
             f"| {dmean:.2f} mm | {dstd:.2f} mm | {'yes' if ok else 'no'} |"
         )
     return 0

@@ -88,7 +88,7 @@ class Mega:
                 if model is not None:
                     quantize_token_transformer(model)
 
-    def _low_precision(self) -> contextlib.AbstractContextManager:
+    def low_precision(self) -> contextlib.AbstractContextManager:
         """bfloat16 autocast on this device in ``bf16`` mode, else nothing."""
         if self.precision != "bf16":
             return contextlib.nullcontext()
@@ -173,7 +173,7 @@ class Mega:
             raise ValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
         images = to_device(images, self.device)
         b, extra = images.shape[0], num_hypotheses - 1
-        with self._low_precision():
+        with self.low_precision():
             cond = self.cvqmae.condition(images)
             cond = replace(cond, rot6d=cond.rot6d.float(), cam=cond.cam.float())
             first, first_logits = argmax_with_logits(self.cvqmae, cond, b, self.device)
@@ -234,7 +234,7 @@ class Mega:
                 "no pre-trained (unconditional) model is loaded",
                 hint="load with Mega.from_checkpoints(..., pretrained=True)",
             )
-        with self._low_precision():
+        with self.low_precision():
             samples = sample_tokens(self.vqmae, None, row_seeds(generator, num_bodies), sampling, fixed=fixed)
             samples = replace(samples, log_likelihood=score_tokens(self.vqmae, None, samples.tokens))
         return samples, self.decode_meshes(samples.tokens)
@@ -251,7 +251,7 @@ class Mega:
 
         The log-likelihood scores the whole completed sequence (fixed tokens included).
         """
-        with self._low_precision():
+        with self.low_precision():
             cond = self.cvqmae.condition(images.to(self.device))
             seeds = row_seeds(generator, images.shape[0])
             samples = sample_tokens(self.cvqmae, cond, seeds, sampling, fixed=fixed)
