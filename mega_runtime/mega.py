@@ -88,6 +88,35 @@ class Mega:
                 if model is not None:
                     quantize_token_transformer(model)
 
+    def compile_transformers(self) -> bool:
+        """Opt-in ``torch.compile`` (inductor) of the token transformers; False, with a log line, where it cannot.
+
+        The compiled kernels are cached across runs by inductor's FX graph cache under
+        ``<runtime cache>/inductor`` (``TORCHINDUCTOR_CACHE_DIR`` unless already set). On CUDA the mode is
+        ``reduce-overhead`` (CUDA graphs). Inductor on the CPU needs a C compiler (``$CC``, cc, gcc or
+        clang). The first run compiles one graph per step shape — minutes on a small CPU; the tiny test
+        model gave the eager tokens (docs/runtime-core.md), but inductor does not promise eager's bits.
+        """
+        import os
+        import shutil
+
+        from mega_runtime.weights.registry import cache_dir
+
+        compilers = [os.environ.get("CC") or "cc", "gcc", "clang"]
+        if self.device.type == "cpu" and not any(shutil.which(c) for c in compilers):
+            log.warning("--compile: no C compiler found (inductor needs one on the CPU); running uncompiled")
+            return False
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
+        mode = "reduce-overhead" if self.device.type == "cuda" else None
+        for model in (self.cvqmae, self.vqmae):
+            if model is not None:
+                model.encoder = torch.compile(model.encoder, mode=mode, dynamic=False)
+                model.decoder = torch.compile(model.decoder, mode=mode, dynamic=False)
+        log.info(
+            "token transformers compiled (mode %s, cache %s)", mode or "default", os.environ["TORCHINDUCTOR_CACHE_DIR"]
+        )
+        return True
+
     def low_precision(self) -> contextlib.AbstractContextManager:
         """bfloat16 autocast on this device in ``bf16`` mode, else nothing."""
         if self.precision != "bf16":

@@ -210,6 +210,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         device=resolve_device(args.device),
         batch_size=args.batch_size,
         precision=args.precision,
+        compile=args.compile,
     )
     options = {"weights": args.yolo_weights} if args.detector == "yolo" else {}
     detector = make_detector(args.detector, **options)
@@ -416,6 +417,11 @@ def add_infer_commands(sub: argparse._SubParsersAction) -> None:
         choices=defaults.PRECISIONS,
         default=defaults.PRECISION,
         help="fp32 (exact), bf16, int8 (CPU) or auto (fastest native); default %(default)s (docs/benchmarks.md)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the token transformers (cached across runs; the first run compiles for minutes)",
     )
     p.add_argument(
         "--sampler",

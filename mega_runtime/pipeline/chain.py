@@ -50,6 +50,8 @@ class PipelineConfig:
     batch_size: int = defaults.BATCH_SIZE
     #: fp32 (exact), bf16, int8 or auto: see :class:`mega_runtime.mega.Mega`.
     precision: str = defaults.PRECISION
+    #: Opt-in torch.compile of the token transformers (:meth:`mega_runtime.mega.Mega.compile_transformers`).
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.num_hypotheses < 1:
@@ -122,6 +124,8 @@ class Pipeline:
         mega = Mega.from_checkpoints(
             checkpoints, config.model, assets_dir=assets, device=device, precision=config.precision
         )
+        if config.compile:
+            mega.compile_transformers()
         template = read_template_ply(assets / "template.ply")
         model_file = checkpoints / CHECKPOINT_FILES[config.model]
         info = {

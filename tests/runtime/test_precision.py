@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -92,3 +93,26 @@ def test_protocol_accepts_the_precisions_and_rejects_others():
     assert _infer(precision="bf16").precision == "bf16"
     with pytest.raises(ProtocolError, match="precision"):
         _infer(precision="half")
+
+
+def test_compile_without_a_c_compiler_on_the_cpu_falls_back_with_a_log_line(mesh, monkeypatch, caplog):
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    model = Mega(tiny_cvqmae(), mesh)
+    encoder = model.cvqmae.encoder
+    with caplog.at_level("WARNING"):
+        assert model.compile_transformers() is False
+    assert "no C compiler" in caplog.text and model.cvqmae.encoder is encoder
+
+
+def test_compile_wraps_the_token_transformers_and_caches_under_the_runtime_cache(mesh, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "set-so-that-teardown-restores-the-original")
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: calls.append(kw) or module)
+    model = Mega(tiny_cvqmae(), mesh, tiny_vqmae())
+    assert model.compile_transformers() is True
+    assert len(calls) == 4 and all(kw["mode"] is None for kw in calls)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"].startswith(str(tmp_path))
