@@ -35,7 +35,8 @@ def test_default_precision_is_exact_fp32():
     ("flags", "expected"),
     [
         ({"avx2", "amx_bf16"}, "bf16"),
-        ({"avx512f", "avx512_bf16", "avx512_vnni"}, "bf16"),
+        ({"avx512f", "avx512_bf16"}, "bf16"),
+        ({"avx512f", "avx512_bf16", "avx512_vnni"}, "int8"),
         ({"avx512f", "avx512_vnni"}, "int8"),
         ({"avx2", "avx_vnni"}, "int8"),
         ({"avx2"}, "fp32"),
