@@ -446,6 +446,8 @@ class SmplFit:
         return int(self.global_orient.shape[0])
 
 
+
+
 def smpl_result_arrays(fits: Sequence[SmplFit | None], hypothesis: np.ndarray) -> dict[str, np.ndarray]:
     """The result arrays of one fit per person (``None``: not fitted, zeros); ``hypothesis`` (F, P) fitted index."""
     hyp = np.asarray(hypothesis)

@@ -128,7 +128,9 @@ def plan_downloads(record: list[RemoteFile], wanted: Iterable[str]) -> list[Remo
     named = [r for r in record if guess_model(r.key) in wanted]
     unnamed = [r for r in record if guess_model(r.key) is None]
     archives = [r for r in unnamed if _is_archive_name(r.key)]
-    others = [r for r in unnamed if not _is_archive_name(r.key) and not r.key.lower().endswith(NOT_CHECKPOINT_SUFFIXES)]
+    others = [
+        r for r in unnamed if not _is_archive_name(r.key) and not r.key.lower().endswith(NOT_CHECKPOINT_SUFFIXES)
+    ]
     return named + archives + others
 
 
