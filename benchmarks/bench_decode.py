@@ -5,6 +5,7 @@ runs in a fresh subprocess so peak-memory figures do not leak between cases.
 
     python benchmarks/bench_decode.py                  # CPU (2 threads) and, if present, CUDA
     python benchmarks/bench_decode.py --device cuda --precision bf16
+    python benchmarks/bench_decode.py --device cpu --precision int8 --only hypotheses16
     python benchmarks/bench_decode.py --device cpu --only mesh_decode1 mesh_decode16 --graph-path gather
 
 Needs MEGA_ASSETS_DIR (connection matrices for Mesh-VQ-VAE). Never run as a test.
@@ -63,6 +64,7 @@ def run_case(
     mega = Mega(
         CVQMAE(PRESETS["mega_resnet"]).eval().to(device),
         MeshVQVAE(MeshVQVAEConfig(), connections, graph_path=graph_path).eval().to(device),
+        precision=precision if precision in ("bf16", "int8") else "fp32",  # tf32 is a CUDA matmul switch
     )
     images = torch.randn(batch, 3, 224, 224, device=device)
     tokens = torch.randint(0, 512, (16 * batch, 54), device=device)
@@ -83,9 +85,8 @@ def run_case(
             return mega.decode_meshes(tokens[:1])
         return mega.decode_meshes(tokens)
 
-    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=precision == "bf16")
     base_rss = _rss_mb()
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode():
         times: list[float] = []
         for attempt in range(repeats + 1):
             if attempt == 1 and device == "cuda":
@@ -120,7 +121,7 @@ def run_case(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
-    parser.add_argument("--precision", choices=["fp32", "tf32", "bf16", "all"], default="all")
+    parser.add_argument("--precision", choices=["fp32", "tf32", "bf16", "int8", "all"], default="all")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
@@ -143,7 +144,7 @@ def main() -> int:
 
     runs = []
     if args.device in ("cpu", "all"):
-        runs.append(("cpu", "fp32"))
+        runs += [("cpu", p) for p in ("fp32", "bf16", "int8") if args.precision in (p, "all")]
     if args.device in ("cuda", "all") and torch.cuda.is_available():
         runs += [("cuda", p) for p in ("fp32", "tf32", "bf16") if args.precision in (p, "all")]
     print(

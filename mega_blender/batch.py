@@ -123,6 +123,7 @@ def build_parser(prog: str = PROG_PYTHON) -> argparse.ArgumentParser:
     r.add_argument("--steps", type=int, help=f"sampling steps (default {defaults.SAMPLING_STEPS})")
     r.add_argument("--seed", type=int, default=defaults.SEED)
     r.add_argument("--device", default=defaults.DEVICE, help="auto, cpu, cuda, mps (default %(default)s)")
+    r.add_argument("--precision", choices=defaults.PRECISIONS, default=defaults.PRECISION, help="default %(default)s")
     r.add_argument("--frames", metavar="START:STOP:STEP", help="video frame range (stop exclusive)")
     r.add_argument(
         "--path", choices=defaults.TEMPORAL_PATHS, default=defaults.TEMPORAL_PATH, help="videos: hypothesis path"
@@ -263,6 +264,7 @@ def run_reconstruct(args: argparse.Namespace, report: dict[str, Any]) -> None:
     results_dir = (args.results_dir or args.export.parent / f"{args.export.stem} results").resolve()
     options: dict[str, Any] = {"model": args.model, "hypotheses": args.hypotheses, "seed": args.seed}
     options["device"] = args.device
+    options["precision"] = args.precision
     if args.steps:
         options["steps"] = args.steps
     frames = _frames(args.frames)

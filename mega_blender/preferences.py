@@ -192,6 +192,16 @@ class MEGA_AddonPreferences(bpy.types.AddonPreferences):
         ),
         default=defaults.DEVICE.upper(),
     )
+    precision: EnumProperty(
+        name="Precision",
+        items=(
+            ("fp32", "Exact (fp32)", "Full float32: reproducible, the reference results"),
+            ("bf16", "bfloat16", "Faster on GPUs and recent CPUs; hypotheses differ slightly from fp32"),
+            ("int8", "int8 (CPU)", "Quantised transformer layers on the CPU; hypotheses differ slightly"),
+            ("auto", "Automatic", "The fastest mode this machine supports natively"),
+        ),
+        default=defaults.PRECISION,
+    )
     model: EnumProperty(
         name="Model",
         items=(
@@ -236,6 +246,7 @@ class MEGA_AddonPreferences(bpy.types.AddonPreferences):
         box.prop(self, "smpl_model_path")
         row = box.row()
         row.prop(self, "device")
+        row.prop(self, "precision")
         row.prop(self, "model")
         row = box.row()
         row.prop(self, "num_hypotheses")

@@ -210,6 +210,7 @@ class MEGA_OT_reconstruct(bpy.types.Operator):
                 "steps": preferences.num_steps,
                 "seed": preferences.seed,
                 "device": preferences.device.lower(),
+                "precision": preferences.precision,
             }
         overrides = {
             "model": self.model or None,

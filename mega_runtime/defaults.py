@@ -76,6 +76,10 @@ SAMPLER = "full"
 BATCH_SIZE = 16
 #: ``auto`` picks a GPU when one is available, else the CPU.
 DEVICE = "auto"
+#: Arithmetic of the image model: ``fp32`` (exact, reproduces the fixtures), ``bf16`` (autocast), ``int8``
+#: (dynamic quantisation of Linear layers, CPU only), ``auto`` (the fastest this machine supports natively).
+PRECISIONS = ("fp32", "bf16", "int8", "auto")
+PRECISION = "fp32"
 
 # -- sampling (generation with no image) -------------------------------------------------------------------------------
 

@@ -8,9 +8,11 @@ the pipeline's job.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,10 +24,11 @@ from mega_runtime.decoding.samplers import (
     row_seeds,
     sample_tokens,
     sample_tokens_official,
+    to_device,
 )
 from mega_runtime.decoding.schedule import CVQMAE_SAMPLING, VQMAE_SAMPLING, SamplingConfig
 from mega_runtime.decoding.scoring import score_tokens
-from mega_runtime.errors import ConfigError
+from mega_runtime.errors import ConfigError, MegaError
 from mega_runtime.models.config import CVQMAEConfig, VQMAEConfig
 from mega_runtime.models.geometry import rotate_vertices, rotation_6d_to_matrix
 from mega_runtime.weights.loaders import CHECKPOINT_FILES, load_cvqmae, load_mesh_vqvae, load_vqmae, model_config
@@ -66,12 +69,59 @@ def vertex_spread(vertices: torch.Tensor) -> torch.Tensor:
 
 
 class Mega:
-    """The MEGA model family on one device."""
+    """The MEGA model family on one device.
 
-    def __init__(self, cvqmae, mesh_vqvae, vqmae=None) -> None:
+    precision: ``fp32`` (default; exact — the fixtures' tokens bit for bit), ``bf16`` (the token
+    transformers and the backbone under bfloat16 autocast), ``int8`` (the token transformers' Linear
+    layers dynamically quantised to int8; CPU only; applied in place, so the models are not to be
+    shared with an fp32 Mega) or ``auto`` (:func:`resolve_precision`). Mesh decoding, geometry and
+    all outputs stay float32. ``self.precision`` holds the resolved mode.
+    """
+
+    def __init__(self, cvqmae, mesh_vqvae, vqmae=None, precision: str = defaults.PRECISION) -> None:
         self.cvqmae = cvqmae
         self.mesh_vqvae = mesh_vqvae
         self.vqmae = vqmae
+        self.precision = resolve_precision(precision, str(self.device))
+        if self.precision == "int8":
+            for model in (cvqmae, vqmae):
+                if model is not None:
+                    quantize_token_transformer(model)
+
+    def compile_transformers(self) -> bool:
+        """Opt-in ``torch.compile`` (inductor) of the token transformers; False, with a log line, where it cannot.
+
+        The compiled kernels are cached across runs by inductor's FX graph cache under
+        ``<runtime cache>/inductor`` (``TORCHINDUCTOR_CACHE_DIR`` unless already set). On CUDA the mode is
+        ``reduce-overhead`` (CUDA graphs). Inductor on the CPU needs a C compiler (``$CC``, cc, gcc or
+        clang). The first run compiles one graph per step shape — minutes on a small CPU; the tiny test
+        model gave the eager tokens (docs/runtime-core.md), but inductor does not promise eager's bits.
+        """
+        import os
+        import shutil
+
+        from mega_runtime.weights.registry import cache_dir
+
+        compilers = [os.environ.get("CC") or "cc", "gcc", "clang"]
+        if self.device.type == "cpu" and not any(shutil.which(c) for c in compilers):
+            log.warning("--compile: no C compiler found (inductor needs one on the CPU); running uncompiled")
+            return False
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
+        mode = "reduce-overhead" if self.device.type == "cuda" else None
+        for model in (self.cvqmae, self.vqmae):
+            if model is not None:
+                model.encoder = torch.compile(model.encoder, mode=mode, dynamic=False)
+                model.decoder = torch.compile(model.decoder, mode=mode, dynamic=False)
+        log.info(
+            "token transformers compiled (mode %s, cache %s)", mode or "default", os.environ["TORCHINDUCTOR_CACHE_DIR"]
+        )
+        return True
+
+    def low_precision(self) -> contextlib.AbstractContextManager:
+        """bfloat16 autocast on this device in ``bf16`` mode, else nothing."""
+        if self.precision != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     @property
     def device(self) -> torch.device:
@@ -85,12 +135,13 @@ class Mega:
         assets_dir: Path | str | None = None,
         device: torch.device | str = "cpu",
         pretrained: bool = False,
+        precision: str = defaults.PRECISION,
     ) -> Mega:
         """Load from an official checkpoint folder (``CVQMAE/…``, ``MESH_VQVAE/…``, ``VQMAE/…``).
 
         model: ``mega_resnet``, ``mega_hrnet``, ``mega_vit``, or None for no image model (generation
         only). assets_dir holds ``connection_matrices/`` (default ``$MEGA_ASSETS_DIR``).
-        pretrained: also load the unconditional VQMAE.
+        pretrained: also load the unconditional VQMAE. precision: see :class:`Mega`.
         """
         from mega_runtime.models.assets import load_connection_matrices
 
@@ -117,7 +168,7 @@ class Mega:
                     f"{folder}/config.json describes {defaults.PRETRAINED_MODEL} as a {type(vq_config).__name__}"
                 )
             vqmae = load_vqmae(folder / CHECKPOINT_FILES[defaults.PRETRAINED_MODEL], vq_config, device)
-        return cls(cvqmae, mesh_vqvae, vqmae)
+        return cls(cvqmae, mesh_vqvae, vqmae, precision=precision)
 
     @torch.no_grad()
     def decode_meshes(self, tokens: torch.Tensor, chunk: int = 64) -> torch.Tensor:
@@ -149,22 +200,24 @@ class Mega:
             raise ValueError(f"num_hypotheses must be at least 1, got {num_hypotheses}")
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
-        images = images.to(self.device)
+        images = to_device(images, self.device)
         b, extra = images.shape[0], num_hypotheses - 1
-        cond = self.cvqmae.condition(images)
-        first, first_logits = argmax_with_logits(self.cvqmae, cond, b, self.device)
-        tokens = first.tokens[:, None]
-        if extra:
-            generator = generator if generator is not None else torch.Generator().manual_seed(0)
-            samples = self._sample(cond, first_logits, b, extra, generator, sampling, sampler, numpy_rng)
-            tokens = torch.cat([tokens, samples.tokens.reshape(b, extra, -1)], dim=1)
-        # One estimator for every hypothesis (the deterministic decode included), all rows in one batch.
-        log_likelihood = score_tokens(
-            self.cvqmae,
-            cond.repeat(num_hypotheses),
-            tokens.flatten(0, 1),
-            initial_logits=first_logits.repeat_interleave(num_hypotheses, dim=0),
-        ).reshape(b, num_hypotheses)
+        with self.low_precision():
+            cond = self.cvqmae.condition(images)
+            cond = replace(cond, rot6d=cond.rot6d.float(), cam=cond.cam.float())
+            first, first_logits = argmax_with_logits(self.cvqmae, cond, b, self.device)
+            tokens = first.tokens[:, None]
+            if extra:
+                generator = generator if generator is not None else torch.Generator().manual_seed(0)
+                samples = self._sample(cond, first_logits, b, extra, generator, sampling, sampler, numpy_rng)
+                tokens = torch.cat([tokens, samples.tokens.reshape(b, extra, -1)], dim=1)
+            # One estimator for every hypothesis (the deterministic decode included), all rows in one batch.
+            log_likelihood = score_tokens(
+                self.cvqmae,
+                cond.repeat(num_hypotheses),
+                tokens.flatten(0, 1),
+                initial_logits=first_logits.repeat_interleave(num_hypotheses, dim=0),
+            ).reshape(b, num_hypotheses)
         canonical = self.decode_meshes(tokens.flatten(0, 1)).reshape(b, num_hypotheses, -1, 3)
         rotation = rotation_6d_to_matrix(cond.rot6d)
         vertices = rotate_vertices(rotation, canonical)
@@ -210,8 +263,9 @@ class Mega:
                 "no pre-trained (unconditional) model is loaded",
                 hint="load with Mega.from_checkpoints(..., pretrained=True)",
             )
-        samples = sample_tokens(self.vqmae, None, row_seeds(generator, num_bodies), sampling, fixed=fixed)
-        samples = replace(samples, log_likelihood=score_tokens(self.vqmae, None, samples.tokens))
+        with self.low_precision():
+            samples = sample_tokens(self.vqmae, None, row_seeds(generator, num_bodies), sampling, fixed=fixed)
+            samples = replace(samples, log_likelihood=score_tokens(self.vqmae, None, samples.tokens))
         return samples, self.decode_meshes(samples.tokens)
 
     @torch.no_grad()
@@ -226,11 +280,77 @@ class Mega:
 
         The log-likelihood scores the whole completed sequence (fixed tokens included).
         """
-        cond = self.cvqmae.condition(images.to(self.device))
-        seeds = row_seeds(generator, images.shape[0])
-        samples = sample_tokens(self.cvqmae, cond, seeds, sampling, fixed=fixed)
-        samples = replace(samples, log_likelihood=score_tokens(self.cvqmae, cond, samples.tokens))
+        with self.low_precision():
+            cond = self.cvqmae.condition(images.to(self.device))
+            seeds = row_seeds(generator, images.shape[0])
+            samples = sample_tokens(self.cvqmae, cond, seeds, sampling, fixed=fixed)
+            samples = replace(samples, log_likelihood=score_tokens(self.cvqmae, cond, samples.tokens))
         return samples, self.decode_meshes(samples.tokens)
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags Linux lists in /proc/cpuinfo (e.g. ``avx512_bf16``, ``amx_bf16``, ``avx512_vnni``).
+
+    Empty where the file is absent (macOS, Windows) or unreadable.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def resolve_precision(name: str, device: str = "cpu") -> str:
+    """``fp32``, ``bf16`` or ``int8`` for running on ``device``; ``auto`` picks by what the hardware has.
+
+    auto: CUDA → bf16 where the GPU computes in bfloat16 natively (Ampere and later), else fp32; CPU →
+    int8 with VNNI (``avx512_vnni`` / ``avx_vnni`` in /proc/cpuinfo), else bf16 with AMX or AVX512-BF16
+    (``amx_bf16`` / ``avx512_bf16``), else fp32; MPS and others → fp32. On the CPU int8 comes first because
+    it measured both faster and closer to fp32 than bf16 (docs/benchmarks.md). Explicit names are kept,
+    except int8 off the CPU (PyTorch's dynamic quantisation is CPU only), a MegaError.
+    """
+    if name not in defaults.PRECISIONS:
+        raise MegaError(f"unknown precision {name!r}", hint=f"use one of {', '.join(defaults.PRECISIONS)}")
+    kind = torch.device(device).type
+    if name == "auto":
+        if kind == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        if kind == "cpu":
+            flags = cpu_flags()
+            if flags & {"avx512_vnni", "avx_vnni"}:
+                return "int8"
+            if flags & {"amx_bf16", "avx512_bf16"}:
+                return "bf16"
+        return "fp32"
+    if name == "int8" and kind != "cpu":
+        raise MegaError(
+            f"precision int8 runs on the CPU only, not on {device}", hint="use --precision bf16 or fp32 on a GPU"
+        )
+    return name
+
+
+def quantize_token_transformer(model: Any) -> None:
+    """Replace the Linear layers of a token transformer's encoder and decoder by dynamically quantised int8 ones.
+
+    In place; the image backbone (convolutions) and the small rotation/camera heads stay float32.
+    """
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    def quantized(module: torch.nn.Module) -> torch.nn.Module:
+        with warnings.catch_warnings():  # PyTorch marks its eager quantisation deprecated (torchao replaces it)
+            warnings.simplefilter("ignore", category=UserWarning)
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            # Wrapped so that a bare Linear (the head) is swapped too: only children are replaced.
+            return quantize_dynamic(torch.nn.Sequential(module), {torch.nn.Linear}, dtype=torch.qint8)[0]
+
+    model.encoder.transformer = quantized(model.encoder.transformer)
+    model.decoder.transformer = quantized(model.decoder.transformer)
+    model.decoder.head = quantized(model.decoder.head)
 
 
 def _assets_dir(explicit: Path | str | None) -> Path:

@@ -69,6 +69,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             assets_dir=args.assets_dir,
             work_dir=args.work_dir,
             device=args.device,
+            precision=args.precision,
             detector=args.detector,
             detection=detection_settings(args.detector, args.detect_threshold, args.min_height, args.max_people),
             max_message_bytes=args.max_message_bytes,
@@ -92,6 +93,10 @@ def _add_serve_command(sub: Any) -> None:
         "--work-dir", type=Path, metavar="DIR", help="where jobs without out_dir write (default: a temporary folder)"
     )
     p.add_argument("--device", default=defaults.DEVICE, help="default device: auto, cpu, cuda, cuda:N, mps")
+    p.add_argument(
+        "--precision", choices=defaults.PRECISIONS, default=defaults.PRECISION, help="default precision of infer jobs"
+    )
+
     from mega_runtime.commands.infer import add_detection_options
 
     add_detection_options(p)  # the server's settings; a request's 'detection' object overrides them

@@ -251,6 +251,8 @@ def load_pipeline(args: argparse.Namespace, progress=None):
         device=resolve_device(args.device),
         batch_size=args.batch_size,
         detection=settings,
+        precision=args.precision,
+        compile=args.compile,
     )
     options: dict[str, object] = {"weights": args.yolo_weights} if args.detector == "yolo" else {}
     if args.detector in DOWNLOADING_DETECTORS and progress is not None:  # YOLOX may be downloaded on first use
@@ -506,6 +508,17 @@ def add_infer_commands(sub: argparse._SubParsersAction) -> None:
         help="hypotheses per person, incl. the most likely (default %(default)s)",
     )
     _sampling_options(p, defaults.SAMPLING_STEPS, defaults.SAMPLING_TEMPERATURE, "initial sampling temperature")
+    p.add_argument(
+        "--precision",
+        choices=defaults.PRECISIONS,
+        default=defaults.PRECISION,
+        help="fp32 (exact), bf16, int8 (CPU) or auto (fastest native); default %(default)s (docs/benchmarks.md)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the token transformers (cached across runs; the first run compiles for minutes)",
+    )
     p.add_argument(
         "--sampler",
         choices=defaults.SAMPLERS,

@@ -71,6 +71,8 @@ class ServeConfig:
     assets_dir: Path | None = None
     work_dir: Path | None = None
     device: str = defaults.DEVICE
+    #: Default precision of infer jobs that name none (fp32, bf16, int8, auto).
+    precision: str = defaults.PRECISION
     detector: str = defaults.DETECTOR
     #: The server's detection settings (threshold, minimum height, maximum people); None: ``detector`` with the
     #: shared defaults. A request's ``detection`` object overrides them key by key.
@@ -114,7 +116,7 @@ class Server:
         #: that has read the ``ack`` knows the flag is set, and the job's end never overtakes the ``ack``.
         self._end_lock = threading.Lock()
         self._numbers = itertools.count(1)
-        self._pipelines: dict[tuple[str, str], Any] = {}
+        self._pipelines: dict[tuple[str, str, str], Any] = {}
         self._detectors: dict[tuple[str, float], Any] = {}
         self._smpl_models: dict[str, Any] = {}
         self._own_work_dir = config.work_dir is None
@@ -354,11 +356,12 @@ class Server:
         except MegaError as exc:
             raise ProtocolError("bad_request", f"detector {settings.detector!r}: {exc.message}", exc.hint) from exc
         device = resolve_device(request.device or self.config.device)
-        key = (request.model, device)
+        precision = request.precision or self.config.precision
+        key = (request.model, device, precision)
         base = self._pipelines.get(key)
         if base is None:
-            self._progress(request.request_id, "load", 0, 1, f"loading {request.model} on {device}")
-            config = PipelineConfig(model=request.model, device=device)
+            self._progress(request.request_id, "load", 0, 1, f"loading {request.model} on {device} ({precision})")
+            config = PipelineConfig(model=request.model, device=device, precision=precision)
             base = Pipeline.load(
                 config,
                 self.config.checkpoint_dir,

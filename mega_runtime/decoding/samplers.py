@@ -121,8 +121,20 @@ def scaled_gumbel(
     """``temperature · G`` with G from ``source`` (N, *shape), multiplied in G's dtype, then float32 on ``device``.
 
     float64 sources (numpy) therefore round once, as the official ``(temp · np.random.gumbel(…)).float()`` does.
+    To a CUDA device the noise goes through pinned memory without blocking the host (:func:`to_device`).
     """
-    return (temperature * source.gumbel(shape)).to(dtype=torch.float32, device=device)
+    return to_device((temperature * source.gumbel(shape)).to(dtype=torch.float32), device)
+
+
+def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A CPU tensor on ``device``; to CUDA it is pinned and copied asynchronously (no host sync per step).
+
+    The values are the same on every path; on the CPU it is returned as is.
+    """
+    device = torch.device(device)
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def row_seeds(generator: torch.Generator, num_rows: int) -> torch.Tensor:
@@ -201,13 +213,20 @@ def sample_tokens(
         if hidden == 0:
             break
         temp = schedule.temperature_at(step)
-        order = source.visible_order(visible).to(device)[:, : s - hidden]
+        full_order = source.visible_order(visible).to(device)
+        order, still_hidden = full_order[:, : s - hidden], full_order[:, s - hidden :]
+        noise = scaled_gumbel(source, temp, (s, k), device)
         if step == 0 and initial_logits is not None:
-            logits = initial_logits.float()
+            sampled = (initial_logits.float() + noise).argmax(dim=-1)
+            score = torch.gather(initial_logits.float(), 2, sampled.unsqueeze(-1)).squeeze(-1)
         else:
-            logits = model.logits(tokens, order, cond).float()
-        sampled = (logits + scaled_gumbel(source, temp, (s, k), device)).argmax(dim=-1)
-        score = torch.gather(logits, 2, sampled.unsqueeze(-1)).squeeze(-1)
+            # Only the hidden positions' logits matter (visible ones keep their token and rank first),
+            # so only they are computed; the others are left at code 0 / score 0 and never used.
+            logits = model.logits(tokens, order, cond, positions=still_hidden).float()
+            picked = (logits + torch.gather(noise, 1, still_hidden.unsqueeze(-1).expand(-1, -1, k))).argmax(dim=-1)
+            picked_score = torch.gather(logits, 2, picked.unsqueeze(-1)).squeeze(-1)
+            sampled = torch.zeros_like(tokens).scatter_(1, still_hidden, picked)
+            score = torch.zeros(n, s, device=device).scatter_(1, still_hidden, picked_score)
         confidence = torch.where(visible, torch.inf, score + scaled_gumbel(source, temp, (s,), device))
         hidden = schedule.hidden_after(step)
         reveal = ~visible

@@ -90,13 +90,13 @@ def score_tokens(
     total = torch.zeros(n, dtype=torch.float32, device=device)
     seen = torch.zeros(s, dtype=torch.bool)
     for index, block in enumerate(scoring_blocks(s, config)):
+        block = block.to(device)
         if index == 0 and initial_logits is not None:
-            logits = initial_logits.float()
+            block_logits = initial_logits.float()[:, block]
         else:
             visible = torch.nonzero(seen).squeeze(1).to(device).repeat(n, 1)
-            logits = model.logits(tokens, visible, cond).float()
-        block = block.to(device)
-        log_probs = torch.log_softmax(logits[:, block], dim=-1)
+            block_logits = model.logits(tokens, visible, cond, positions=block.repeat(n, 1)).float()
+        log_probs = torch.log_softmax(block_logits, dim=-1)
         total += torch.gather(log_probs, 2, tokens[:, block].unsqueeze(-1)).squeeze(-1).sum(dim=1)
         seen[block.cpu()] = True
     return total

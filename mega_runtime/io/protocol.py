@@ -115,6 +115,7 @@ class InferRequest:
     boxes_mode: str = defaults.BOXES_MODE
     #: Videos: stitch track fragments of one person after the pass.
     stitch: bool = defaults.STITCH
+    precision: str | None = None
 
     @property
     def op(self) -> str:
@@ -489,6 +490,11 @@ def _parse_infer(message: dict[str, Any], rid: str, max_inline_bytes: int) -> In
     device = message.get("device")
     if device is not None and not isinstance(device, str):
         raise ProtocolError("bad_request", "'device' must be a string such as cpu or cuda", request_id=rid)
+    precision = message.get("precision")
+    if precision is not None and precision not in defaults.PRECISIONS:
+        raise ProtocolError(
+            "bad_request", f"'precision' must be one of {', '.join(defaults.PRECISIONS)}", request_id=rid
+        )
     boxes = _boxes(message.get("boxes"), rid)
     detection, frame_boxes, boxes_mode = _detection(message, rid)
     temporal = _temporal(message.get("temporal"), rid)
@@ -528,6 +534,7 @@ def _parse_infer(message: dict[str, Any], rid: str, max_inline_bytes: int) -> In
         frame_boxes=frame_boxes,
         boxes_mode=boxes_mode,
         stitch=_bool(message, "stitch", defaults.STITCH, rid),
+        precision=precision,
     )
 
 

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
 
 from mega_runtime.models.config import BackboneConfig, CVQMAEConfig, TransformerConfig, VQMAEConfig
-from mega_runtime.models.transformer import Block
+from mega_runtime.models.transformer import Block, gather_rows
 
 
 def sinusoidal_table(length: int, dim: int, device: torch.device | None = None) -> torch.Tensor:
@@ -93,6 +94,17 @@ class MaskedEncoder(nn.Module):
 
 
 class _DecoderBase(nn.Module):
+    #: Skip work whose result is known: reuse the first block's keys/values of the tokens that are the same
+    #: at every step (condition tokens, hidden slots) and compute the last block only for the positions
+    #: asked for. Off: the plain computation, every row in full (for comparisons; the same bits).
+    reuse_invariants: bool = True
+    #: Below this many freshly computed rows a small matrix product may take another kernel (and
+    #: round differently) than the whole-batch product it replaces, so the plain path runs instead.
+    min_fresh_rows: int = 16
+    #: Asked for fewer positions than this, the last block computes all of them and picks: attention with
+    #: very few queries may take another kernel than the full one (measured: ≤ 3 queries round differently).
+    min_query_positions: int = 8
+
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         e = cfg.emb_dim
@@ -114,23 +126,71 @@ class _DecoderBase(nn.Module):
         seq = torch.cat([features[:, :1], slots], dim=1)
         return seq + self.pos_embedding[:, 0]
 
-    def run_blocks(self, x: torch.Tensor, prefix: int) -> torch.Tensor:
+    def first_block(self) -> Block:
+        """The first transformer block (typed for the key/value helpers)."""
+        return cast(Block, self.transformer[0])
+
+    def slot_key_values(self) -> torch.Tensor:
+        """(S, 2E) first-block keys/values of a hidden slot at each position (mask token + position embedding)."""
+        block = self.first_block()
+        return block.attn.key_values(block.norm1(self.mask_token[0] + self.pos_embedding[1:, 0]))
+
+    def first_key_values(
+        self, x: torch.Tensor, visible_order: torch.Tensor, prefix_kv: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        """(B, P+1+S, 2E) first-block keys/values of the decoder input x, or None for the plain path.
+
+        Only the cls slot and the visible slots (``visible_order``, (B, T)) are projected here; the P
+        condition tokens' rows come from ``prefix_kv`` ((B, P, 2E), :attr:`Condition.kv0`) and the hidden
+        slots' from :meth:`slot_key_values`. Each row equals what the whole-input product gives.
+        """
+        b, _, e = x.shape
+        prefix = 0 if prefix_kv is None else prefix_kv.shape[1]
+        fresh = torch.cat([visible_order.new_zeros(b, 1), visible_order + 1], dim=1) + prefix
+        if not self.reuse_invariants or b * fresh.shape[1] < self.min_fresh_rows:
+            return None
+        block = self.first_block()
+        parts = [x.new_zeros(b, 1, 2 * e), self.slot_key_values().expand(b, -1, -1)]
+        kv = torch.cat(parts if prefix_kv is None else [prefix_kv, *parts], dim=1)
+        fresh_kv = block.attn.key_values(block.norm1(gather_rows(x, fresh)))
+        return kv.scatter_(1, fresh.unsqueeze(-1).expand(-1, -1, 2 * e), fresh_kv.to(kv.dtype))
+
+    def run_blocks(
+        self,
+        x: torch.Tensor,
+        prefix: int,
+        positions: torch.Tensor | None = None,
+        first_kv: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Blocks (no final norm), drop the ``prefix`` condition tokens and the cls slot, then the head.
 
-        The last block computes outputs for the kept token slots only.
+        The last block computes outputs for the kept token slots only — (B, S, K) logits — or, with
+        ``positions`` ((B, Q) int64 token positions), for those only: (B, Q, K).
+        first_kv: optional first-block keys/values (:meth:`first_key_values`).
         """
-        *inner, last = self.transformer
-        for block in inner:
-            x = block(x)
-        return self.head(last(x, start=prefix + 1))
+        if positions is not None and (positions.shape[1] < self.min_query_positions or not self.reuse_invariants):
+            logits = self.run_blocks(x, prefix, None, first_kv)
+            return torch.gather(logits, 1, positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+        blocks = list(self.transformer)
+        for index, block in enumerate(blocks):
+            kv = first_kv if index == 0 else None
+            if index < len(blocks) - 1:
+                x = block(x, kv=kv)
+            else:
+                queries = None if positions is None else positions + prefix + 1
+                x = block(x, start=prefix + 1, queries=queries, kv=kv)
+        return self.head(x)
 
 
 class Decoder(_DecoderBase):
     """Unconditional decoder of VQMAE."""
 
-    def forward(self, features: torch.Tensor, visible_order: torch.Tensor) -> torch.Tensor:
-        """(B, 1+T, E) encoder features → (B, S, num_embeddings) logits."""
-        return self.run_blocks(self.token_slots(features, visible_order), 0)
+    def forward(
+        self, features: torch.Tensor, visible_order: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, 1+T, E) encoder features → (B, S, num_embeddings) logits ((B, Q, …) for ``positions``)."""
+        x = self.token_slots(features, visible_order)
+        return self.run_blocks(x, 0, positions, self.first_key_values(x, visible_order, None))
 
 
 @dataclass(frozen=True)
@@ -140,19 +200,26 @@ class Condition:
     tokens: (B, L, E) projected condition tokens with the sinusoidal table added.
     rot6d: (B, 6) global rotation in the 6D representation (rows b1, b2 of R before Gram–Schmidt).
     cam: (B, 3) weak-perspective camera (s, tx, ty) in crop-normalised units.
+    kv0: optional (B, L, 2E) keys then values of the condition tokens in the decoder's first block.
+    They depend only on the image, so they are computed once (:meth:`ConditionalDecoder.condition`)
+    and reused by every step and hypothesis; None: computed with each pass.
     """
 
     tokens: torch.Tensor
     rot6d: torch.Tensor
     cam: torch.Tensor
+    kv0: torch.Tensor | None = None
 
     def rows(self, index: slice | list[int] | torch.Tensor) -> Condition:
         """The condition of the selected rows."""
-        return Condition(self.tokens[index], self.rot6d[index], self.cam[index])
+        kv0 = None if self.kv0 is None else self.kv0[index]
+        return Condition(self.tokens[index], self.rot6d[index], self.cam[index], kv0)
 
     def repeat(self, n: int) -> Condition:
         """Each image repeated n times in a row: B → B·n (image i owns rows i·n … i·n+n−1)."""
-        return Condition(*(t.repeat_interleave(n, dim=0) for t in (self.tokens, self.rot6d, self.cam)))
+        kv0 = None if self.kv0 is None else self.kv0.repeat_interleave(n, dim=0)
+        tokens, rot6d, cam = (t.repeat_interleave(n, dim=0) for t in (self.tokens, self.rot6d, self.cam))
+        return Condition(tokens, rot6d, cam, kv0)
 
 
 class ConditionalDecoder(_DecoderBase):
@@ -172,12 +239,28 @@ class ConditionalDecoder(_DecoderBase):
         pooled = fmap.mean(dim=(2, 3))
         hidden = self.rotcam_head(pooled)
         tokens = self.pos_emb_cond(self.cond_emb(fmap.flatten(2).transpose(1, 2)))
-        return Condition(tokens=tokens, rot6d=self.rot_predictor(hidden), cam=self.cam_predictor(hidden))
+        block = self.first_block()
+        kv0 = block.attn.key_values(block.norm1(tokens)) if self.reuse_invariants else None
+        return Condition(tokens=tokens, rot6d=self.rot_predictor(hidden), cam=self.cam_predictor(hidden), kv0=kv0)
 
-    def forward(self, features: torch.Tensor, visible_order: torch.Tensor, cond: Condition) -> torch.Tensor:
-        """(B, 1+T, E) encoder features and a matching condition → (B, S, num_embeddings) logits."""
+    def forward(
+        self,
+        features: torch.Tensor,
+        visible_order: torch.Tensor,
+        cond: Condition,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, 1+T, E) encoder features and a matching condition → (B, S, num_embeddings) logits.
+
+        positions: optional (B, Q) int64 token positions; then only their logits, (B, Q, num_embeddings).
+        """
         x = torch.cat([cond.tokens, self.token_slots(features, visible_order)], dim=1)
-        return self.run_blocks(x, cond.tokens.shape[1])
+        prefix_kv = cond.kv0
+        if prefix_kv is None and self.reuse_invariants:
+            block = self.first_block()
+            prefix_kv = block.attn.key_values(block.norm1(cond.tokens))
+        first_kv = self.first_key_values(x, visible_order, prefix_kv)
+        return self.run_blocks(x, cond.tokens.shape[1], positions, first_kv)
 
 
 def build_backbone(cfg: BackboneConfig) -> nn.Module:
@@ -201,7 +284,14 @@ class TokenModel(nn.Module):
     seq_length: int
     num_embeddings: int
 
-    def logits(self, tokens: torch.Tensor, visible_order: torch.Tensor, cond: Condition | None) -> torch.Tensor:
+    def logits(
+        self,
+        tokens: torch.Tensor,
+        visible_order: torch.Tensor,
+        cond: Condition | None,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, S, K) logits, or (B, Q, K) for the (B, Q) int64 ``positions`` only (the others are not computed)."""
         raise NotImplementedError
 
 
@@ -222,11 +312,20 @@ class CVQMAE(TokenModel):
         """(B, 3, H, W) normalised RGB crops → :class:`Condition` (runs the backbone once)."""
         return self.decoder.condition(self.backbone(images))
 
-    def logits(self, tokens: torch.Tensor, visible_order: torch.Tensor, cond: Condition | None) -> torch.Tensor:
-        """(B, S) tokens, (B, T) visible positions, condition of B rows → (B, S, num_embeddings) logits."""
+    def logits(
+        self,
+        tokens: torch.Tensor,
+        visible_order: torch.Tensor,
+        cond: Condition | None,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, S) tokens, (B, T) visible positions, condition of B rows → (B, S, num_embeddings) logits.
+
+        positions: optional (B, Q) int64; then only those positions' logits, (B, Q, num_embeddings).
+        """
         if cond is None:
             raise ValueError("CVQMAE needs an image condition")
-        return self.decoder(self.encoder(tokens, visible_order), visible_order, cond)
+        return self.decoder(self.encoder(tokens, visible_order), visible_order, cond, positions)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Deterministic pass (every position masked): → logits (B, S, 512), rot6d (B, 6), cam (B, 3)."""
@@ -248,9 +347,15 @@ class VQMAE(TokenModel):
         self.encoder = MaskedEncoder(t)
         self.decoder = Decoder(t)
 
-    def logits(self, tokens: torch.Tensor, visible_order: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
-        """(B, S) tokens and (B, T) visible positions → (B, S, num_embeddings) logits."""
-        return self.decoder(self.encoder(tokens, visible_order), visible_order)
+    def logits(
+        self,
+        tokens: torch.Tensor,
+        visible_order: torch.Tensor,
+        cond: Condition | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, S) tokens and (B, T) visible positions → (B, S, num_embeddings) logits ((B, Q, …) for positions)."""
+        return self.decoder(self.encoder(tokens, visible_order), visible_order, positions)
 
     def forward(self, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """All positions masked: the model's prior → (batch_size, S, 512) logits."""

@@ -23,24 +23,48 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+    def project(self, x: torch.Tensor, part: slice) -> torch.Tensor:
+        """x: (..., C) → the ``part`` columns of ``qkv(x)``, computing only those (a plain Linear's rows).
+
+        A replaced ``qkv`` (e.g. dynamically quantised for int8) is run whole and then sliced.
+        """
+        if isinstance(self.qkv, nn.Linear):
+            bias = self.qkv.bias
+            return F.linear(x, self.qkv.weight[part], None if bias is None else bias[part])
+        return self.qkv(x)[..., part]
+
+    def key_values(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (..., C) normalised tokens → (..., 2C): their keys then values, as :meth:`forward` computes them."""
+        return self.project(x, slice(x.shape[-1], None))
+
+    def attend(self, x: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        """x: (B, Q, C) normalised query tokens, kv: (B, N, 2C) keys/values of all N tokens → (B, Q, C)."""
+        b, rows, c = x.shape
+        heads, dh = self.num_heads, c // self.num_heads
+        q = self.project(x, slice(0, c)).reshape(b, rows, heads, dh).transpose(1, 2)
+        k, v = kv.to(q.dtype).reshape(b, kv.shape[1], 2, heads, dh).permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(b, rows, c))
+
+    def forward(self, x: torch.Tensor, start: int = 0, queries: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, N, C) → (B, N − start, C): outputs for the tokens from ``start`` on.
 
         Every token is a key and value; only tokens ``start:`` are queries, so the outputs
-        a caller would discard are never computed.
+        a caller would discard are never computed. queries: optional (B, Q) int64 token
+        indices; then only these rows are queries and the result is (B, Q, C).
         """
         b, n, c = x.shape
         heads, dh = self.num_heads, c // self.num_heads
-        if start == 0:
+        if start == 0 and queries is None:
             q, k, v = self.qkv(x).reshape(b, n, 3, heads, dh).permute(2, 0, 3, 1, 4).unbind(0)
-        else:
-            w, bias = self.qkv.weight, self.qkv.bias
-            q = F.linear(x[:, start:], w[:c], None if bias is None else bias[:c])
-            q = q.reshape(b, n - start, heads, dh).transpose(1, 2)
-            kv = F.linear(x, w[c:], None if bias is None else bias[c:])
-            k, v = kv.reshape(b, n, 2, heads, dh).permute(2, 0, 3, 1, 4).unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(out.transpose(1, 2).reshape(b, n - start, c))
+            out = F.scaled_dot_product_attention(q, k, v)
+            return self.proj(out.transpose(1, 2).reshape(b, n, c))
+        return self.attend(x[:, start:] if queries is None else gather_rows(x, queries), self.key_values(x))
+
+
+def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x: (B, N, C), index: (B, Q) int64 → (B, Q, C): the indexed tokens of each batch item."""
+    return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
 class Mlp(nn.Module):
@@ -68,7 +92,22 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """x: (B, N, C) → (B, N − start, C); ``start`` > 0 skips outputs the caller drops."""
-        x = x[:, start:] + self.attn(self.norm1(x), start)
-        return x + self.mlp(self.norm2(x))
+    def forward(
+        self,
+        x: torch.Tensor,
+        start: int = 0,
+        queries: torch.Tensor | None = None,
+        kv: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x: (B, N, C) → (B, N − start, C); ``start`` > 0 skips outputs the caller drops.
+
+        queries: optional (B, Q) int64 token indices: only these outputs, (B, Q, C).
+        kv: optional (B, N, 2C) keys/values of ``norm1(x)`` the caller already has
+        (``attn.key_values``); then only the query tokens are normalised and projected here.
+        """
+        picked = x[:, start:] if queries is None else gather_rows(x, queries)
+        if kv is None:
+            out = picked + self.attn(self.norm1(x), start, queries)
+        else:
+            out = picked + self.attn.attend(self.norm1(picked), kv)
+        return out + self.mlp(self.norm2(out))

@@ -58,6 +58,10 @@ class PipelineConfig:
     batch_size: int = defaults.BATCH_SIZE
     #: Detector choice and filters (threshold, minimum height, maximum people); recorded in the result.
     detection: DetectionSettings = field(default_factory=DetectionSettings)
+    #: fp32 (exact), bf16, int8 or auto: see :class:`mega_runtime.mega.Mega`.
+    precision: str = defaults.PRECISION
+    #: Opt-in torch.compile of the token transformers (:meth:`mega_runtime.mega.Mega.compile_transformers`).
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.num_hypotheses < 1:
@@ -150,7 +154,11 @@ class Pipeline:
             [config.model, defaults.TOKENIZER_MODEL], checkpoint_dir, progress=progress, assets_dir=assets
         )
         device = resolve_device(config.device)
-        mega = Mega.from_checkpoints(checkpoints, config.model, assets_dir=assets, device=device)
+        mega = Mega.from_checkpoints(
+            checkpoints, config.model, assets_dir=assets, device=device, precision=config.precision
+        )
+        if config.compile:
+            mega.compile_transformers()
         template = read_template_ply(assets / "template.ply")
         model_file = checkpoints / CHECKPOINT_FILES[config.model]
         info = {
@@ -254,6 +262,7 @@ class Pipeline:
                 "box_sources": list(BOX_SOURCES),
             },
             "device": str(self.mega.device),
+            "precision": self.mega.precision,
             "warnings": warnings,
             "timings_ms": {k: round(v * 1e3, 1) for k, v in timings.items()},
         }

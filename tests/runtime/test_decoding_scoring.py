@@ -85,9 +85,9 @@ def test_scoring_costs_one_batched_pass_per_block_after_the_first(model, cond, s
     calls = []
     original = model.logits
 
-    def counting(tokens, order, c):
+    def counting(tokens, order, c, **kwargs):
         calls.append(tokens.shape[0])
-        return original(tokens, order, c)
+        return original(tokens, order, c, **kwargs)
 
     model.logits = counting
     try:

@@ -1,0 +1,119 @@
+"""--precision: fp32 stays the exact default; bf16/int8 run with float32 outputs; auto picks by capability."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from mega_runtime import defaults, mega
+from mega_runtime.errors import MegaError
+from mega_runtime.io.protocol import InferRequest, ProtocolError, parse_request
+from mega_runtime.mega import Mega, resolve_precision
+from mega_runtime.models.mesh_vqvae import MeshVQVAE
+from tests.runtime.tiny_models import randomize, tiny_cvqmae, tiny_vqmae
+
+
+@pytest.fixture(scope="module")
+def mesh(assets_dir):
+    return randomize(MeshVQVAE.from_connection_folder(assets_dir / "connection_matrices"), seed=3)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(4))
+
+
+def test_default_precision_is_exact_fp32():
+    assert defaults.PRECISION == "fp32"
+    assert resolve_precision("fp32", "cpu") == "fp32"
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ({"avx2", "amx_bf16"}, "bf16"),
+        ({"avx512f", "avx512_bf16"}, "bf16"),
+        ({"avx512f", "avx512_bf16", "avx512_vnni"}, "int8"),
+        ({"avx512f", "avx512_vnni"}, "int8"),
+        ({"avx2", "avx_vnni"}, "int8"),
+        ({"avx2"}, "fp32"),
+        (set(), "fp32"),
+    ],
+)
+def test_auto_precision_on_the_cpu_follows_the_cpu_flags(monkeypatch, flags, expected):
+    monkeypatch.setattr(mega, "cpu_flags", lambda: frozenset(flags))
+    assert resolve_precision("auto", "cpu") == expected
+
+
+def test_auto_precision_on_a_gpu_follows_its_bf16_support(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_precision("auto", "cuda") == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_precision("auto", "cuda:0") == "fp32"
+    assert resolve_precision("auto", "mps") == "fp32"
+
+
+def test_unknown_precision_and_int8_off_the_cpu_say_what_to_use():
+    with pytest.raises(MegaError, match="unknown precision") as err:
+        resolve_precision("fp16", "cpu")
+    assert "fp32" in err.value.hint
+    with pytest.raises(MegaError, match="CPU only"):
+        resolve_precision("int8", "cuda")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_low_precision_modes_give_valid_float32_results(mesh, images, precision):
+    model = Mega(tiny_cvqmae(), mesh, tiny_vqmae(), precision=precision)
+    assert model.precision == precision
+    res = model.reconstruct(images, 4, torch.Generator().manual_seed(0))
+    assert res.tokens.shape == (2, 4, 54) and int(res.tokens.min()) >= 0 and int(res.tokens.max()) < 512
+    for value in (res.log_likelihood, res.vertices, res.rotation, res.cam, res.vertex_std):
+        assert value.dtype == torch.float32 and torch.isfinite(value).all()
+    samples, meshes = model.generate(2, torch.Generator().manual_seed(1))
+    assert samples.tokens.shape == (2, 54) and meshes.dtype == torch.float32
+
+
+def test_fp32_mode_is_the_plain_model(mesh, images):
+    plain = Mega(tiny_cvqmae(), mesh).reconstruct(images, 3, torch.Generator().manual_seed(0))
+    fp32 = Mega(tiny_cvqmae(), mesh, precision="fp32").reconstruct(images, 3, torch.Generator().manual_seed(0))
+    assert torch.equal(plain.tokens, fp32.tokens) and torch.equal(plain.log_likelihood, fp32.log_likelihood)
+
+
+def _infer(**fields) -> InferRequest:
+    message = {"v": 1, "id": "j1", "op": "infer", "source": {"path": "/tmp/photo.jpg"}, **fields}
+    request = parse_request(json.dumps(message).encode())
+    assert isinstance(request, InferRequest)
+    return request
+
+
+def test_protocol_accepts_the_precisions_and_rejects_others():
+    assert _infer().precision is None
+    assert _infer(precision="bf16").precision == "bf16"
+    with pytest.raises(ProtocolError, match="precision"):
+        _infer(precision="half")
+
+
+def test_compile_without_a_c_compiler_on_the_cpu_falls_back_with_a_log_line(mesh, monkeypatch, caplog):
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    model = Mega(tiny_cvqmae(), mesh)
+    encoder = model.cvqmae.encoder
+    with caplog.at_level("WARNING"):
+        assert model.compile_transformers() is False
+    assert "no C compiler" in caplog.text and model.cvqmae.encoder is encoder
+
+
+def test_compile_wraps_the_token_transformers_and_caches_under_the_runtime_cache(mesh, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "set-so-that-teardown-restores-the-original")
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: calls.append(kw) or module)
+    model = Mega(tiny_cvqmae(), mesh, tiny_vqmae())
+    assert model.compile_transformers() is True
+    assert len(calls) == 4 and all(kw["mode"] is None for kw in calls)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"].startswith(str(tmp_path))
