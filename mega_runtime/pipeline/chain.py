@@ -14,6 +14,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ from mega_runtime import __version__, defaults
 from mega_runtime.constants import NUM_TOKENS, NUM_VERTICES
 from mega_runtime.decoding.schedule import CVQMAE_SAMPLING, SamplingConfig
 from mega_runtime.io.result import Result
-from mega_runtime.pipeline.media import FrameRange, MediaError, iter_frames, open_video, read_image
+from mega_runtime.pipeline.cadence import CadencedDetector
+from mega_runtime.pipeline.media import FrameRange, MediaError, PrefetchedFrames, iter_frames, open_video, read_image
 from mega_runtime.pipeline.preprocess import Crop, crop_person, focal_length_px
 from mega_runtime.pipeline.tracking import BoxTracker
 from mega_runtime.pipeline.visibility import visibility_warnings
@@ -287,6 +289,8 @@ class Pipeline:
         tracker: BoxTracker | None = None,
         checkpoint: Callable[[Result], None] | None = None,
         checkpoint_every_s: float = 10.0,
+        detect_every: int = defaults.DETECT_EVERY,
+        prefetch: int = defaults.VIDEO_PREFETCH_FRAMES,
     ) -> Result:
         """A video file → one result frame per processed frame, people tracked with stable IDs.
 
@@ -296,7 +300,16 @@ class Pipeline:
         called about every ``checkpoint_every_s`` seconds with a result of all the frames decoded so far — a
         part-filled batch is run first, so a checkpoint never waits for a full batch (so a caller can keep them
         should the process die before the end).
+
+        ``detect_every``: run the person detector on every k-th processed frame and move the boxes along by
+        optical flow in between, re-detecting at once when a box is lost (:class:`CadencedDetector`; 1 = every
+        frame, exact). ``prefetch``: frames decoded ahead on a reader thread while the model runs (0 = decode
+        in this thread); the result is the same either way.
         """
+        if detect_every < 1:
+            raise ValueError(f"detect_every must be at least 1 frame, got {detect_every}")
+        if prefetch < 0:
+            raise ValueError(f"prefetch must be 0 or more frames, got {prefetch}")
         frames = frames or FrameRange()
         capture, info = open_video(path)
         capture.release()
@@ -333,36 +346,40 @@ class Pipeline:
             "frame_stop": frames.stop,
             "frame_step": frames.step,
             "num_frames_in_file": info.num_frames,
+            "detect_every": detect_every,
         }
         last_checkpoint = time.perf_counter()
         skipped: list[int] = []
-        for index, image in iter_frames(path, frames, skipped):
-            if should_stop is not None and should_stop():
-                warnings.append(f"cancelled after {len(indices)} frames")
-                break
-            t = time.perf_counter()
-            boxes = self._people_boxes(image, None)
-            timings["detect"] += time.perf_counter() - t
-            ids = tracker.update(boxes, image_size=(image.shape[1], image.shape[0]))
-            t = time.perf_counter()
-            crops = self._crops(image, boxes)
-            timings["preprocess"] += time.perf_counter() - t
-            per_frame.append({})
-            indices.append(index)
-            pending.extend(
-                (len(per_frame) - 1, int(tid), box, crop) for tid, box, crop in zip(ids, boxes, crops, strict=True)
-            )
-            # A due checkpoint flushes a part-filled batch: what it keeps must not wait for a full batch.
-            due = checkpoint is not None and time.perf_counter() - last_checkpoint >= checkpoint_every_s
-            if len(pending) >= self.config.batch_size or (due and pending):
-                flush()
-            if due and checkpoint is not None:
-                partial = [f"partial: the first {len(indices)} frames"]
-                meta = self._meta(source, info.width, info.height, timings, partial)
-                checkpoint(Result(meta=meta, arrays=self._assemble(per_frame, indices)))
-                last_checkpoint = time.perf_counter()
-            if progress is not None:
-                progress(len(indices), expected)
+        people = CadencedDetector(lambda image: self._people_boxes(image, None), detect_every)
+        video = PrefetchedFrames(path, frames, skipped, prefetch) if prefetch else iter_frames(path, frames, skipped)
+        with closing(video):  # a cancel or an error stops the reader thread and releases the video
+            for index, image in video:
+                if should_stop is not None and should_stop():
+                    warnings.append(f"cancelled after {len(indices)} frames")
+                    break
+                t = time.perf_counter()
+                boxes = people.boxes(image)
+                timings["detect"] += time.perf_counter() - t
+                ids = tracker.update(boxes, image_size=(image.shape[1], image.shape[0]))
+                t = time.perf_counter()
+                crops = self._crops(image, boxes)
+                timings["preprocess"] += time.perf_counter() - t
+                per_frame.append({})
+                indices.append(index)
+                pending.extend(
+                    (len(per_frame) - 1, int(tid), box, crop) for tid, box, crop in zip(ids, boxes, crops, strict=True)
+                )
+                # A due checkpoint flushes a part-filled batch: what it keeps must not wait for a full batch.
+                due = checkpoint is not None and time.perf_counter() - last_checkpoint >= checkpoint_every_s
+                if len(pending) >= self.config.batch_size or (due and pending):
+                    flush()
+                if due and checkpoint is not None:
+                    partial = [f"partial: the first {len(indices)} frames"]
+                    meta = self._meta(source, info.width, info.height, timings, partial)
+                    checkpoint(Result(meta=meta, arrays=self._assemble(per_frame, indices)))
+                    last_checkpoint = time.perf_counter()
+                if progress is not None:
+                    progress(len(indices), expected)
         if pending:
             flush()
         if skipped:

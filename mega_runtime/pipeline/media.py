@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,7 +209,7 @@ MAX_CONSECUTIVE_FAILURES = 25
 
 def iter_frames(
     path: Path | str, frames: FrameRange | None = None, skipped: list[int] | None = None
-) -> Iterator[tuple[int, np.ndarray]]:
+) -> Generator[tuple[int, np.ndarray], None, None]:
     """Yield (frame index, (H, W, 3) uint8 BGR) for the frames in ``frames``, decoding sequentially.
 
     A frame that cannot be decoded is skipped (its index appended to ``skipped``) and reading goes
@@ -243,3 +243,90 @@ def iter_frames(
             index += 1
     finally:
         capture.release()
+
+
+class PrefetchedFrames:
+    """Frames of :func:`iter_frames` decoded ahead on a daemon thread, at most ``depth`` waiting in a bounded queue.
+
+    Iterating yields exactly what ``iter_frames(path, frames, skipped)`` yields, in the same order (``skipped`` is
+    filled by the reader thread, complete once iteration has ended). Decoding overlaps whatever the consumer does
+    between frames (OpenCV releases the GIL while decoding, torch and onnxruntime while computing). An error in the
+    reader is raised in the consumer at the frame where it happened. Use it as a context manager (or call
+    :meth:`close`): leaving early — a cancel, an error in the consumer — stops the reader, which releases the video,
+    and joins the thread, so no thread outlives the ``with`` block.
+    """
+
+    _END = object()
+
+    def __init__(
+        self, path: Path | str, frames: FrameRange | None = None, skipped: list[int] | None = None, depth: int = 4
+    ) -> None:
+        import queue
+        import threading
+
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1 frame, got {depth}")
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._source = iter_frames(path, frames, skipped)
+        self._thread = threading.Thread(target=self._read, name=f"mega-frames-{Path(path).name}", daemon=True)
+        self._done = False
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        """Put ``item`` unless stopped; polls the stop flag so a full queue never blocks a closing reader."""
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _read(self) -> None:
+        try:
+            for item in self._source:
+                if not self._put(item):
+                    break
+        except BaseException as exc:  # any failure is handed to the consumer and raised there
+            self._put(exc)
+            return
+        finally:
+            self._source.close()  # releases the capture (iter_frames' finally) in this thread
+        self._put(self._END)
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        return self
+
+    def __next__(self) -> tuple[int, np.ndarray]:
+        if self._done:
+            raise StopIteration
+        item = self._queue.get()
+        if item is self._END:
+            self._done = True
+            self._thread.join()
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self._done = True
+            self._thread.join()
+            raise item
+        return item
+
+    def close(self) -> None:
+        """Stop the reader and wait for its thread to end (idempotent)."""
+        self._done = True
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the reader thread is still running."""
+        return self._thread.is_alive()
+
+    def __enter__(self) -> PrefetchedFrames:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
