@@ -272,6 +272,7 @@ def _infer_one(args, pipeline, path: Path, targets, frames, boxes, temporal, fra
             frames,
             progress=lambda done, total, name=path.name: frames_bar(name, done, total),
             should_stop=interrupted.is_set,
+            detect_every=args.detect_every,
         )
         frames_bar.close()
         if interrupted.is_set() and result.num_frames == 0:
@@ -432,6 +433,14 @@ def add_infer_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--yolo-weights", type=Path, help="YOLOv8 weights for --detector yolo (needs ultralytics)")
     p.add_argument("--boxes", help="person boxes for photos instead of a detector: x1,y1,x2,y2;x1,y1,x2,y2 (pixels)")
     p.add_argument("--frames", metavar="START:END:STEP", help="video frame range (default: all)")
+    p.add_argument(
+        "--detect-every",
+        type=bounded_int(1, defaults.MAX_DETECT_EVERY),
+        default=defaults.DETECT_EVERY,
+        metavar="K",
+        help="videos: run the person detector on every K-th processed frame, following the boxes by optical flow in "
+        "between (faster; people entering are found up to K-1 frames late; docs/video.md) (default %(default)s)",
+    )
     p.add_argument(
         "--path",
         choices=defaults.TEMPORAL_PATHS,

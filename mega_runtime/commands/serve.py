@@ -537,6 +537,7 @@ class Server:
                         should_stop=should_stop,
                         checkpoint=None if request.inline_result else keep,
                         checkpoint_every_s=self.config.checkpoint_every_s,
+                        detect_every=request.detect_every,
                     )
                 except MegaError as exc:
                     raise _with_partial(exc, partial_paths) from exc

@@ -97,6 +97,7 @@ class InferRequest:
     frame_step: int
     temporal: TemporalOptions | None = None
     smpl_model: str | None = None
+    detect_every: int = defaults.DETECT_EVERY
 
     @property
     def op(self) -> str:
@@ -237,6 +238,7 @@ _INT_MAXIMA = {
     "steps": defaults.MAX_SAMPLING_STEPS,
     "seed": defaults.MAX_SEED,
     "count": min(defaults.MAX_HYPOTHESES, defaults.MAX_GENERATE_COUNT),
+    "detect_every": defaults.MAX_DETECT_EVERY,
 }
 
 
@@ -505,6 +507,7 @@ def _parse_infer(message: dict[str, Any], rid: str, max_inline_bytes: int) -> In
         frame_step=_int(frames, "step", 1, 1, rid) or 1,
         temporal=temporal,
         smpl_model=smpl_model,
+        detect_every=_int(message, "detect_every", defaults.DETECT_EVERY, 1, rid) or defaults.DETECT_EVERY,
     )
 
 
@@ -596,4 +599,5 @@ def infer_defaults() -> dict[str, Any]:
         "seed": defaults.SEED,
         "sampler": defaults.SAMPLER,
         "temporal": dataclasses.asdict(TemporalOptions()),
+        "detect_every": defaults.DETECT_EVERY,
     }

@@ -144,3 +144,35 @@ def test_propagating_a_flat_or_tiny_box_gives_up():
 
 def test_media_error_is_a_mega_error():
     assert issubclass(MediaError, MegaError)
+
+
+# -- the option in the CLI and the protocol --------------------------------------------------------------------------
+
+
+def _infer_request(**fields):
+    import json
+
+    from mega_runtime.io.protocol import InferRequest, parse_request
+
+    message = {"v": 1, "id": "j1", "op": "infer", "source": {"path": "/tmp/clip.mp4"}, **fields}
+    request = parse_request(json.dumps(message).encode())
+    assert isinstance(request, InferRequest)
+    return request
+
+
+def test_detect_every_is_an_infer_option_of_the_cli_and_the_protocol():
+    from mega_runtime import defaults
+    from mega_runtime.commands.cli import build_parser
+    from mega_runtime.io.protocol import ProtocolError, infer_defaults
+
+    parser = build_parser()
+    assert parser.parse_args(["infer", "clip.mp4", "--out", "o"]).detect_every == defaults.DETECT_EVERY
+    assert parser.parse_args(["infer", "clip.mp4", "--out", "o", "--detect-every", "3"]).detect_every == 3
+    for bad in ("0", str(defaults.MAX_DETECT_EVERY + 1)):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["infer", "clip.mp4", "--out", "o", "--detect-every", bad])
+    assert _infer_request().detect_every == defaults.DETECT_EVERY == infer_defaults()["detect_every"]
+    assert _infer_request(detect_every=5).detect_every == 5
+    for bad in (0, defaults.MAX_DETECT_EVERY + 1, True, 2.5):
+        with pytest.raises(ProtocolError, match="'detect_every' must be an integer"):
+            _infer_request(detect_every=bad)
