@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +26,7 @@ from mega_runtime.constants import NUM_TOKENS, NUM_VERTICES
 from mega_runtime.decoding.schedule import CVQMAE_SAMPLING, SamplingConfig
 from mega_runtime.io.result import Result
 from mega_runtime.pipeline.cadence import CadencedDetector
-from mega_runtime.pipeline.media import FrameRange, MediaError, PrefetchedFrames, iter_frames, open_video, read_image
+from mega_runtime.pipeline.media import FrameRange, MediaError, Prefetched, iter_frames, open_video, read_image
 from mega_runtime.pipeline.preprocess import Crop, crop_person, focal_length_px
 from mega_runtime.pipeline.tracking import BoxTracker
 from mega_runtime.pipeline.visibility import visibility_warnings
@@ -86,6 +86,21 @@ def camera_meta(width: int, height: int) -> dict[str, Any]:
         "axes": "x right, y down, z forward",
         "units": "metres",
     }
+
+
+def _with_people(
+    video: Iterator[tuple[int, np.ndarray]], people: CadencedDetector
+) -> Generator[tuple[int, np.ndarray, np.ndarray, float], None, None]:
+    """(frame index, BGR frame, (N, 4) person boxes, seconds spent finding them) for each frame of ``video``."""
+    try:
+        for index, image in video:
+            t = time.perf_counter()
+            boxes = people.boxes(image)
+            yield index, image, boxes, time.perf_counter() - t
+    finally:
+        close = getattr(video, "close", None)
+        if close is not None:
+            close()
 
 
 class Pipeline:
@@ -303,8 +318,8 @@ class Pipeline:
 
         ``detect_every``: run the person detector on every k-th processed frame and move the boxes along by
         optical flow in between, re-detecting at once when a box is lost (:class:`CadencedDetector`; 1 = every
-        frame, exact). ``prefetch``: frames decoded ahead on a reader thread while the model runs (0 = decode
-        in this thread); the result is the same either way.
+        frame, exact). ``prefetch``: frames decoded, and their people found, up to this many frames ahead on a
+        reader thread while the model runs (0 = all in this thread); the result is the same either way.
         """
         if detect_every < 1:
             raise ValueError(f"detect_every must be at least 1 frame, got {detect_every}")
@@ -351,15 +366,15 @@ class Pipeline:
         last_checkpoint = time.perf_counter()
         skipped: list[int] = []
         people = CadencedDetector(lambda image: self._people_boxes(image, None), detect_every)
-        video = PrefetchedFrames(path, frames, skipped, prefetch) if prefetch else iter_frames(path, frames, skipped)
+        found = _with_people(iter_frames(path, frames, skipped), people)
+        # With prefetch, decoding and detection run on a reader thread, overlapping the model; same order, same boxes.
+        video = Prefetched(found, prefetch, f"mega-frames-{Path(path).name}") if prefetch else found
         with closing(video):  # a cancel or an error stops the reader thread and releases the video
-            for index, image in video:
+            for index, image, boxes, detect_s in video:
                 if should_stop is not None and should_stop():
                     warnings.append(f"cancelled after {len(indices)} frames")
                     break
-                t = time.perf_counter()
-                boxes = people.boxes(image)
-                timings["detect"] += time.perf_counter() - t
+                timings["detect"] += detect_s
                 ids = tracker.update(boxes, image_size=(image.shape[1], image.shape[0]))
                 t = time.perf_counter()
                 crops = self._crops(image, boxes)

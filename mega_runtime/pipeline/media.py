@@ -14,6 +14,7 @@ import struct
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -245,31 +246,34 @@ def iter_frames(
         capture.release()
 
 
-class PrefetchedFrames:
-    """Frames of :func:`iter_frames` decoded ahead on a daemon thread, at most ``depth`` waiting in a bounded queue.
+T = TypeVar("T")
 
-    Iterating yields exactly what ``iter_frames(path, frames, skipped)`` yields, in the same order (``skipped`` is
-    filled by the reader thread, complete once iteration has ended). Decoding overlaps whatever the consumer does
-    between frames (OpenCV releases the GIL while decoding, torch and onnxruntime while computing). An error in the
-    reader is raised in the consumer at the frame where it happened. Use it as a context manager (or call
-    :meth:`close`): leaving early — a cancel, an error in the consumer — stops the reader, which releases the video,
-    and joins the thread, so no thread outlives the ``with`` block.
+
+class Prefetched(Generic[T]):
+    """Items of an iterator — e.g. :func:`iter_frames`' frames — produced ahead on a daemon thread, at most ``depth``
+    waiting in a bounded queue.
+
+    Iterating yields exactly what ``source`` yields, in the same order; ``source`` runs entirely on the reader
+    thread (one item after the other, never concurrently), so the work it does per item — decoding, and in the video
+    loop finding the people — overlaps whatever the consumer does meanwhile (OpenCV, onnxruntime and torch release
+    the GIL while they compute). An exception in ``source`` is raised in the consumer where its item would have
+    come. Use it as a context manager (or call :meth:`close`): leaving early — a cancel, an error in the consumer —
+    stops the reader after the item it is producing, closes ``source`` (a generator's ``finally`` runs: the video is
+    released) and joins the thread, so no thread outlives the ``with`` block.
     """
 
     _END = object()
 
-    def __init__(
-        self, path: Path | str, frames: FrameRange | None = None, skipped: list[int] | None = None, depth: int = 4
-    ) -> None:
+    def __init__(self, source: Iterator[T], depth: int = 4, name: str = "mega-prefetch") -> None:
         import queue
         import threading
 
         if depth < 1:
-            raise ValueError(f"depth must be at least 1 frame, got {depth}")
+            raise ValueError(f"depth must be at least 1 item, got {depth}")
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._source = iter_frames(path, frames, skipped)
-        self._thread = threading.Thread(target=self._read, name=f"mega-frames-{Path(path).name}", daemon=True)
+        self._source = source
+        self._thread = threading.Thread(target=self._read, name=name, daemon=True)
         self._done = False
         self._thread.start()
 
@@ -289,29 +293,30 @@ class PrefetchedFrames:
         try:
             for item in self._source:
                 if not self._put(item):
-                    break
+                    return
         except BaseException as exc:  # any failure is handed to the consumer and raised there
             self._put(exc)
             return
         finally:
-            self._source.close()  # releases the capture (iter_frames' finally) in this thread
+            close = getattr(self._source, "close", None)
+            if close is not None:
+                close()  # on this thread: a generator's cleanup (releasing the video) runs where it ran
         self._put(self._END)
 
-    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+    def __iter__(self) -> Iterator[T]:
         return self
 
-    def __next__(self) -> tuple[int, np.ndarray]:
+    def __next__(self) -> T:
         if self._done:
             raise StopIteration
         item = self._queue.get()
-        if item is self._END:
+        if item is self._END or isinstance(item, BaseException):
             self._done = True
             self._thread.join()
-            raise StopIteration
         if isinstance(item, BaseException):
-            self._done = True
-            self._thread.join()
             raise item
+        if item is self._END:
+            raise StopIteration
         return item
 
     def close(self) -> None:
@@ -325,7 +330,7 @@ class PrefetchedFrames:
         """Whether the reader thread is still running."""
         return self._thread.is_alive()
 
-    def __enter__(self) -> PrefetchedFrames:
+    def __enter__(self) -> Prefetched[T]:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

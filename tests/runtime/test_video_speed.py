@@ -11,7 +11,7 @@ import pytest
 
 from mega_runtime.errors import MegaError
 from mega_runtime.pipeline.cadence import CadencedDetector, propagate_box
-from mega_runtime.pipeline.media import FrameRange, MediaError, PrefetchedFrames, iter_frames
+from mega_runtime.pipeline.media import FrameRange, MediaError, Prefetched, iter_frames
 
 SIZE = (160, 120)  # width, height
 PATCH = (24, 48)  # width, height of the moving textured "person"
@@ -40,7 +40,7 @@ def write_clip(path, frames: int = 16, speed: float = 3.0) -> None:
 
 
 def _reader_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("mega-frames-")]
+    return [t for t in threading.enumerate() if t.name.startswith("mega-")]
 
 
 # -- the prefetching reader ---------------------------------------------------------------------------------------
@@ -52,7 +52,7 @@ def test_prefetched_frames_are_the_plain_readers_frames(tmp_path):
     for frames in (None, FrameRange(2, 13, 3)):
         plain = list(iter_frames(path, frames))
         skipped: list[int] = []
-        with PrefetchedFrames(path, frames, skipped, depth=2) as reader:
+        with Prefetched(iter_frames(path, frames, skipped), depth=2) as reader:
             ahead = list(reader)
         assert [i for i, _ in ahead] == [i for i, _ in plain] and skipped == []
         for (_, a), (_, b) in zip(ahead, plain, strict=True):
@@ -63,24 +63,38 @@ def test_prefetched_frames_are_the_plain_readers_frames(tmp_path):
 def test_leaving_a_prefetched_video_early_stops_its_reader_thread(tmp_path):
     path = tmp_path / "clip.avi"
     write_clip(path, frames=40, speed=1.0)
-    with PrefetchedFrames(path, depth=1) as reader:
+    with Prefetched(iter_frames(path), depth=1) as reader:
         first = next(reader)
         assert first[0] == 0 and reader.alive  # blocked on the full queue, not finished
     assert not reader.alive and not _reader_threads()
-    with pytest.raises(RuntimeError, match="consumer failed"), PrefetchedFrames(path, depth=1) as reader:
+    with pytest.raises(RuntimeError, match="consumer failed"), Prefetched(iter_frames(path), depth=1) as reader:
         next(reader)
         raise RuntimeError("consumer failed")
     assert not reader.alive and not _reader_threads()
     assert list(reader) == []  # a closed reader yields nothing more
 
 
+def test_a_source_left_early_is_closed_on_the_reader_thread():
+    where: list[str] = []
+
+    def numbers():
+        try:
+            yield from range(1000)
+        finally:
+            where.append(threading.current_thread().name)
+
+    with Prefetched(numbers(), depth=2, name="mega-test-reader") as reader:
+        assert [next(reader) for _ in range(3)] == [0, 1, 2]
+    assert where == ["mega-test-reader"] and not _reader_threads()
+
+
 def test_a_reader_error_is_raised_in_the_consumer_and_ends_the_thread(tmp_path):
-    reader = PrefetchedFrames(tmp_path / "missing.avi", depth=2)
+    reader = Prefetched(iter_frames(tmp_path / "missing.avi"), depth=2)
     with pytest.raises(MediaError, match="does not exist"):
         next(reader)
     assert not reader.alive and not _reader_threads()
     with pytest.raises(ValueError, match="depth"):
-        PrefetchedFrames(tmp_path / "missing.avi", depth=0)
+        Prefetched(iter([]), depth=0)
 
 
 # -- detection cadence ---------------------------------------------------------------------------------------------

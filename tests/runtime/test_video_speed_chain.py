@@ -52,7 +52,7 @@ def test_prefetching_leaves_the_video_result_unchanged(pipeline, clip):
     ahead = pipeline.run_video(clip, prefetch=2)
     _same(plain, ahead)
     assert plain.num_frames == 9 and plain.arrays["valid"].all()
-    assert not [t for t in threading.enumerate() if t.name.startswith("mega-frames-")]
+    assert not [t for t in threading.enumerate() if t.name.startswith("mega-")]
 
 
 def test_detecting_every_third_frame_matches_every_frame_where_the_detector_runs(pipeline, clip):
@@ -70,4 +70,4 @@ def test_a_cancelled_prefetched_video_stops_its_reader(pipeline, clip):
     calls = iter(range(100))
     result = pipeline.run_video(clip, should_stop=lambda: next(calls) >= 2, prefetch=1)
     assert result.num_frames == 2 and result.meta["warnings"][0] == "cancelled after 2 frames"
-    assert not [t for t in threading.enumerate() if t.name.startswith("mega-frames-")]
+    assert not [t for t in threading.enumerate() if t.name.startswith("mega-")]
