@@ -29,28 +29,27 @@ FLOW_LEVELS = 2
 MIN_INSIDE = 0.3
 
 
-def propagate_box(prev_gray: np.ndarray, gray: np.ndarray, box: np.ndarray) -> np.ndarray | None:
-    """Move an xyxy pixel box from ``prev_gray`` to ``gray`` ((H, W) uint8 frames) → (4,) float64, or None when
-    too few of its points can be followed (the person is taken as lost)."""
+def _corners(prev_gray: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+    """(K, 1, 2) float32 corners to follow inside an xyxy box of ``prev_gray`` (found on the box's window only),
+    or None when the box is too small or too flat to follow."""
     import cv2
 
-    h, w = gray.shape
+    h, w = prev_gray.shape
     x1, y1, x2, y2 = np.clip(np.round(box), 0, [w, h, w, h]).astype(int)
     if x2 - x1 < 4 or y2 - y1 < 4:
         return None
-    mask = np.zeros_like(prev_gray)
-    mask[y1:y2, x1:x2] = 255
     spacing = max(2, min(x2 - x1, y2 - y1) // 12)
-    points = cv2.goodFeaturesToTrack(prev_gray, MAX_POINTS, 0.01, spacing, mask=mask)
+    points = cv2.goodFeaturesToTrack(np.ascontiguousarray(prev_gray[y1:y2, x1:x2]), MAX_POINTS, 0.01, spacing)
     if points is None or len(points) < MIN_POINTS:
         return None
-    lk = {"winSize": (FLOW_WINDOW, FLOW_WINDOW), "maxLevel": FLOW_LEVELS}
-    moved, ok, _ = cv2.calcOpticalFlowPyrLK(prev_gray, gray, points, points.copy(), **lk)  # type: ignore[call-overload]
-    back, ok_back, _ = cv2.calcOpticalFlowPyrLK(gray, prev_gray, moved, moved.copy(), **lk)  # type: ignore[call-overload]
-    good = (ok[:, 0] == 1) & (ok_back[:, 0] == 1) & (np.linalg.norm(back - points, axis=-1)[:, 0] < MAX_ROUND_TRIP_PX)
-    if good.sum() < MIN_POINTS:
+    return (points + np.array([x1, y1], np.float32)).astype(np.float32)
+
+
+def _moved_box(box: np.ndarray, a: np.ndarray, b: np.ndarray, size: tuple[int, int]) -> np.ndarray | None:
+    """``box`` moved as its followed points went from ``a`` to ``b`` ((K, 2) pixels) → (4,) float64, clipped to the
+    image ``size`` (width, height); None when too few points were followed or the box left the image."""
+    if len(a) < MIN_POINTS:
         return None
-    a, b = points[good, 0].astype(np.float64), moved[good, 0].astype(np.float64)
     shift = np.median(b - a, axis=0)
     spread_a = np.linalg.norm(a - a.mean(0), axis=1)
     spread_b = np.linalg.norm(b - b.mean(0), axis=1)
@@ -59,11 +58,48 @@ def propagate_box(prev_gray: np.ndarray, gray: np.ndarray, box: np.ndarray) -> n
     box = np.asarray(box, dtype=np.float64)
     centre, half = (box[:2] + box[2:]) / 2 + shift, (box[2:] - box[:2]) / 2 * scale
     out = np.concatenate([centre - half, centre + half])
+    w, h = size
     clipped = np.clip(out, 0, [w, h, w, h])
     area = np.prod(out[2:] - out[:2])
     if area <= 0 or np.prod(np.clip(clipped[2:] - clipped[:2], 0, None)) < MIN_INSIDE * area:
         return None
     return clipped
+
+
+def propagate_boxes(prev_gray: np.ndarray, gray: np.ndarray, boxes: np.ndarray) -> list[np.ndarray | None]:
+    """Move (N, 4) xyxy pixel boxes from ``prev_gray`` to ``gray`` ((H, W) uint8 frames) → per box its (4,) float64
+    new place, or None when too few of its points can be followed (the person is taken as lost). One forward and
+    one backward Lucas–Kanade pass for all the boxes' points together."""
+    import cv2
+
+    corners = [_corners(prev_gray, box) for box in boxes]
+    found = [c for c in corners if c is not None]
+    if not found:
+        return [None] * len(corners)
+    points = np.concatenate(found)
+    lk = {"winSize": (FLOW_WINDOW, FLOW_WINDOW), "maxLevel": FLOW_LEVELS}
+    moved, ok, _ = cv2.calcOpticalFlowPyrLK(prev_gray, gray, points, points.copy(), **lk)  # type: ignore[call-overload]
+    back, ok_back, _ = cv2.calcOpticalFlowPyrLK(gray, prev_gray, moved, moved.copy(), **lk)  # type: ignore[call-overload]
+    good = (ok[:, 0] == 1) & (ok_back[:, 0] == 1) & (np.linalg.norm(back - points, axis=-1)[:, 0] < MAX_ROUND_TRIP_PX)
+    size = (gray.shape[1], gray.shape[0])
+    out: list[np.ndarray | None] = []
+    start = 0
+    for box, own in zip(boxes, corners, strict=True):
+        if own is None:
+            out.append(None)
+            continue
+        part = slice(start, start + len(own))
+        start += len(own)
+        keep = good[part]
+        out.append(
+            _moved_box(box, points[part][keep, 0].astype(np.float64), moved[part][keep, 0].astype(np.float64), size)
+        )
+    return out
+
+
+def propagate_box(prev_gray: np.ndarray, gray: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+    """One box of :func:`propagate_boxes`."""
+    return propagate_boxes(prev_gray, gray, np.asarray(box, dtype=np.float64).reshape(1, 4))[0]
 
 
 class CadencedDetector:
@@ -103,7 +139,7 @@ class CadencedDetector:
         prev, self._prev_gray = self._prev_gray, gray
         if prev is None or prev.shape != gray.shape or self._since + 1 >= self.every:
             return self._run(image)
-        moved = [propagate_box(prev, gray, box) for box in self._boxes]
+        moved = propagate_boxes(prev, gray, self._boxes) if len(self._boxes) else []
         if any(m is None for m in moved):
             self.early_runs += 1
             return self._run(image)
