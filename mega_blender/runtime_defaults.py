@@ -100,6 +100,14 @@ COMPLETION_COVERAGE = 0.95
 COMPLETION_PIN = True
 #: Width (metres, along the template's surface) of the band over which pinned vertices blend into resampled ones.
 COMPLETION_FALLOFF_M = 0.05
+#: Videos: run the person detector on every k-th processed frame, moving the boxes along by optical flow in between
+#: (``infer --detect-every``, the protocol's ``detect_every``). 1 = every frame (exact); recall measured for
+#: larger k in docs/video.md ("Detection cadence").
+DETECT_EVERY = 1
+#: Largest ``--detect-every`` (processed frames between two detector runs).
+MAX_DETECT_EVERY = 30
+#: Video frames decoded ahead on a reader thread while the model runs (0 = decode in the model's thread).
+VIDEO_PREFETCH_FRAMES = 4
 #: Hypothesis played per frame: ``zero`` (hypothesis 0) or ``coherent`` (the smooth, likely path). Measured on noisy
 #: walking clips (docs/video.md): with the smoothing below, ``zero`` stays closest to the truth.
 #: Videos: merge fragments of one person's track after the pass (appearance + body shape; docs/video.md).

@@ -282,6 +282,7 @@ def reconstruct(args: argparse.Namespace, pipeline, path: Path, frame_progress=N
             frame_boxes=frame_boxes,
             boxes_mode=args.boxes_mode,
             stitch=args.stitch,
+            detect_every=args.detect_every,
         )
         temporal = _temporal(args)
         if temporal is not None and result.num_frames > 0:
@@ -559,6 +560,14 @@ def add_infer_commands(sub: argparse._SubParsersAction) -> None:
         action="store_false",
         default=defaults.STITCH,
         help="videos: keep the tracker's online IDs (default: merge fragments of one person after the pass)",
+    )
+    p.add_argument(
+        "--detect-every",
+        type=bounded_int(1, defaults.MAX_DETECT_EVERY),
+        default=defaults.DETECT_EVERY,
+        metavar="K",
+        help="videos: run the person detector on every K-th processed frame, following the boxes by optical flow in "
+        "between (faster; people entering are found up to K-1 frames late; docs/video.md) (default %(default)s)",
     )
     p.add_argument(
         "--path",

@@ -568,6 +568,7 @@ class Server:
                         frame_boxes=request.frame_boxes,
                         boxes_mode=request.boxes_mode,
                         stitch=request.stitch,
+                        detect_every=request.detect_every,
                     )
                 except MegaError as exc:
                     raise _with_partial(exc, partial_paths) from exc

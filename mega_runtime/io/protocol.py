@@ -116,6 +116,7 @@ class InferRequest:
     #: Videos: stitch track fragments of one person after the pass.
     stitch: bool = defaults.STITCH
     precision: str | None = None
+    detect_every: int = defaults.DETECT_EVERY
 
     @property
     def op(self) -> str:
@@ -256,6 +257,7 @@ _INT_MAXIMA = {
     "steps": defaults.MAX_SAMPLING_STEPS,
     "seed": defaults.MAX_SEED,
     "count": min(defaults.MAX_HYPOTHESES, defaults.MAX_GENERATE_COUNT),
+    "detect_every": defaults.MAX_DETECT_EVERY,
 }
 
 
@@ -535,6 +537,7 @@ def _parse_infer(message: dict[str, Any], rid: str, max_inline_bytes: int) -> In
         boxes_mode=boxes_mode,
         stitch=_bool(message, "stitch", defaults.STITCH, rid),
         precision=precision,
+        detect_every=_int(message, "detect_every", defaults.DETECT_EVERY, 1, rid) or defaults.DETECT_EVERY,
     )
 
 
@@ -660,4 +663,5 @@ def infer_defaults() -> dict[str, Any]:
         "detector_choices": list(defaults.DETECTOR_CHOICES),
         "boxes_mode": defaults.BOXES_MODE,
         "stitch": defaults.STITCH,
+        "detect_every": defaults.DETECT_EVERY,
     }

@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ from mega_runtime.constants import NUM_TOKENS, NUM_VERTICES
 from mega_runtime.decoding.schedule import CVQMAE_SAMPLING, SamplingConfig
 from mega_runtime.io.detection import ADD_MODE_IOU, BOX_SOURCES, DetectionSettings, FrameBoxes
 from mega_runtime.io.result import Result
-from mega_runtime.pipeline.media import FrameRange, MediaError, iter_frames, open_video, read_image
+from mega_runtime.pipeline.cadence import CadencedDetector
+from mega_runtime.pipeline.media import FrameRange, MediaError, Prefetched, iter_frames, open_video, read_image
 from mega_runtime.pipeline.preprocess import Crop, crop_person, focal_length_px
 from mega_runtime.pipeline.reid import (
     SHAPE_DIM,
@@ -124,6 +126,23 @@ def camera_meta(width: int, height: int) -> dict[str, Any]:
     }
 
 
+def _with_people(
+    video: Iterator[tuple[int, np.ndarray]],
+    find: Callable[[int, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]],
+) -> Generator[tuple[int, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray], float], None, None]:
+    """(frame index, BGR frame, its people = ``find(index, frame)`` (boxes, box sources, scores), seconds spent
+    finding them) for each frame of ``video``."""
+    try:
+        for index, image in video:
+            t = time.perf_counter()
+            people = find(index, image)
+            yield index, image, people, time.perf_counter() - t
+    finally:
+        close = getattr(video, "close", None)
+        if close is not None:
+            close()
+
+
 class Pipeline:
     """Photos and videos in, :class:`Result` out."""
 
@@ -173,14 +192,26 @@ class Pipeline:
         )
 
     # -- core -----------------------------------------------------------------------------------
+    def _detected(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The detector's people in ``image`` that pass :func:`filter_detections`: (N, 4) float32 xyxy pixels and
+        (N,) float32 scores."""
+        found = filter_detections(self.detector.detect(image), self.config.detection)
+        boxes = np.array([d.box_xyxy for d in found], dtype=np.float32).reshape(-1, 4)
+        return boxes, np.array([d.score for d in found], dtype=np.float32).reshape(-1)
+
     def _people_boxes(
-        self, image: np.ndarray, boxes: Sequence[Sequence[float]] | None, mode: str = defaults.BOXES_MODE
+        self,
+        image: np.ndarray,
+        boxes: Sequence[Sequence[float]] | None,
+        mode: str = defaults.BOXES_MODE,
+        detected: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(boxes (N, 4) xyxy pixels, source codes (N,) int8 into BOX_SOURCES, scores (N,)), left to right.
 
         Given ``boxes`` replace the detector (``mode`` replace) or join what it finds (``mode`` add: a found box
-        overlapping a given one by IoU ≥ ADD_MODE_IOU is dropped). Found boxes pass :func:`filter_detections`;
-        given boxes are kept as given (clipped to the image)."""
+        overlapping a given one by IoU ≥ ADD_MODE_IOU is dropped). Found boxes are :meth:`_detected`'s (or
+        ``detected``, when the caller has them, e.g. from a detection cadence); given boxes are kept as given
+        (clipped to the image)."""
         rows: list[tuple[tuple[float, ...], int, float]] = []
         if boxes is not None:
             from mega_runtime.pipeline.detect import make_detector
@@ -188,11 +219,11 @@ class Pipeline:
             given = make_detector("boxes", boxes=boxes).detect(image) if len(boxes) else []
             rows += [(d.box_xyxy, BOX_SOURCES.index("given"), 1.0) for d in given]
         if boxes is None or mode == "add":
-            found = filter_detections(self.detector.detect(image), self.config.detection)
+            found_boxes, found_scores = detected if detected is not None else self._detected(image)
             rows += [
-                (d.box_xyxy, BOX_SOURCES.index("detected"), float(d.score))
-                for d in found
-                if not any(_iou(d.box_xyxy, g) >= ADD_MODE_IOU for g, code, _ in rows if code == 1)
+                (tuple(float(v) for v in box), BOX_SOURCES.index("detected"), float(score))
+                for box, score in zip(found_boxes, found_scores, strict=True)
+                if not any(_iou(box, g) >= ADD_MODE_IOU for g, code, _ in rows if code == 1)
             ]
         out = np.array([r[0] for r in rows], dtype=np.float32).reshape(-1, 4)
         order = np.argsort((out[:, 0] + out[:, 2]) / 2, kind="stable")  # left to right
@@ -381,6 +412,8 @@ class Pipeline:
         frame_boxes: FrameBoxes | None = None,
         boxes_mode: str = defaults.BOXES_MODE,
         stitch: bool = defaults.STITCH,
+        detect_every: int = defaults.DETECT_EVERY,
+        prefetch: int = defaults.VIDEO_PREFETCH_FRAMES,
     ) -> Result:
         """A video file → one result frame per processed frame, people tracked with stable IDs.
 
@@ -397,7 +430,16 @@ class Pipeline:
         lists, else ``boxes`` for every frame (a fixed box), else none; a frame with given boxes uses only them
         (``boxes_mode`` replace) or them and the detector's other people (``add``). Frames without given boxes
         use the detector.
+
+        ``detect_every``: run the person detector on every k-th processed frame and move the boxes along by
+        optical flow in between, re-detecting at once when a box is lost (:class:`CadencedDetector`; 1 = every
+        frame, exact). ``prefetch``: frames decoded, and their people found, up to this many frames ahead on a
+        reader thread while the model runs (0 = all in this thread); the result is the same either way.
         """
+        if detect_every < 1:
+            raise ValueError(f"detect_every must be at least 1 frame, got {detect_every}")
+        if prefetch < 0:
+            raise ValueError(f"prefetch must be 0 or more frames, got {prefetch}")
         frames = frames or FrameRange()
         capture, info = open_video(path)
         capture.release()
@@ -436,40 +478,52 @@ class Pipeline:
             "frame_stop": frames.stop,
             "frame_step": frames.step,
             "num_frames_in_file": info.num_frames,
+            "detect_every": detect_every,
         }
         last_checkpoint = time.perf_counter()
         skipped: list[int] = []
-        for index, image in iter_frames(path, frames, skipped):
-            if should_stop is not None and should_stop():
-                warnings.append(f"cancelled after {len(indices)} frames")
-                break
-            t = time.perf_counter()
+        people = CadencedDetector(self._detected, detect_every)
+
+        def find(index: int, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            """The frame's people: its given boxes, and the detector's (on the cadence) unless they replace it."""
             given = frame_boxes.get(index, boxes) if frame_boxes is not None else boxes
-            found, sources, scores = self._people_boxes(image, given, boxes_mode)
-            timings["detect"] += time.perf_counter() - t
-            appearance = appearance_descriptors(image, found)
-            ids = tracker.update(found, image_size=(image.shape[1], image.shape[0]), appearance=appearance)
-            seen.append((ids, found, appearance))
-            t = time.perf_counter()
-            crops = self._crops(image, found)
-            timings["preprocess"] += time.perf_counter() - t
-            per_frame.append({})
-            indices.append(index)
-            pending.extend(
-                (len(per_frame) - 1, int(tid), box, crop, int(code), float(score))
-                for tid, box, crop, code, score in zip(ids, found, crops, sources, scores, strict=True)
-            )
-            # A due checkpoint flushes a part-filled batch: what it keeps must not wait for a full batch.
-            due = checkpoint is not None and time.perf_counter() - last_checkpoint >= checkpoint_every_s
-            if len(pending) >= self.config.batch_size or (due and pending):
-                flush()
-            if due and checkpoint is not None:
-                partial = [f"partial: the first {len(indices)} frames"]
-                meta = self._meta(source, info.width, info.height, timings, partial)
-                checkpoint(Result(meta=meta, arrays=self._assemble(per_frame, indices)))
-                last_checkpoint = time.perf_counter()
-            if progress is not None:
-                progress(len(indices), expected)
+            if given is not None and boxes_mode == "replace":
+                return self._people_boxes(image, given, boxes_mode)
+            detected = people.boxes(image), people.scores
+            return self._people_boxes(image, given, boxes_mode, detected=detected)
+
+        found_people = _with_people(iter_frames(path, frames, skipped), find)
+        # With prefetch, decoding and detection run on a reader thread, overlapping the model; same order, same boxes.
+        video = Prefetched(found_people, prefetch, f"mega-frames-{Path(path).name}") if prefetch else found_people
+        with closing(video):  # a cancel or an error stops the reader thread and releases the video
+            for index, image, (found, sources, scores), detect_s in video:
+                if should_stop is not None and should_stop():
+                    warnings.append(f"cancelled after {len(indices)} frames")
+                    break
+                timings["detect"] += detect_s
+                appearance = appearance_descriptors(image, found)
+                ids = tracker.update(found, image_size=(image.shape[1], image.shape[0]), appearance=appearance)
+                seen.append((ids, found, appearance))
+                t = time.perf_counter()
+                crops = self._crops(image, found)
+                timings["preprocess"] += time.perf_counter() - t
+                per_frame.append({})
+                indices.append(index)
+                pending.extend(
+                    (len(per_frame) - 1, int(tid), box, crop, int(code), float(score))
+                    for tid, box, crop, code, score in zip(ids, found, crops, sources, scores, strict=True)
+                )
+                # A due checkpoint flushes a part-filled batch: what it keeps must not wait for a full batch.
+                due = checkpoint is not None and time.perf_counter() - last_checkpoint >= checkpoint_every_s
+                if len(pending) >= self.config.batch_size or (due and pending):
+                    flush()
+                if due and checkpoint is not None:
+                    partial = [f"partial: the first {len(indices)} frames"]
+                    meta = self._meta(source, info.width, info.height, timings, partial)
+                    checkpoint(Result(meta=meta, arrays=self._assemble(per_frame, indices)))
+                    last_checkpoint = time.perf_counter()
+                if progress is not None:
+                    progress(len(indices), expected)
         if pending:
             flush()
         if stitch and per_frame:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -209,7 +210,7 @@ MAX_CONSECUTIVE_FAILURES = 25
 
 def iter_frames(
     path: Path | str, frames: FrameRange | None = None, skipped: list[int] | None = None
-) -> Iterator[tuple[int, np.ndarray]]:
+) -> Generator[tuple[int, np.ndarray], None, None]:
     """Yield (frame index, (H, W, 3) uint8 BGR) for the frames in ``frames``, decoding sequentially.
 
     A frame that cannot be decoded is skipped (its index appended to ``skipped``) and reading goes
@@ -243,3 +244,94 @@ def iter_frames(
             index += 1
     finally:
         capture.release()
+
+
+T = TypeVar("T")
+
+
+class Prefetched(Generic[T]):
+    """Items of an iterator — e.g. :func:`iter_frames`' frames — produced ahead on a daemon thread, at most ``depth``
+    waiting in a bounded queue.
+
+    Iterating yields exactly what ``source`` yields, in the same order; ``source`` runs entirely on the reader
+    thread (one item after the other, never concurrently), so the work it does per item — decoding, and in the video
+    loop finding the people — overlaps whatever the consumer does meanwhile (OpenCV, onnxruntime and torch release
+    the GIL while they compute). An exception in ``source`` is raised in the consumer where its item would have
+    come. Use it as a context manager (or call :meth:`close`): leaving early — a cancel, an error in the consumer —
+    stops the reader after the item it is producing, closes ``source`` (a generator's ``finally`` runs: the video is
+    released) and joins the thread, so no thread outlives the ``with`` block.
+    """
+
+    _END = object()
+
+    def __init__(self, source: Iterator[T], depth: int = 4, name: str = "mega-prefetch") -> None:
+        import queue
+        import threading
+
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1 item, got {depth}")
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._source = source
+        self._thread = threading.Thread(target=self._read, name=name, daemon=True)
+        self._done = False
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        """Put ``item`` unless stopped; polls the stop flag so a full queue never blocks a closing reader."""
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _read(self) -> None:
+        try:
+            for item in self._source:
+                if not self._put(item):
+                    return
+        except BaseException as exc:  # any failure is handed to the consumer and raised there
+            self._put(exc)
+            return
+        finally:
+            close = getattr(self._source, "close", None)
+            if close is not None:
+                close()  # on this thread: a generator's cleanup (releasing the video) runs where it ran
+        self._put(self._END)
+
+    def __iter__(self) -> Iterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        if self._done:
+            raise StopIteration
+        item = self._queue.get()
+        if item is self._END or isinstance(item, BaseException):
+            self._done = True
+            self._thread.join()
+        if isinstance(item, BaseException):
+            raise item
+        if item is self._END:
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        """Stop the reader and wait for its thread to end (idempotent)."""
+        self._done = True
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the reader thread is still running."""
+        return self._thread.is_alive()
+
+    def __enter__(self) -> Prefetched[T]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
