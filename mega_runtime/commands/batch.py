@@ -58,6 +58,14 @@ SETTING_KEYS = (
     "one_euro_d_cutoff",
     "one_euro_causal",
     "compact",
+    "detect_threshold",
+    "min_height",
+    "max_people",
+    "boxes_file",
+    "boxes_mode",
+    "stitch",
+    "detect_every",
+    "precision",
 )
 #: Seconds between two writes of the manifest while inputs finish (it is always written at the end).
 MANIFEST_EVERY_S = 1.0
@@ -260,12 +268,13 @@ _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(args: argparse.Namespace, progress_queue: Any) -> None:
-    """In each worker process: keep torch to one thread per worker, load the pipeline once."""
+    """In each worker process: torch with the thread count of the process that started the batch (float sums, and
+    so the results, depend on it: this keeps them equal to ``infer``'s), then the pipeline, loaded once."""
     import torch
 
     from mega_runtime.commands.infer import load_pipeline
 
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    torch.set_num_threads(args.torch_threads)
     _WORKER["args"] = args
     _WORKER["pipeline"] = load_pipeline(args)
     _WORKER["queue"] = progress_queue
@@ -306,6 +315,11 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / MANIFEST_NAME
     settings = settings_of(args)
+    import torch
+
+    # Every worker (process or Ray actor) runs torch with this process's thread count: float sums, and so the
+    # results, depend on it, and with it they equal what `infer` gives here.
+    args.torch_threads = torch.get_num_threads()
     manifest = read_manifest(manifest_path)
     if manifest is not None and manifest.get("settings") != settings:
         raise BatchError(

@@ -53,7 +53,7 @@ class _ModelWorker:
 
         from mega_runtime.commands.infer import load_pipeline
 
-        torch.set_num_threads(1)
+        torch.set_num_threads(args.torch_threads)  # the driver's: results equal infer's there (see batch.py)
         self.args = args
         self.pipeline = load_pipeline(args)
 
