@@ -17,7 +17,7 @@ from typing import Any, Literal
 from mega_runtime.errors import TrainingError
 
 Stage = Literal["tokenizer", "pretrain", "finetune"]
-PRECISIONS = ("fp32", "bf16", "fp16")
+TRAINING_PRECISIONS = ("fp32", "bf16", "fp16")
 ACCELERATORS = ("cpu", "gpu")
 
 #: Official hyper-parameters per stage (Mesh-VQ-VAE ``config_medium.yaml``, ``config_vqmae/config.yaml``,
@@ -75,8 +75,9 @@ class TrainSettings:
     def __post_init__(self) -> None:
         if self.stage not in STAGE_DEFAULTS:
             raise TrainingError(f"unknown training stage {self.stage!r}", hint="use tokenizer, pretrain or finetune")
-        if self.precision not in PRECISIONS:
-            raise TrainingError(f"unknown precision {self.precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
+        if self.precision not in TRAINING_PRECISIONS:
+            choices = ", ".join(TRAINING_PRECISIONS)
+            raise TrainingError(f"unknown precision {self.precision!r}", hint=f"use one of {choices}")
         if self.accelerator not in ACCELERATORS:
             raise TrainingError(f"unknown accelerator {self.accelerator!r}", hint="use cpu or gpu")
         small = {

@@ -127,9 +127,9 @@ def test_compact_result_with_fixes_that_disagree_with_their_counts_is_refused(
 def test_a_newer_major_version_names_both_readable_versions(compact_pair: Path, tmp_path: Path) -> None:
     meta = json.loads(compact_pair.read_text())
     (tmp_path / "new.json").write_text(json.dumps({**meta, "version": "3.0"}))
-    with pytest.raises(ResultFormatError, match=r"1\.1 .*compact version 2\.0"):
+    with pytest.raises(ResultFormatError, match=r"1\.\d .*compact version 2\.0"):
         read_result(tmp_path / "new.json")
-    with pytest.raises(rr.ResultFormatError, match=r"1\.1 .*compact version 2\.0"):
+    with pytest.raises(rr.ResultFormatError, match=r"1\.\d .*compact version 2\.0"):
         rr.read_result(tmp_path / "new.json")
 
 
