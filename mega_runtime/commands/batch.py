@@ -274,7 +274,9 @@ def _worker_init(args: argparse.Namespace, progress_queue: Any) -> None:
 
     from mega_runtime.commands.infer import load_pipeline
 
-    torch.set_num_threads(args.torch_threads)
+    threads = getattr(args, "torch_threads", None)
+    if threads:
+        torch.set_num_threads(threads)
     _WORKER["args"] = args
     _WORKER["pipeline"] = load_pipeline(args)
     _WORKER["queue"] = progress_queue

@@ -53,7 +53,9 @@ class _ModelWorker:
 
         from mega_runtime.commands.infer import load_pipeline
 
-        torch.set_num_threads(args.torch_threads)  # the driver's: results equal infer's there (see batch.py)
+        threads = getattr(args, "torch_threads", None)  # the driver's: results equal infer's there (see batch.py)
+        if threads:
+            torch.set_num_threads(threads)
         self.args = args
         self.pipeline = load_pipeline(args)
 
