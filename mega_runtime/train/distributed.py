@@ -48,6 +48,10 @@ def _run_rank(rank: int, settings: TrainSettings, world: int, init_method: str, 
         result = train(settings, Distributed(rank, world))
         if rank == 0:
             write_run_file(settings.out, result)
+        # every rank has finished before any tears its group down: a rank that leaves first closes the connections
+        # the others' gloo threads still use, which aborts them (SIGABRT, "terminate called without an active
+        # exception")
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
 
