@@ -28,21 +28,10 @@ STOP_BUDGET_S = 0.5
 
 
 @pytest.fixture
-def live(blender, small_checkpoints, assets_dir, tmp_path, monkeypatch):
-    """The add-on set up to run this Python as its runtime (it has torch and mega_runtime installed)."""
-    monkeypatch.setenv("MEGA_ASSETS_DIR", str(assets_dir))
-    preferences = bpy.context.preferences.addons[ADDON].preferences
-    preferences.runtime_mode = "INTERPRETER"
-    preferences.python_path = sys.executable
-    preferences.weights_dir = str(small_checkpoints)
-    preferences.results_dir = str(tmp_path / "results")
-    preferences.model = "resnet"
-    preferences.num_hypotheses = 2
-    preferences.device = "CPU"
-    from mega_blender import jobs
-
-    yield jobs
-    jobs.stop()
+def live(live):
+    """tests/blender/conftest.py's live add-on, asking for 2 hypotheses per person."""
+    bpy.context.preferences.addons[ADDON].preferences.num_hypotheses = 2
+    return live
 
 
 @pytest.fixture
