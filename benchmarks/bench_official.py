@@ -88,6 +88,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--crop", type=int, default=0, help="which pipeline_demo crop to time (0-2)")
     parser.add_argument("--only", nargs="+", choices=CASES, help="time only these cases")
     parser.add_argument("--warmup-all", action="store_true", help="also warm up hypotheses16 before timing it")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the runtime side (Mega.compile_models: backbone frozen, token transformers); the first "
+        "calls compile for minutes and are not timed",
+    )
     parser.add_argument("--no-timing", action="store_true", help="skip the timings (equality checks and memory only)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--no-check", action="store_true", help="skip the equality checks")
@@ -279,20 +285,22 @@ def _quiet(fn, *args, **kwargs):
 
 
 class Runtime:
-    def __init__(self, checkpoints: Path, assets: Path) -> None:
+    def __init__(self, checkpoints: Path, assets: Path, compile_models: bool = False) -> None:
         import torch
 
         from mega_runtime.mega import Mega
 
         self.torch = torch
         self.mega = Mega.from_checkpoints(checkpoints, model=MODEL, assets_dir=assets)
+        if compile_models and not self.mega.compile_models():
+            raise Skip("--compile: this machine cannot compile (see the log line above)")
 
-    def deterministic(self, crop):
-        return self.mega.reconstruct(crop, 1)
+    def deterministic(self, crop, score: bool = True):
+        return self.mega.reconstruct(crop, 1, **({} if score else {"scoring": None}))
 
-    def hypotheses(self, crop, seed: int, sampler: str = "full", numpy_rng=None):
+    def hypotheses(self, crop, seed: int, sampler: str = "full", numpy_rng=None, score: bool = True):
         gen = self.torch.Generator().manual_seed(seed)
-        return self.mega.reconstruct(crop, HYPOTHESES, generator=gen, sampler=sampler, numpy_rng=numpy_rng)
+        return self.mega.reconstruct(crop, HYPOTHESES, generator=gen, sampler=sampler, numpy_rng=numpy_rng, score=score)
 
     def decode(self, tokens):
         return self.mega.decode_meshes(tokens)
@@ -310,36 +318,51 @@ def _timed(fn) -> float:
 
 
 def time_cases(official: Official, runtime: Runtime, crop, tokens16, args) -> dict:
-    """Interleaved timings: per repeat, each case runs once per side, the side that goes first alternating."""
+    """Interleaved timings: per repeat, each case runs once per side, the order of the sides alternating.
+
+    The runtime has two sides for the model cases: ``runtime`` (the product's default call, which also scores
+    every hypothesis) and ``runtime_noscore`` (``scoring=None``: the same outputs as the official chain — tokens,
+    meshes, rotation, camera — and no log-likelihood, which the official code does not compute either).
+    """
     from mega_runtime.decoding.schedule import CVQMAE_SAMPLING
 
     temp, steps = CVQMAE_SAMPLING.temperature, CVQMAE_SAMPLING.steps
     calls = {
-        "deterministic": (lambda: official.deterministic(crop), lambda: runtime.deterministic(crop)),
-        "hypotheses16": (
-            lambda: official.hypotheses(crop, HYPOTHESES, temp, steps),
-            lambda: runtime.hypotheses(crop, args.seed),
-        ),
-        "decode16": (lambda: official.decode(tokens16), lambda: runtime.decode(tokens16)),
+        "deterministic": {
+            "official": lambda: official.deterministic(crop),
+            "runtime": lambda: runtime.deterministic(crop),
+            "runtime_noscore": lambda: runtime.deterministic(crop, score=False),
+        },
+        "hypotheses16": {
+            "official": lambda: official.hypotheses(crop, HYPOTHESES, temp, steps),
+            "runtime": lambda: runtime.hypotheses(crop, args.seed),
+            "runtime_noscore": lambda: runtime.hypotheses(crop, args.seed, score=False),
+        },
+        "decode16": {"official": lambda: official.decode(tokens16), "runtime": lambda: runtime.decode(tokens16)},
     }
     cases = args.only or list(CASES)
-    times: dict[str, dict[str, list[float]]] = {c: {"official": [], "runtime": []} for c in cases}
+    times: dict[str, dict[str, list[float]]] = {c: {side: [] for side in calls[c]} for c in cases}
     # Warm-up, not counted. hypotheses16 runs the same networks as deterministic and one official run takes
-    # minutes on a busy 2-core machine, so it is warmed up only with --warmup-all.
+    # minutes on a busy 2-core machine, so it is warmed up only with --warmup-all (always with --compile: its
+    # step shapes compile on their first call).
     for case in cases:
-        if case != "hypotheses16" or args.warmup_all:
-            for fn in calls[case]:
+        if case != "hypotheses16" or args.warmup_all or args.compile:
+            for fn in calls[case].values():
                 fn()
     for rep in range(args.repeats):
         for case in cases:
-            order = [("official", calls[case][0]), ("runtime", calls[case][1])]
+            order = list(calls[case].items())
             for side, fn in order if rep % 2 == 0 else order[::-1]:
                 times[case][side].append(_timed(fn))
                 print(f"  run {rep + 1}: {case} {side} {times[case][side][-1]:.3f} s", flush=True)
     out = {}
     for case in cases:
-        o, r = statistics.median(times[case]["official"]), statistics.median(times[case]["runtime"])
-        out[case] = {"official_s": o, "runtime_s": r, "speedup": o / r, "runs": times[case]}
+        medians = {side: statistics.median(runs) for side, runs in times[case].items()}
+        o = medians["official"]
+        out[case] = {f"{side}_s": t for side, t in medians.items()}
+        out[case].update({"speedup": o / medians["runtime"], "runs": times[case]})
+        if "runtime_noscore" in medians:
+            out[case]["speedup_noscore"] = o / medians["runtime_noscore"]
     return out
 
 
@@ -475,9 +498,13 @@ def _versions() -> dict:
 def _report_timings(report: dict, official: Official, runtime: Runtime, crop, args) -> None:
     tokens16 = runtime.hypotheses(crop, args.seed).tokens[0]
     report["timings"] = timings = time_cases(official, runtime, crop, tokens16, args)
-    print(f"{'case':<15}{'official s':>12}{'runtime s':>12}{'speedup':>10}   (median of {args.repeats}, interleaved)")
+    print(
+        f"{'case':<15}{'official s':>12}{'runtime s':>12}{'speedup':>10}{'no score s':>12}{'speedup':>10}"
+        f"   (median of {args.repeats}, interleaved{', runtime compiled' if args.compile else ''})"
+    )
     for case, t in timings.items():
-        print(f"{case:<15}{t['official_s']:>12.3f}{t['runtime_s']:>12.3f}{t['speedup']:>9.2f}×")
+        extra = f"{t['runtime_noscore_s']:>12.3f}{t['speedup_noscore']:>9.2f}×" if "runtime_noscore_s" in t else ""
+        print(f"{case:<15}{t['official_s']:>12.3f}{t['runtime_s']:>12.3f}{t['speedup']:>9.2f}×{extra}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -501,10 +528,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seeded full-size checkpoints ({MODEL}, mesh_vqvae_54, seed {args.seed}) in {workdir}")
         assets = args.shared_dir / "assets"
         official = Official(args.official_dir, workdir, assets, workdir)
-        runtime = Runtime(workdir, assets)
+        try:
+            runtime = Runtime(workdir, assets, compile_models=args.compile)
+        except Skip as why:
+            print(f"skipped: {why}")
+            return SKIP_EXIT
         crops = _crops(args.shared_dir)
         crop = crops[args.crop : args.crop + 1]
         report: dict = {"versions": _versions(), "threads": args.threads, "repeats": args.repeats, "seed": args.seed}
+        report["compiled"] = args.compile
         print(f"versions: {report['versions']}, torch threads {args.threads}, repeats {args.repeats}")
 
         if not args.no_check:

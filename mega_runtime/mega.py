@@ -27,7 +27,7 @@ from mega_runtime.decoding.samplers import (
     to_device,
 )
 from mega_runtime.decoding.schedule import CVQMAE_SAMPLING, VQMAE_SAMPLING, SamplingConfig
-from mega_runtime.decoding.scoring import score_tokens
+from mega_runtime.decoding.scoring import DEFAULT_SCORING, ScoringConfig, score_tokens
 from mega_runtime.errors import ConfigError, MegaError
 from mega_runtime.models.config import CVQMAEConfig, VQMAEConfig
 from mega_runtime.models.geometry import rotate_vertices, rotation_6d_to_matrix
@@ -44,7 +44,7 @@ class MeshHypotheses:
 
     tokens: (B, H, 54) int64 Mesh-VQ-VAE codes.
     log_likelihood: (B, H) float32, natural log; every hypothesis, hypothesis 0 included, is scored by
-    the one estimator of :mod:`mega_runtime.decoding.scoring`.
+    the one estimator of :mod:`mega_runtime.decoding.scoring`; None when scoring was skipped (``scoring=None``).
     canonical: (B, H, 6890, 3) float32 metres, body frame (y up), mean-centred.
     vertices: (B, H, 6890, 3) float32 metres, v' = R·v in the camera-aligned frame (x right, y down, z forward).
     rotation: (B, 3, 3) float32 global rotation R (rows b1, b2, b3 of the 6D representation).
@@ -53,7 +53,7 @@ class MeshHypotheses:
     """
 
     tokens: torch.Tensor
-    log_likelihood: torch.Tensor
+    log_likelihood: torch.Tensor | None
     canonical: torch.Tensor
     vertices: torch.Tensor
     rotation: torch.Tensor
@@ -88,17 +88,26 @@ class Mega:
                 if model is not None:
                     quantize_token_transformer(model)
 
-    def compile_transformers(self) -> bool:
-        """Opt-in ``torch.compile`` (inductor) of the token transformers; False, with a log line, where it cannot.
+    def compile_models(self, backbone: bool = True) -> bool:
+        """Opt-in ``torch.compile`` (inductor) of the token transformers and, with ``backbone``, the image
+        backbone; False, with a log line, where it cannot.
 
-        The compiled kernels are cached across runs by inductor's FX graph cache under
-        ``<runtime cache>/inductor`` (``TORCHINDUCTOR_CACHE_DIR`` unless already set). On CUDA the mode is
-        ``reduce-overhead`` (CUDA graphs). Inductor on the CPU needs a C compiler (``$CC``, cc, gcc or
-        clang). The first run compiles one graph per step shape — minutes on a small CPU; the tiny test
-        model gave the eager tokens (docs/runtime-core.md), but inductor does not promise eager's bits.
+        Inductor runs with *freezing* on: the weights become constants of the compiled graph, so BatchNorm is
+        folded into the convolutions before them and the convolution/Linear weights are pre-packed for oneDNN
+        (the backbone measured 1.3× faster on this CPU; the token transformers, bound by fp32 matrix products,
+        gain little). Frozen models are for inference only: do not train a compiled Mega. The compiled
+        kernels are cached across runs by inductor's FX graph cache under ``<runtime cache>/inductor``
+        (``TORCHINDUCTOR_CACHE_DIR`` unless already set). On CUDA the token transformers use
+        ``reduce-overhead`` (CUDA graphs). Inductor on the CPU needs a C compiler (``$CC``, cc, gcc or clang).
+        The first run compiles one graph per step shape — minutes on a small CPU. Inductor does not promise
+        eager's bits (folded BatchNorm rounds differently): the tokens of the fixtures and of the
+        side-by-side benchmark were the eager ones (docs/benchmarks.md), but fp32 without ``--compile`` is
+        the exact mode.
         """
         import os
         import shutil
+
+        import torch._inductor.config as inductor_config
 
         from mega_runtime.weights.registry import cache_dir
 
@@ -106,14 +115,23 @@ class Mega:
         if self.device.type == "cpu" and not any(shutil.which(c) for c in compilers):
             log.warning("--compile: no C compiler found (inductor needs one on the CPU); running uncompiled")
             return False
+        if self.precision == "int8":
+            log.warning("--compile: not with --precision int8 (dynamically quantised layers); running uncompiled")
+            return False
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
+        inductor_config.freezing = True
         mode = "reduce-overhead" if self.device.type == "cuda" else None
         for model in (self.cvqmae, self.vqmae):
             if model is not None:
                 model.encoder = torch.compile(model.encoder, mode=mode, dynamic=False)
                 model.decoder = torch.compile(model.decoder, mode=mode, dynamic=False)
+        if backbone and self.cvqmae is not None:
+            self.cvqmae.backbone = torch.compile(self.cvqmae.backbone, dynamic=False)
         log.info(
-            "token transformers compiled (mode %s, cache %s)", mode or "default", os.environ["TORCHINDUCTOR_CACHE_DIR"]
+            "models compiled (token transformers mode %s%s; cache %s)",
+            mode or "default",
+            ", backbone frozen" if backbone and self.cvqmae is not None else "",
+            os.environ["TORCHINDUCTOR_CACHE_DIR"],
         )
         return True
 
@@ -184,6 +202,7 @@ class Mega:
         sampling: SamplingConfig = CVQMAE_SAMPLING,
         sampler: str = "full",
         numpy_rng: np.random.RandomState | None = None,
+        scoring: ScoringConfig | None = DEFAULT_SCORING,
     ) -> MeshHypotheses:
         """Meshes for a batch of crops: the deterministic decode plus ``num_hypotheses − 1`` samples.
 
@@ -192,7 +211,11 @@ class Mega:
         image's hypotheses do not depend on the other images in the batch or on H.
         sampler: ``full`` (fills all 54 tokens) or ``official`` (the official ``generate()``, numpy RNG;
         ``numpy_rng`` defaults to a RandomState seeded from ``generator``).
-        The backbone runs once per image whatever H is.
+        scoring: how every hypothesis is scored (:class:`ScoringConfig`; the default, 2 steps, costs one
+        more transformer pass over all B·H rows — about a fifth of a 16-hypothesis call and a third of a
+        deterministic one; ``steps=1`` scores from the all-masked logits the call already has, at no cost);
+        None skips scoring: ``log_likelihood`` is None and nothing else changes. The backbone runs once per
+        image whatever H is.
         """
         if self.cvqmae is None:
             raise ConfigError("no image model is loaded", hint="load with Mega.from_checkpoints(..., model=...)")
@@ -212,12 +235,15 @@ class Mega:
                 samples = self._sample(cond, first_logits, b, extra, generator, sampling, sampler, numpy_rng)
                 tokens = torch.cat([tokens, samples.tokens.reshape(b, extra, -1)], dim=1)
             # One estimator for every hypothesis (the deterministic decode included), all rows in one batch.
-            log_likelihood = score_tokens(
-                self.cvqmae,
-                cond.repeat(num_hypotheses),
-                tokens.flatten(0, 1),
-                initial_logits=first_logits.repeat_interleave(num_hypotheses, dim=0),
-            ).reshape(b, num_hypotheses)
+            log_likelihood = None
+            if scoring is not None:
+                log_likelihood = score_tokens(
+                    self.cvqmae,
+                    cond.repeat(num_hypotheses),
+                    tokens.flatten(0, 1),
+                    scoring,
+                    initial_logits=first_logits.repeat_interleave(num_hypotheses, dim=0),
+                ).reshape(b, num_hypotheses)
         canonical = self.decode_meshes(tokens.flatten(0, 1)).reshape(b, num_hypotheses, -1, 3)
         rotation = rotation_6d_to_matrix(cond.rot6d)
         vertices = rotate_vertices(rotation, canonical)

@@ -66,6 +66,7 @@ SETTING_KEYS = (
     "stitch",
     "detect_every",
     "precision",
+    "score_steps",
 )
 #: Seconds between two writes of the manifest while inputs finish (it is always written at the end).
 MANIFEST_EVERY_S = 1.0

@@ -253,6 +253,7 @@ def load_pipeline(args: argparse.Namespace, progress=None):
         detection=settings,
         precision=args.precision,
         compile=args.compile,
+        score_steps=args.score_steps,
     )
     options: dict[str, object] = {"weights": args.yolo_weights} if args.detector == "yolo" else {}
     if args.detector in DOWNLOADING_DETECTORS and progress is not None:  # YOLOX may be downloaded on first use
@@ -518,7 +519,15 @@ def add_infer_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the token transformers (cached across runs; the first run compiles for minutes)",
+        help="torch.compile the backbone (BatchNorm folded) and the token transformers (cached across runs; the "
+        "first run compiles for minutes)",
+    )
+    p.add_argument(
+        "--score-steps",
+        type=bounded_int(1, defaults.MAX_SCORE_STEPS),
+        default=defaults.SCORE_STEPS,
+        help="blocks of the hypothesis scorer: k costs k−1 model passes; 1 scores from the first pass for free "
+        "(default %(default)s; docs/runtime-core.md)",
     )
     p.add_argument(
         "--sampler",

@@ -383,6 +383,7 @@ class Server:
                 sampler=request.sampler,
                 seed=request.seed,
                 detection=settings,
+                score_steps=request.score_steps,
             )
         except ValueError as exc:
             raise ProtocolError("bad_request", str(exc)) from exc

@@ -117,6 +117,7 @@ class InferRequest:
     stitch: bool = defaults.STITCH
     precision: str | None = None
     detect_every: int = defaults.DETECT_EVERY
+    score_steps: int = defaults.SCORE_STEPS
 
     @property
     def op(self) -> str:
@@ -258,6 +259,7 @@ _INT_MAXIMA = {
     "seed": defaults.MAX_SEED,
     "count": min(defaults.MAX_HYPOTHESES, defaults.MAX_GENERATE_COUNT),
     "detect_every": defaults.MAX_DETECT_EVERY,
+    "score_steps": defaults.MAX_SCORE_STEPS,
 }
 
 
@@ -538,6 +540,7 @@ def _parse_infer(message: dict[str, Any], rid: str, max_inline_bytes: int) -> In
         stitch=_bool(message, "stitch", defaults.STITCH, rid),
         precision=precision,
         detect_every=_int(message, "detect_every", defaults.DETECT_EVERY, 1, rid) or defaults.DETECT_EVERY,
+        score_steps=_int(message, "score_steps", defaults.SCORE_STEPS, 1, rid) or defaults.SCORE_STEPS,
     )
 
 
@@ -664,4 +667,5 @@ def infer_defaults() -> dict[str, Any]:
         "boxes_mode": defaults.BOXES_MODE,
         "stitch": defaults.STITCH,
         "detect_every": defaults.DETECT_EVERY,
+        "score_steps": defaults.SCORE_STEPS,
     }

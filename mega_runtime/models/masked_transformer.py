@@ -283,6 +283,28 @@ class TokenModel(nn.Module):
 
     seq_length: int
     num_embeddings: int
+    encoder: MaskedEncoder
+
+    def encode(self, tokens: torch.Tensor, visible_order: torch.Tensor) -> torch.Tensor:
+        """The encoder's (B, 1+T, E) features of the tokens at ``visible_order`` ((B, T) int64).
+
+        With nothing visible (T = 0: the all-masked pass) they depend on the weights alone, so outside autograd
+        they are computed once per batch size, device and autocast state and reused — the same call as before,
+        hence the same bits. The cache is keyed on the encoder object and its parameters' version counters, so
+        loading, training steps or ``torch.compile`` (a new encoder object) invalidate it.
+        """
+        if visible_order.shape[1] or torch.is_grad_enabled():
+            return self.encoder(tokens, visible_order)
+        device = tokens.device
+        autocast = torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type)
+        versions = tuple(p._version for p in self.encoder.parameters())
+        key = (tokens.shape[0], str(device), autocast, id(self.encoder), versions)
+        cache: dict = self.__dict__.setdefault("_empty_encoding", {})
+        if key not in cache:
+            if len(cache) >= 8:  # a few batch sizes (a video's last batch is smaller); stale keys go with them
+                cache.clear()
+            cache[key] = self.encoder(tokens, visible_order)
+        return cache[key].clone()
 
     def logits(
         self,
@@ -325,7 +347,7 @@ class CVQMAE(TokenModel):
         """
         if cond is None:
             raise ValueError("CVQMAE needs an image condition")
-        return self.decoder(self.encoder(tokens, visible_order), visible_order, cond, positions)
+        return self.decoder(self.encode(tokens, visible_order), visible_order, cond, positions)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Deterministic pass (every position masked): → logits (B, S, 512), rot6d (B, 6), cam (B, 3)."""
@@ -355,7 +377,7 @@ class VQMAE(TokenModel):
         positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(B, S) tokens and (B, T) visible positions → (B, S, num_embeddings) logits ((B, Q, …) for positions)."""
-        return self.decoder(self.encoder(tokens, visible_order), visible_order, positions)
+        return self.decoder(self.encode(tokens, visible_order), visible_order, positions)
 
     def forward(self, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """All positions masked: the model's prior → (batch_size, S, 512) logits."""

@@ -24,6 +24,7 @@ import numpy as np
 from mega_runtime import __version__, defaults
 from mega_runtime.constants import NUM_TOKENS, NUM_VERTICES
 from mega_runtime.decoding.schedule import CVQMAE_SAMPLING, SamplingConfig
+from mega_runtime.decoding.scoring import ScoringConfig
 from mega_runtime.io.detection import ADD_MODE_IOU, BOX_SOURCES, DetectionSettings, FrameBoxes
 from mega_runtime.io.result import Result
 from mega_runtime.pipeline.cadence import CadencedDetector
@@ -62,7 +63,9 @@ class PipelineConfig:
     detection: DetectionSettings = field(default_factory=DetectionSettings)
     #: fp32 (exact), bf16, int8 or auto: see :class:`mega_runtime.mega.Mega`.
     precision: str = defaults.PRECISION
-    #: Opt-in torch.compile of the token transformers (:meth:`mega_runtime.mega.Mega.compile_transformers`).
+    #: Blocks of the hypothesis scorer (1 = free, from the all-masked logits; see defaults.SCORE_STEPS).
+    score_steps: int = defaults.SCORE_STEPS
+    #: Opt-in torch.compile of the backbone and token transformers (:meth:`mega_runtime.mega.Mega.compile_models`).
     compile: bool = False
 
     def __post_init__(self) -> None:
@@ -70,6 +73,8 @@ class PipelineConfig:
             raise ValueError(f"num_hypotheses must be at least 1, got {self.num_hypotheses}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if not 1 <= self.score_steps <= defaults.MAX_SCORE_STEPS:
+            raise ValueError(f"score_steps must be between 1 and {defaults.MAX_SCORE_STEPS}, got {self.score_steps}")
 
 
 @dataclass
@@ -177,7 +182,7 @@ class Pipeline:
             checkpoints, config.model, assets_dir=assets, device=device, precision=config.precision
         )
         if config.compile:
-            mega.compile_transformers()
+            mega.compile_models()
         template = read_template_ply(assets / "template.ply")
         model_file = checkpoints / CHECKPOINT_FILES[config.model]
         info = {
@@ -247,7 +252,11 @@ class Pipeline:
             part = crops[start : start + cfg.batch_size]
             images = torch.from_numpy(np.stack([c.image for c in part]))
             gen = torch.Generator().manual_seed(cfg.seed)
-            res = self.mega.reconstruct(images, cfg.num_hypotheses, gen, cfg.sampling, cfg.sampler)
+            res = self.mega.reconstruct(
+                images, cfg.num_hypotheses, gen, cfg.sampling, cfg.sampler, scoring=ScoringConfig(cfg.score_steps)
+            )
+            if res.log_likelihood is None:  # scoring is never skipped here; a None would be a bug
+                raise RuntimeError("Mega.reconstruct returned no log-likelihood")
             focal = torch.tensor([focal_length_px(*c.img_size.astype(int)) for c in part])
             cam_t = cam_crop_to_full(
                 res.cam.float().cpu(),
@@ -286,6 +295,7 @@ class Pipeline:
                 "seed": cfg.seed,
                 **asdict(cfg.sampling),
             },
+            "scoring": {"estimator": "fixed-order blocks", "steps": cfg.score_steps},
             "detector": self._detector_name(),
             "detection": {
                 "detector": self._detector_name(),

@@ -153,3 +153,34 @@ def test_generate_and_complete_return_scored_samples(mega, images):
     fixed[:, :5] = 7
     done, _ = mega.complete(images, fixed, torch.Generator().manual_seed(2))
     assert done.log_likelihood.shape == (2,) and torch.isfinite(done.log_likelihood).all()
+
+
+def test_one_scoring_step_scores_from_the_all_masked_logits_and_changes_nothing_else(mega, images):
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    default = mega.reconstruct(images, 4, gen())
+    free = mega.reconstruct(images, 4, gen(), scoring=ScoringConfig(steps=1))
+    skipped = mega.reconstruct(images, 4, gen(), scoring=None)
+    assert skipped.log_likelihood is None
+    for out in (free, skipped):
+        assert torch.equal(out.tokens, default.tokens) and torch.equal(out.vertices, default.vertices)
+        assert torch.equal(out.vertex_std, default.vertex_std) and torch.equal(out.cam, default.cam)
+    # one block: Σ over all 54 positions of log p(token | image) from the all-masked pass
+    cond = mega.cvqmae.condition(images)
+    empty = torch.zeros(2, 0, dtype=torch.long)
+    with torch.no_grad():
+        logits = mega.cvqmae.logits(torch.zeros(2, 54, dtype=torch.long), empty, cond)
+    log_probs = torch.log_softmax(logits, dim=-1).repeat_interleave(4, dim=0)
+    expected = torch.gather(log_probs, 2, free.tokens.flatten(0, 1).unsqueeze(-1)).sum(dim=(1, 2)).reshape(2, 4)
+    torch.testing.assert_close(free.log_likelihood, expected, atol=1e-4, rtol=0)
+    assert not torch.allclose(free.log_likelihood, default.log_likelihood)
+
+
+def test_one_scoring_step_runs_no_transformer_pass_beyond_the_decoding(mega, images, monkeypatch):
+    passes = []
+    original = type(mega.cvqmae).logits
+    monkeypatch.setattr(type(mega.cvqmae), "logits", lambda self, *a, **k: passes.append(1) or original(self, *a, **k))
+    mega.reconstruct(images, 1, scoring=ScoringConfig(steps=1))
+    assert len(passes) == 1  # the all-masked pass only
+    passes.clear()
+    mega.reconstruct(images, 1)
+    assert len(passes) == 2  # … plus the default scorer's second block

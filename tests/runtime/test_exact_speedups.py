@@ -97,3 +97,27 @@ def test_sampled_and_scored_tokens_are_identical_with_and_without_the_shortcuts(
             reference = run()
         for got, want in zip(run(), reference, strict=True):
             assert torch.equal(got, want)
+
+
+def test_the_all_masked_encoding_is_reused_bit_for_bit_and_forgotten_when_the_weights_change(models):
+    cvqmae, vqmae = models
+    for model in (cvqmae, vqmae):
+        for rows in (1, 3):
+            tokens = torch.zeros(rows, 54, dtype=torch.long)
+            empty = tokens[:, :0]
+            with torch.no_grad():
+                fresh = model.encoder(tokens, empty)
+                first, again = model.encode(tokens, empty), model.encode(tokens, empty)
+            assert torch.equal(first, fresh) and torch.equal(again, fresh)
+            again.add_(1.0)  # a caller writing into its copy does not reach the cache
+            with torch.no_grad():
+                assert torch.equal(model.encode(tokens, empty), fresh)
+        with torch.no_grad():
+            model.encoder.cls_token.add_(0.5)  # a training step or a reload bumps the version counter
+            changed = model.encode(torch.zeros(1, 54, dtype=torch.long), torch.zeros(1, 0, dtype=torch.long))
+            assert torch.equal(changed, model.encoder(torch.zeros(1, 54, dtype=torch.long), torch.zeros(1, 0).long()))
+        assert not torch.equal(changed, fresh[:1])
+        # with autograd on, nothing is cached: gradients reach the encoder
+        out = model.encode(torch.zeros(1, 54, dtype=torch.long), torch.zeros(1, 0, dtype=torch.long))
+        out.sum().backward()
+        assert model.encoder.cls_token.grad is not None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -217,3 +219,28 @@ def test_cli_rejects_bad_usage_before_loading_the_model(tmp_path, capsys):
     assert "4 numbers" in capsys.readouterr().err
     assert main(["infer", str(photo), "--out", str(tmp_path), "--frames", "x"]) == 2
     assert "START:STOP:STEP" in capsys.readouterr().err
+
+
+def test_score_steps_change_only_the_log_likelihood_and_are_recorded(pipeline, assets_dir, tmp_path, checkpoints):
+    image = np.random.default_rng(1).integers(0, 255, (240, 180, 3), dtype=np.uint8)
+    boxes = [[10.0, 10.0, 90.0, 200.0]]
+    free = Pipeline(
+        pipeline.mega, pipeline.detector, pipeline.faces, replace(pipeline.config, score_steps=1), pipeline.model_info
+    )
+    default, cheap = pipeline.run_image(image, boxes), free.run_image(image, boxes)
+    assert default.meta["scoring"] == {"estimator": "fixed-order blocks", "steps": 2}
+    assert cheap.meta["scoring"] == {"estimator": "fixed-order blocks", "steps": 1}
+    for name, values in default.arrays.items():
+        if name != "log_likelihood":
+            np.testing.assert_array_equal(cheap.arrays[name], values, err_msg=name)
+    assert not np.array_equal(cheap.arrays["log_likelihood"], default.arrays["log_likelihood"])
+    assert np.isfinite(cheap.arrays["log_likelihood"]).all() and (cheap.arrays["log_likelihood"] < 0).all()
+    with pytest.raises(ValueError, match="score_steps"):
+        replace(pipeline.config, score_steps=0)
+    out = tmp_path / "out"
+    args = _infer(checkpoints, assets_dir, str(assets_dir / "images" / PHOTO), "--out", str(out))
+    assert main([*args, "--hypotheses", "1", "--boxes", "270,1470,1590,2625", "--score-steps", "1"]) == 0
+    assert read_result(out / f"{Path(PHOTO).stem}.json").meta["scoring"]["steps"] == 1
+    with pytest.raises(SystemExit) as refused:
+        main([*args, "--score-steps", "0"])
+    assert refused.value.code == 2

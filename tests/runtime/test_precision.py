@@ -103,7 +103,7 @@ def test_compile_without_a_c_compiler_on_the_cpu_falls_back_with_a_log_line(mesh
     model = Mega(tiny_cvqmae(), mesh)
     encoder = model.cvqmae.encoder
     with caplog.at_level("WARNING"):
-        assert model.compile_transformers() is False
+        assert model.compile_models() is False
     assert "no C compiler" in caplog.text and model.cvqmae.encoder is encoder
 
 
@@ -111,9 +111,29 @@ def test_compile_wraps_the_token_transformers_and_caches_under_the_runtime_cache
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "set-so-that-teardown-restores-the-original")
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config, "freezing", False)
     calls = []
-    monkeypatch.setattr(torch, "compile", lambda module, **kw: calls.append(kw) or module)
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: calls.append((module, kw)) or module)
     model = Mega(tiny_cvqmae(), mesh, tiny_vqmae())
-    assert model.compile_transformers() is True
-    assert len(calls) == 4 and all(kw["mode"] is None for kw in calls)
+    assert model.compile_models() is True
+    compiled = [module for module, _ in calls]
+    assert compiled == [
+        model.cvqmae.encoder,
+        model.cvqmae.decoder,
+        model.vqmae.encoder,
+        model.vqmae.decoder,
+        model.cvqmae.backbone,
+    ]
+    assert all(kw.get("mode") is None for _, kw in calls)
+    assert inductor_config.freezing is True  # BatchNorm folded, weights pre-packed
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"].startswith(str(tmp_path))
+
+
+def test_compile_refuses_int8_with_a_log_line_and_leaves_the_models_alone(mesh, monkeypatch, caplog):
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: pytest.fail("compiled an int8 model"))
+    model = Mega(tiny_cvqmae(), mesh, precision="int8")
+    with caplog.at_level("WARNING"):
+        assert model.compile_models() is False
+    assert "int8" in caplog.text

@@ -515,3 +515,13 @@ def test_ok_video_boxes_per_frame_and_detection_settings_reach_the_result(server
     assert loaded.arrays["box_source"].tolist() == [[1], [1]]
     np.testing.assert_allclose(loaded.arrays["boxes_xyxy"][:, 0], [[10, 20, 120, 300]] * 2)
     assert loaded.meta["detection"]["settings"] == {"conf": 0.3, "min_height_px": 0.0, "max_people": 2}
+
+
+def test_ok_score_steps_reach_the_result_and_bad_ones_are_refused(server, photo, tmp_path):
+    infer(server, "s1", {"path": str(photo)}, tmp_path / "out", hypotheses=2, score_steps=1)
+    result = server.until("s1")[-1]
+    assert result["type"] == "result", result
+    assert read_result(result["json_path"]).meta["scoring"] == {"estimator": "fixed-order blocks", "steps": 1}
+    infer(server, "s2", {"path": str(photo)}, tmp_path / "out2", score_steps=0)
+    refused = server.until("s2")[-1]
+    assert refused["type"] == "error" and refused["code"] == "bad_request" and "score_steps" in refused["message"]
