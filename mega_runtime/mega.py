@@ -88,21 +88,23 @@ class Mega:
                 if model is not None:
                     quantize_token_transformer(model)
 
-    def compile_models(self, backbone: bool = True) -> bool:
-        """Opt-in ``torch.compile`` (inductor) of the token transformers and, with ``backbone``, the image
-        backbone; False, with a log line, where it cannot.
+    def compile_models(self, backbone: bool = True, transformers: bool | None = None) -> bool:
+        """Opt-in ``torch.compile`` (inductor) of the image backbone and the token transformers; False, with a
+        log line, where it cannot.
 
-        Inductor runs with *freezing* on: the weights become constants of the compiled graph, so BatchNorm is
-        folded into the convolutions before them and the convolution/Linear weights are pre-packed for oneDNN
-        (the backbone measured 1.3× faster on this CPU; the token transformers, bound by fp32 matrix products,
-        gain little). Frozen models are for inference only: do not train a compiled Mega. The compiled
-        kernels are cached across runs by inductor's FX graph cache under ``<runtime cache>/inductor``
-        (``TORCHINDUCTOR_CACHE_DIR`` unless already set). On CUDA the token transformers use
-        ``reduce-overhead`` (CUDA graphs). Inductor on the CPU needs a C compiler (``$CC``, cc, gcc or clang).
-        The first run compiles one graph per step shape — minutes on a small CPU. Inductor does not promise
-        eager's bits (folded BatchNorm rounds differently): the tokens of the fixtures and of the
-        side-by-side benchmark were the eager ones (docs/benchmarks.md), but fp32 without ``--compile`` is
-        the exact mode.
+        backbone: compile the backbone with inductor *freezing*: the weights become constants of the compiled
+        graph, so BatchNorm is folded into the convolutions before it and the weights are pre-packed for oneDNN
+        (HRNet-W48 measured 1.3× faster on this CPU). Freezing applies to every graph this process compiles
+        afterwards, so a compiled Mega is for inference only.
+        transformers: compile the token transformers too; None (default) = on CUDA only, where they run as CUDA
+        graphs (``reduce-overhead``) and the per-step launch overhead is the cost. On the CPU the passes are
+        fp32 matrix products already at the machine's peak, and compiling them gained nothing measurable
+        (docs/runtime-core.md) while costing minutes per step shape.
+        The compiled kernels are cached across runs by inductor's FX graph cache under
+        ``<runtime cache>/inductor`` (``TORCHINDUCTOR_CACHE_DIR`` unless already set). Inductor on the CPU needs a
+        C compiler (``$CC``, cc, gcc or clang). Inductor does not promise eager's bits (folded BatchNorm rounds
+        differently): the tokens of the side-by-side benchmark were the official ones (docs/benchmarks.md), but
+        fp32 without ``--compile`` is the exact mode.
         """
         import os
         import shutil
@@ -120,19 +122,19 @@ class Mega:
             return False
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
         inductor_config.freezing = True
-        mode = "reduce-overhead" if self.device.type == "cuda" else None
-        for model in (self.cvqmae, self.vqmae):
-            if model is not None:
-                model.encoder = torch.compile(model.encoder, mode=mode, dynamic=False)
-                model.decoder = torch.compile(model.decoder, mode=mode, dynamic=False)
+        on_gpu = self.device.type == "cuda"
+        compiled = []
+        if transformers if transformers is not None else on_gpu:
+            mode = "reduce-overhead" if on_gpu else None
+            for model in (self.cvqmae, self.vqmae):
+                if model is not None:
+                    model.encoder = torch.compile(model.encoder, mode=mode, dynamic=False)
+                    model.decoder = torch.compile(model.decoder, mode=mode, dynamic=False)
+            compiled.append(f"token transformers ({mode or 'default'})")
         if backbone and self.cvqmae is not None:
             self.cvqmae.backbone = torch.compile(self.cvqmae.backbone, dynamic=False)
-        log.info(
-            "models compiled (token transformers mode %s%s; cache %s)",
-            mode or "default",
-            ", backbone frozen" if backbone and self.cvqmae is not None else "",
-            os.environ["TORCHINDUCTOR_CACHE_DIR"],
-        )
+            compiled.append("backbone (frozen)")
+        log.info("compiled: %s; cache %s", ", ".join(compiled) or "nothing", os.environ["TORCHINDUCTOR_CACHE_DIR"])
         return True
 
     def low_precision(self) -> contextlib.AbstractContextManager:

@@ -107,7 +107,9 @@ def test_compile_without_a_c_compiler_on_the_cpu_falls_back_with_a_log_line(mesh
     assert "no C compiler" in caplog.text and model.cvqmae.encoder is encoder
 
 
-def test_compile_wraps_the_token_transformers_and_caches_under_the_runtime_cache(mesh, monkeypatch, tmp_path):
+def test_compile_freezes_the_backbone_and_compiles_the_transformers_on_request_caching_under_the_runtime_cache(
+    mesh, monkeypatch, tmp_path
+):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "set-so-that-teardown-restores-the-original")
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
@@ -118,16 +120,14 @@ def test_compile_wraps_the_token_transformers_and_caches_under_the_runtime_cache
     monkeypatch.setattr(torch, "compile", lambda module, **kw: calls.append((module, kw)) or module)
     model = Mega(tiny_cvqmae(), mesh, tiny_vqmae())
     assert model.compile_models() is True
+    # on the CPU: the backbone only (compiling the transformers gains nothing there), frozen: BatchNorm folded
+    assert [module for module, _ in calls] == [model.cvqmae.backbone]
+    assert inductor_config.freezing is True
+    calls.clear()
+    assert model.compile_models(backbone=False, transformers=True) is True
     compiled = [module for module, _ in calls]
-    assert compiled == [
-        model.cvqmae.encoder,
-        model.cvqmae.decoder,
-        model.vqmae.encoder,
-        model.vqmae.decoder,
-        model.cvqmae.backbone,
-    ]
+    assert compiled == [model.cvqmae.encoder, model.cvqmae.decoder, model.vqmae.encoder, model.vqmae.decoder]
     assert all(kw.get("mode") is None for _, kw in calls)
-    assert inductor_config.freezing is True  # BatchNorm folded, weights pre-packed
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"].startswith(str(tmp_path))
 
 
