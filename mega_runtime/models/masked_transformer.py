@@ -303,7 +303,8 @@ class TokenModel(nn.Module):
         if key not in cache:
             if len(cache) >= 8:  # a few batch sizes (a video's last batch is smaller); stale keys go with them
                 cache.clear()
-            cache[key] = self.encoder(tokens, visible_order)
+            # a copy: under CUDA graphs (compiled, ``reduce-overhead``) an output's memory is reused by later replays
+            cache[key] = self.encoder(tokens, visible_order).clone()
         return cache[key].clone()
 
     def logits(
