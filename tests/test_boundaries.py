@@ -28,6 +28,8 @@ TORCH_FREE = [
     "mega_runtime/commands/train.py",
     "mega_runtime/train/settings.py",
     "mega_runtime/io/result.py",
+    "mega_runtime/io/result_schema.py",
+    "mega_runtime/io/atomic_files.py",
     "mega_runtime/pipeline/media.py",
     "mega_runtime/pipeline/preprocess.py",
     "mega_runtime/pipeline/detect/__init__.py",

@@ -45,11 +45,11 @@ from mega_runtime.io.protocol import (
     ProtocolError,
     ReplyWriter,
     Request,
-    TemporalOptions,
     infer_defaults,
     parse_request,
 )
 from mega_runtime.io.result import reserve_stem
+from mega_runtime.io.temporal_options import TemporalOptions
 
 log = logging.getLogger(__name__)
 

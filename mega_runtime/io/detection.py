@@ -8,6 +8,9 @@
   :func:`read_boxes_file` (boxes per frame, ``{"<frame>": [[x1, y1, x2, y2], ...], ...}``, frame = the source
   video's frame number, counted from 0). Boxes are pixels of the frame; ``x1 < x2`` and ``y1 < y2``.
 * :data:`BOX_SOURCES` — what the result's ``box_source`` array codes mean (docs/result-format.md).
+* Protocol fields (docs/protocol.md): :func:`request_detection` checks an ``infer`` request's ``detection`` object,
+  ``boxes_per_frame`` and ``boxes_mode``, :func:`request_boxes` its ``boxes``; the protocol turns their
+  :class:`DetectionSettingsError` into a ``bad_request`` reply with the same message and hint.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ BOX_SOURCES = ("detected", "given")
 #: and its boxes that overlap a given box (IoU ≥ :data:`ADD_MODE_IOU`) are dropped in favour of the given one.
 BOXES_MODES = defaults.BOXES_MODES
 ADD_MODE_IOU = 0.5
+#: Keys of an ``infer`` request's ``detection`` object (each optional: the server's own setting otherwise).
+DETECTION_KEYS = ("detector", "conf", "min_height_px", "max_people")
 
 
 class DetectionSettingsError(MegaError):
@@ -145,3 +150,54 @@ def read_boxes_file(path: Path | str) -> FrameBoxes:
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise DetectionSettingsError(f"boxes file {path} is not valid JSON: {exc}", hint=hint) from None
     return parse_frame_boxes(value, f"boxes file {path.name}")
+
+
+def request_detection(message: Mapping[str, Any]) -> tuple[dict[str, Any], FrameBoxes | None, str]:
+    """The ``detection`` object (given keys only, each checked), ``boxes_per_frame`` and ``boxes_mode`` of an
+    ``infer`` request; a bad value raises :class:`DetectionSettingsError` with the protocol's message and hint."""
+    value = message.get("detection")
+    given: dict[str, Any] = {}
+    keys = ", ".join(DETECTION_KEYS)
+    if value is not None:
+        if not isinstance(value, dict):
+            raise DetectionSettingsError(f"'detection' must be an object with some of {keys}")
+        unknown = sorted(set(value) - set(DETECTION_KEYS))
+        if unknown:
+            raise DetectionSettingsError(
+                f"'detection' has unknown key(s) {', '.join(map(repr, unknown))}", hint=f"use {keys}"
+            )
+        given = dict(value)
+        try:
+            detection_settings(**{"detector": defaults.DETECTOR, **given})
+        except DetectionSettingsError as exc:
+            raise DetectionSettingsError(f"'detection': {exc.message}", hint=exc.hint) from None
+        if "conf" in given:
+            given["conf"] = float(given["conf"])
+        if "min_height_px" in given:
+            given["min_height_px"] = float(given["min_height_px"])
+    frame_boxes = None
+    if message.get("boxes_per_frame") is not None:
+        frame_boxes = parse_frame_boxes(message["boxes_per_frame"], "'boxes_per_frame'")
+    mode = message.get("boxes_mode", defaults.BOXES_MODE)
+    if mode not in defaults.BOXES_MODES:
+        choices = " or ".join(map(repr, defaults.BOXES_MODES))
+        raise DetectionSettingsError(f"'boxes_mode' must be {choices}, got {mode!r}")
+    return given, frame_boxes, mode
+
+
+def request_boxes(value: Any) -> tuple[Box, ...] | None:
+    """An ``infer`` request's ``boxes`` (None when absent), checked as :func:`check_boxes` with the protocol's
+    message; a bad value raises :class:`DetectionSettingsError`."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise DetectionSettingsError(
+            "'boxes' must be a list of [x1, y1, x2, y2] finite numbers with x1 < x2 and y1 < y2"
+        )
+    try:
+        return check_boxes(value, "'boxes'")
+    except DetectionSettingsError as exc:
+        raise DetectionSettingsError(
+            f"'boxes' must be a list of [x1, y1, x2, y2] finite numbers with x1 < x2 and y1 < y2: {exc.message}",
+            hint=exc.hint,
+        ) from None

@@ -3,7 +3,9 @@
 One JSON object per line in each direction. :class:`LineReader` frames a byte stream into lines without ever
 holding more than one bounded line; :func:`parse_request` validates a line into a :class:`Request` (for
 ``infer`` an :class:`InferRequest`) or raises :class:`ProtocolError` with the reply's code, message and hint;
-:class:`ReplyWriter` writes replies, one whole line at a time, from any thread.
+:class:`ReplyWriter` writes replies, one whole line at a time, from any thread. An ``infer``'s ``boxes``,
+``detection``, ``boxes_per_frame`` and ``boxes_mode`` are checked by ``io/detection.py``, its ``temporal`` object
+by ``io/temporal_options.py``; their errors become ``bad_request`` replies here.
 """
 
 from __future__ import annotations
@@ -24,21 +26,16 @@ from mega_runtime.constants import NUM_VERTICES
 from mega_runtime.defaults import MAX_INLINE_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, VIDEO_SUFFIXES
 from mega_runtime.errors import MegaError
 from mega_runtime.io.detection import (
-    Box,
     DetectionSettings,
     DetectionSettingsError,
     FrameBoxes,
-    check_boxes,
-    detection_settings,
-    parse_frame_boxes,
+    request_boxes,
+    request_detection,
 )
+from mega_runtime.io.temporal_options import TemporalOptions, TemporalOptionsError, parse_temporal_options
 
 OPS = ("hello", "infer", "complete", "generate", "cancel", "shutdown")
 MODELS = defaults.MODEL_SHORT_NAMES
-#: Keys of an ``infer`` request's ``temporal`` object.
-TEMPORAL_KEYS = ("path", "smooth", "min_cutoff", "beta", "d_cutoff", "causal", "smoothness")
-#: Keys of an ``infer`` request's ``detection`` object (each optional: the server's own setting otherwise).
-DETECTION_KEYS = ("detector", "conf", "min_height_px", "max_people")
 READ_CHUNK = 1 << 16
 
 
@@ -58,30 +55,6 @@ class Request:
     request_id: str
     op: str
     job: str | None = None
-
-
-@dataclass(frozen=True)
-class TemporalOptions:
-    """The ``temporal`` object of a video ``infer`` (docs/protocol.md), checked, with the defaults filled in.
-
-    ``path`` ``zero`` / ``coherent``; ``smooth`` One-Euro on/off; ``min_cutoff`` (Hz, > 0), ``beta`` (Hz per m/s,
-    ≥ 0), ``d_cutoff`` (Hz, > 0) and ``causal`` (forward-only instead of forwards-and-backwards) set the filter;
-    ``smoothness`` (nats per (m/s)², ≥ 0) weighs the coherent path — as ``infer --path/--smooth/--one-euro-*/
-    --path-smoothness``.
-    """
-
-    path: str = defaults.TEMPORAL_PATH
-    smooth: bool = defaults.SMOOTH
-    min_cutoff: float = defaults.ONE_EURO_MIN_CUTOFF_HZ
-    beta: float = defaults.ONE_EURO_BETA
-    d_cutoff: float = defaults.ONE_EURO_D_CUTOFF_HZ
-    causal: bool = defaults.ONE_EURO_CAUSAL
-    smoothness: float = defaults.PATH_SMOOTHNESS_WEIGHT
-
-    @property
-    def does_anything(self) -> bool:
-        """False for the plain result (hypothesis 0, no smoothing): nothing to compute."""
-        return self.path != "zero" or self.smooth
 
 
 @dataclass(frozen=True)
@@ -108,7 +81,8 @@ class InferRequest:
     frame_step: int
     temporal: TemporalOptions | None = None
     smpl_model: str | None = None
-    #: The ``detection`` keys the request gave, checked (:data:`DETECTION_KEYS`); the server fills in the rest.
+    #: The ``detection`` keys the request gave, checked (``DETECTION_KEYS`` of ``io/detection.py``); the server
+    #: fills in the rest.
     detection: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: ``boxes_per_frame``: {source frame number: boxes}, for videos (a photo uses frame 0's).
     frame_boxes: FrameBoxes | None = None
@@ -499,9 +473,12 @@ def _parse_infer(message: dict[str, Any], rid: str, max_inline_bytes: int) -> In
         raise ProtocolError(
             "bad_request", f"'precision' must be one of {', '.join(defaults.PRECISIONS)}", request_id=rid
         )
-    boxes = _boxes(message.get("boxes"), rid)
-    detection, frame_boxes, boxes_mode = _detection(message, rid)
-    temporal = _temporal(message.get("temporal"), rid)
+    try:
+        boxes = request_boxes(message.get("boxes"))
+        detection, frame_boxes, boxes_mode = request_detection(message)
+        temporal = parse_temporal_options(message.get("temporal"))
+    except (DetectionSettingsError, TemporalOptionsError) as exc:
+        raise ProtocolError("bad_request", exc.message, exc.hint, rid) from None
     smpl_model = message.get("smpl_model")
     if smpl_model is not None and (not isinstance(smpl_model, str) or not smpl_model):
         raise ProtocolError("bad_request", "'smpl_model' must be the path of an SMPL model file", request_id=rid)
@@ -541,114 +518,6 @@ def _parse_infer(message: dict[str, Any], rid: str, max_inline_bytes: int) -> In
         precision=precision,
         detect_every=_int(message, "detect_every", defaults.DETECT_EVERY, 1, rid) or defaults.DETECT_EVERY,
         score_steps=_int(message, "score_steps", defaults.SCORE_STEPS, 1, rid) or defaults.SCORE_STEPS,
-    )
-
-
-def _detection(message: dict[str, Any], rid: str) -> tuple[dict[str, Any], FrameBoxes | None, str]:
-    """The ``detection`` object (given keys only, each checked), ``boxes_per_frame`` and ``boxes_mode``."""
-    value = message.get("detection")
-    given: dict[str, Any] = {}
-    keys = ", ".join(DETECTION_KEYS)
-    if value is not None:
-        if not isinstance(value, dict):
-            raise ProtocolError("bad_request", f"'detection' must be an object with some of {keys}", request_id=rid)
-        unknown = sorted(set(value) - set(DETECTION_KEYS))
-        if unknown:
-            raise ProtocolError(
-                "bad_request", f"'detection' has unknown key(s) {', '.join(map(repr, unknown))}", f"use {keys}", rid
-            )
-        given = dict(value)
-        try:
-            detection_settings(**{"detector": defaults.DETECTOR, **given})
-        except DetectionSettingsError as exc:
-            raise ProtocolError("bad_request", f"'detection': {exc.message}", exc.hint, rid) from None
-        if "conf" in given:
-            given["conf"] = float(given["conf"])
-        if "min_height_px" in given:
-            given["min_height_px"] = float(given["min_height_px"])
-    frame_boxes = None
-    if message.get("boxes_per_frame") is not None:
-        try:
-            frame_boxes = parse_frame_boxes(message["boxes_per_frame"], "'boxes_per_frame'")
-        except DetectionSettingsError as exc:
-            raise ProtocolError("bad_request", exc.message, exc.hint, rid) from None
-    mode = message.get("boxes_mode", defaults.BOXES_MODE)
-    if mode not in defaults.BOXES_MODES:
-        choices = " or ".join(map(repr, defaults.BOXES_MODES))
-        raise ProtocolError("bad_request", f"'boxes_mode' must be {choices}, got {mode!r}", request_id=rid)
-    return given, frame_boxes, mode
-
-
-def _boxes(value: Any, rid: str) -> tuple[Box, ...] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list):
-        raise ProtocolError(
-            "bad_request",
-            "'boxes' must be a list of [x1, y1, x2, y2] finite numbers with x1 < x2 and y1 < y2",
-            request_id=rid,
-        )
-    try:
-        return check_boxes(value, "'boxes'")
-    except DetectionSettingsError as exc:
-        raise ProtocolError(
-            "bad_request",
-            f"'boxes' must be a list of [x1, y1, x2, y2] finite numbers with x1 < x2 and y1 < y2: {exc.message}",
-            exc.hint,
-            rid,
-        ) from None
-
-
-def _temporal(value: Any, rid: str) -> TemporalOptions | None:
-    """The ``temporal`` object checked: known keys only, each of its type and range; None when absent."""
-    if value is None:
-        return None
-    keys = ", ".join(TEMPORAL_KEYS)
-    if not isinstance(value, dict):
-        raise ProtocolError("bad_request", f"'temporal' must be an object with some of {keys}", request_id=rid)
-    unknown = sorted(set(value) - set(TEMPORAL_KEYS))
-    if unknown:
-        raise ProtocolError(
-            "bad_request", f"'temporal' has unknown key(s) {', '.join(map(repr, unknown))}", f"use {keys}", rid
-        )
-    path = value.get("path", defaults.TEMPORAL_PATH)
-    if path not in defaults.TEMPORAL_PATHS:
-        choices = " or ".join(map(repr, defaults.TEMPORAL_PATHS))
-        raise ProtocolError("bad_request", f"'temporal.path' must be {choices}, got {path!r}", request_id=rid)
-    flags: dict[str, bool] = {}
-    for key, default in (("smooth", defaults.SMOOTH), ("causal", defaults.ONE_EURO_CAUSAL)):
-        flag = value.get(key, default)
-        if not isinstance(flag, bool):
-            raise ProtocolError("bad_request", f"'temporal.{key}' must be true or false, got {flag!r}", request_id=rid)
-        flags[key] = flag
-    numbers: dict[str, float] = {}
-    for key, fallback, positive, unit in (
-        ("min_cutoff", defaults.ONE_EURO_MIN_CUTOFF_HZ, True, "Hz"),
-        ("beta", defaults.ONE_EURO_BETA, False, "Hz per m/s"),
-        ("d_cutoff", defaults.ONE_EURO_D_CUTOFF_HZ, True, "Hz"),
-        ("smoothness", defaults.PATH_SMOOTHNESS_WEIGHT, False, "nats per (m/s)²"),
-    ):
-        number = value.get(key, fallback)
-        if (
-            isinstance(number, bool)
-            or not isinstance(number, int | float)
-            or not math.isfinite(number)
-            or number < 0
-            or (positive and number == 0)
-        ):
-            bound = "> 0" if positive else "≥ 0"
-            raise ProtocolError(
-                "bad_request", f"'temporal.{key}' must be a number {bound} ({unit}), got {number!r}", request_id=rid
-            )
-        numbers[key] = float(number)
-    return TemporalOptions(
-        path=path,
-        smooth=flags["smooth"],
-        causal=flags["causal"],
-        min_cutoff=numbers["min_cutoff"],
-        beta=numbers["beta"],
-        d_cutoff=numbers["d_cutoff"],
-        smoothness=numbers["smoothness"],
     )
 
 

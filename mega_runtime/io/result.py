@@ -19,6 +19,11 @@ finds a ``.json`` without its complete, matching ``.npz``:
 
 :func:`read_result` reads every 1.x version (1.0 files lack the size and hash and are read without the check) and
 refuses another MAJOR version with an error naming both versions.
+
+The schema (versions, the arrays and their dtypes and shapes, their checks) is ``io/result_schema.py``; the
+crash-safe file mechanics (temporary file, fsync, hard link or replace, directory sync) are ``io/atomic_files.py``.
+:class:`Result`, :func:`read_result`, :func:`write_result`, :data:`SCHEMA`, :data:`VERSION` and the errors
+(:class:`ResultFormatError`, :class:`ResultWriteError`, :class:`OutputExistsError`) are imported from here.
 """
 
 from __future__ import annotations
@@ -27,115 +32,39 @@ import hashlib
 import json
 import logging
 import os
-import secrets
 import tempfile
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from mega_runtime.constants import NUM_BETAS, NUM_BODY_JOINTS, NUM_FACES, NUM_JOINTS, NUM_TOKENS, NUM_VERTICES
+from mega_runtime.constants import NUM_VERTICES
 from mega_runtime.defaults import MAX_JSON_DEPTH, MAX_RESULT_ARRAY_BYTES, MAX_RESULT_JSON_BYTES
 from mega_runtime.errors import MegaError
 from mega_runtime.io import compact as compact_meshes
+from mega_runtime.io.atomic_files import OutputExistsError as OutputExistsError
+from mega_runtime.io.atomic_files import ResultWriteError, exists_error, publish, sync_directory, write_temporary
+from mega_runtime.io.result_schema import (
+    COMPACT_MAJOR,
+    COMPACT_VERSION,
+    SCHEMA,
+    VERSION,
+    ResultFormatError,
+    check_arrays,
+    check_finite,
+    check_version,
+)
 
 log = logging.getLogger(__name__)
-
-SCHEMA = "mega-result"
-#: The version this runtime writes. 1.1 (additive): the optional ``path``/``smoothed_*`` and ``smpl_*`` arrays,
-#: the ``temporal`` and ``smpl`` blocks and the ``arrays_file_size``/``arrays_file_sha256`` check. 1.2 (additive):
-#: detection provenance, the ``box_source``/``box_score`` arrays and the ``detection`` block.
-VERSION = "1.2"
-#: Every version this runtime reads: any ``1.x`` (a newer minor only adds fields, which are kept as read).
-READABLE_MAJOR = 1
-#: The compact format (``write_result(..., compact=True)``, ``--compact``): ``vertices`` and ``smoothed_vertices``
-#: replaced by a per-track basis and millimetre fixes (``mega_runtime/io/compact.py``); every ``2.x`` is read.
-#: (Not in :data:`VERSION_HISTORY`, which lists the MINOR steps of the default format 1.)
-COMPACT_VERSION = "2.0"
-COMPACT_MAJOR = 2
-#: Result format versions and what each added, newest last (``docs/result-format.md``).
-VERSION_HISTORY: dict[str, str] = {
-    "1.0": "the required arrays, rotation and cam_crop; model, source, camera, sampling, warnings, timings",
-    "1.1": "optional path, smoothed_vertices, smoothed_cam_t and smpl_* arrays; temporal and smpl blocks; "
-    "arrays_file_size and arrays_file_sha256",
-    "1.2": "optional box_source and box_score arrays and the detection block (which detector and settings, or "
-    "given boxes, produced each person box)",
-}
-
-#: name → (dtype, shape with symbols F frames, P people, H hypotheses, V vertices, T tokens). Required since 1.0.
-ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
-    "faces": ("int32", (NUM_FACES, 3)),
-    "vertices": ("float32", ("F", "P", "H", NUM_VERTICES, 3)),
-    "cam_t": ("float32", ("F", "P", "H", 3)),
-    "tokens": ("int16", ("F", "P", "H", NUM_TOKENS)),
-    "log_likelihood": ("float32", ("F", "P", "H")),
-    "vertex_std": ("float32", ("F", "P", NUM_VERTICES)),
-    "rotation": ("float32", ("F", "P", 3, 3)),
-    "cam_crop": ("float32", ("F", "P", 3)),
-    "boxes_xyxy": ("float32", ("F", "P", 4)),
-    "track_ids": ("int32", ("P",)),
-    "valid": ("bool", ("F", "P")),
-    "frame_indices": ("int32", ("F",)),
-}
-
-#: Optional arrays an SMPL fit adds to a result (name → dtype, shape; symbols as in ``ARRAYS``).
-SMPL_RESULT_ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
-    "smpl_betas": ("float32", ("P", NUM_BETAS)),
-    "smpl_global_orient": ("float32", ("F", "P", 3)),
-    "smpl_body_pose": ("float32", ("F", "P", NUM_BODY_JOINTS, 3)),
-    "smpl_transl": ("float32", ("F", "P", 3)),
-    "smpl_joints": ("float32", ("F", "P", NUM_JOINTS, 3)),
-    "smpl_rest_joints": ("float32", ("P", NUM_JOINTS, 3)),
-    "smpl_vertex_error": ("float32", ("F", "P")),
-    "smpl_hypothesis": ("int16", ("F", "P")),
-}
-
-#: Optional arrays (checked when present), all since 1.1: added by mega_runtime.pipeline.temporal for videos, and
-#: the ``smpl_*`` arrays of an SMPL fit (``mega-runtime fit-smpl``: :data:`SMPL_RESULT_ARRAYS` and the skinning).
-OPTIONAL_ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
-    "path": ("int16", ("F", "P")),
-    "smoothed_vertices": ("float32", ("F", "P", NUM_VERTICES, 3)),
-    "smoothed_cam_t": ("float32", ("F", "P", 3)),
-    **SMPL_RESULT_ARRAYS,
-    "smpl_rest_vertices": ("float32", ("P", NUM_VERTICES, 3)),
-    "smpl_weights": ("float32", (NUM_VERTICES, 24)),
-}
-
-#: Detection provenance (optional, since 1.2): per person box, its source (an index into the ``detection`` block's
-#: ``box_sources``: 0 detected, 1 given; −1 where the person is not seen) and the detector's score (1.0 for given).
-DETECTION_ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
-    "box_source": ("int8", ("F", "P")),
-    "box_score": ("float32", ("F", "P")),
-}
-OPTIONAL_ARRAYS.update(DETECTION_ARRAYS)
 
 _HASH_CHUNK_BYTES = 1 << 20
 
 
-class ResultFormatError(MegaError):
-    """A result file is missing, malformed or of an unsupported version."""
-
-    code = "result_invalid"
-
-
-class ResultWriteError(MegaError):
-    """A result could not be written (disk full, folder read-only); nothing partial is left."""
-
-    code = "write_failed"
-
-
-class OutputExistsError(MegaError):
-    """Writing would overwrite a file the user already has."""
-
-    code = "output_exists"
-
-
 @dataclass(frozen=True)
 class Result:
-    """A reconstruction: ``meta`` (the JSON document) and ``arrays`` (see :data:`ARRAYS`)."""
+    """A reconstruction: ``meta`` (the JSON document) and ``arrays`` (see ``result_schema.ARRAYS``)."""
 
     meta: dict[str, Any]
     arrays: dict[str, np.ndarray] = field(repr=False)
@@ -151,47 +80,6 @@ class Result:
     @property
     def num_hypotheses(self) -> int:
         return int(self.arrays["vertices"].shape[2])
-
-
-def _compact_required() -> dict[str, tuple[str, tuple[str | int, ...]]]:
-    """The arrays a format-2 file must hold: those of format 1 without ``vertices``, plus the compact meshes."""
-    replaced = ("vertices", "vertex_std")
-    return {**{k: v for k, v in ARRAYS.items() if k not in replaced}, **compact_meshes.COMPACT_ARRAYS}
-
-
-def _check_arrays(arrays: dict[str, np.ndarray], source: str, compact: bool = False) -> None:
-    required = _compact_required() if compact else ARRAYS
-    missing = [k for k in required if k not in arrays]
-    if missing:
-        raise ResultFormatError(f"{source}: missing arrays {missing}")
-    sizes: dict[str, int] = {}
-    optional = {k: v for k, v in OPTIONAL_ARRAYS.items() if k in arrays}
-    if compact:
-        optional.update(
-            {k: v for k, v in compact_meshes.COMPACT_SMOOTHED_ARRAYS.items() if "smoothed_coeffs" in arrays}
-        )
-    present = {**required, **optional}
-    for name, (dtype, shape) in present.items():
-        arr = arrays[name]
-        if arr.dtype != np.dtype(dtype) or arr.ndim != len(shape):
-            raise ResultFormatError(f"{source}: array {name} is {arr.dtype} {arr.shape}, expected {dtype} {shape}")
-        for axis, (want, got) in enumerate(zip(shape, arr.shape, strict=True)):
-            if isinstance(want, int):
-                if got != want:
-                    raise ResultFormatError(f"{source}: array {name} axis {axis} is {got}, expected {want}")
-            elif sizes.setdefault(want, got) != got:
-                raise ResultFormatError(f"{source}: array {name} has {want}={got}, other arrays have {sizes[want]}")
-
-
-def check_finite(arrays: dict[str, np.ndarray], source: str) -> None:
-    """Refuse NaN and infinity in any floating-point array (a result never holds them)."""
-    for name, arr in arrays.items():
-        if arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
-            bad = int((~np.isfinite(arr)).sum())
-            raise ResultFormatError(
-                f"{source}: array {name} holds {bad} NaN or infinite value(s)",
-                hint="results must hold finite numbers only: re-run the reconstruction",
-            )
 
 
 def _json_constant(name: str) -> Any:
@@ -285,60 +173,6 @@ def result_paths(path: Path | str) -> tuple[Path, Path]:
 # --- writing ---------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Written:
-    """A complete, synced temporary file: its ``path``, ``size`` in bytes and ``sha256`` (hex; "" when not asked)."""
-
-    path: Path
-    size: int
-    sha256: str
-
-
-def _create_temporary(path: Path) -> tuple[int, Path]:
-    """A new, empty file beside ``path`` (open file descriptor, its path), created exclusively with mode 0o666.
-
-    The kernel applies the process's umask (or the folder's default ACL) to that mode, as for any file the user
-    creates — unlike ``tempfile.mkstemp``'s 0o600 — without reading or changing the process-wide umask, which
-    would race with other threads creating files.
-    """
-    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            return os.open(tmp, flags, 0o666), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary name beside {path}")
-
-
-def _write_temporary(path: Path, write: Callable[[IO[bytes]], object], digest: bool) -> _Written:
-    """Write a temporary file beside ``path`` with ``write``, flush and fsync it; removed again on any failure."""
-    fd, tmp = _create_temporary(path)
-    try:
-        with os.fdopen(fd, "w+b") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-            size = os.fstat(handle.fileno()).st_size
-            sha256 = ""
-            if digest:
-                handle.seek(0)
-                sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
-        return _Written(tmp, size, sha256)
-    except (OSError, ValueError) as exc:
-        tmp.unlink(missing_ok=True)
-        cause = exc if isinstance(exc, OSError) else exc.__context__
-        if isinstance(cause, OSError):  # zipfile hides ENOSPC behind "seek of closed file" when it closes
-            raise ResultWriteError(
-                f"cannot write {path}: {cause.strerror or cause}",
-                hint="free some disk space or choose another output folder",
-            ) from exc
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _savez(handle: IO[bytes], arrays: dict[str, np.ndarray], deflate: bool = False) -> None:
     """What ``np.savez`` writes (uncompressed ``<name>.npy`` members), with the archive closed inside this call
     even when a write fails — ``np.savez`` leaves it to the garbage collector, whose late close of an already
@@ -348,54 +182,6 @@ def _savez(handle: IO[bytes], arrays: dict[str, np.ndarray], deflate: bool = Fal
         for name, array in arrays.items():
             with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
-
-
-def _sync_directory(folder: Path) -> None:
-    """fsync ``folder`` so that the renames in it survive a power cut; skipped where directories cannot be synced
-    (Windows, some network and FUSE file systems)."""
-    if os.name == "nt":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError as exc:
-        log.debug("cannot open %s to sync it: %s", folder, exc)
-        return
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        log.debug("cannot sync the folder %s: %s", folder, exc)
-    finally:
-        os.close(fd)
-
-
-def _exists_error(paths: list[Path]) -> OutputExistsError:
-    return OutputExistsError(
-        f"not overwriting existing file(s): {', '.join(str(p) for p in paths)}",
-        hint="choose another output name, or pass --overwrite",
-    )
-
-
-def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
-    """Give the complete temporary file ``tmp`` its final name ``path``.
-
-    With ``overwrite`` an existing ``path`` is replaced (``os.replace``, atomic). Without it, a hard link puts the
-    file in place only if ``path`` does not exist (atomic on POSIX and NTFS), so a file created by someone else in
-    the meantime is never replaced; file systems without hard links fall back to a check, then a rename.
-    """
-    if overwrite:
-        os.replace(tmp, path)
-        return
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise _exists_error([path]) from None
-    except OSError as exc:
-        log.debug("no hard link in %s (%s): checking, then renaming", path.parent, exc)
-        if path.exists():
-            raise _exists_error([path]) from None
-        os.replace(tmp, path)
-        return
-    tmp.unlink()
 
 
 #: Files a result name stands for: the pair and a video's partial pair.
@@ -487,14 +273,14 @@ def write_result(result: Result, path: Path | str, overwrite: bool = False, comp
     The ``.npz`` is written and synced before the ``.json``, which records the ``.npz``'s size and SHA-256; see
     the module docstring for the exact order. Raises :class:`OutputExistsError` if either file exists and
     ``overwrite`` is False (nothing is written then), :class:`ResultFormatError` if the arrays disagree with
-    :data:`ARRAYS`.
+    ``result_schema.ARRAYS``.
     """
     json_path, npz_path = result_paths(path)
     if not overwrite:
         existing = [p for p in (json_path, npz_path) if p.exists()]
         if existing:
-            raise _exists_error(existing)
-    _check_arrays(result.arrays, str(npz_path))
+            raise exists_error(existing)
+    check_arrays(result.arrays, str(npz_path))
     check_finite(result.arrays, str(npz_path))
     arrays, version, extra_meta = result.arrays, VERSION, {}
     if compact:
@@ -510,7 +296,7 @@ def write_result(result: Result, path: Path | str, overwrite: bool = False, comp
     temporaries: list[Path] = []
     published: list[Path] = []
     try:
-        npz = _write_temporary(npz_path, lambda f: _savez(f, arrays, compact), digest=True)
+        npz = write_temporary(npz_path, lambda f: _savez(f, arrays, compact), digest=True)
         temporaries.append(npz.path)
         meta = {
             "schema": SCHEMA,
@@ -528,17 +314,17 @@ def write_result(result: Result, path: Path | str, overwrite: bool = False, comp
             raise ResultFormatError(
                 f"{json_path}: the metadata holds a NaN or infinite number", hint="re-run with finite settings"
             ) from exc
-        meta_file = _write_temporary(json_path, lambda f: f.write(text), digest=False)
+        meta_file = write_temporary(json_path, lambda f: f.write(text), digest=False)
         temporaries.append(meta_file.path)
         if overwrite and json_path.exists():
             json_path.unlink()  # no moment where the old .json stands beside the new .npz
-            _sync_directory(folder)
-        _publish(npz.path, npz_path, overwrite)
+            sync_directory(folder)
+        publish(npz.path, npz_path, overwrite)
         published.append(npz_path)
-        _sync_directory(folder)  # the .npz's name is on disk before the .json's
-        _publish(meta_file.path, json_path, overwrite)
+        sync_directory(folder)  # the .npz's name is on disk before the .json's
+        publish(meta_file.path, json_path, overwrite)
         published.append(json_path)
-        _sync_directory(folder)
+        sync_directory(folder)
     except BaseException:
         for tmp in temporaries:
             tmp.unlink(missing_ok=True)
@@ -550,25 +336,6 @@ def write_result(result: Result, path: Path | str, overwrite: bool = False, comp
 
 
 # --- reading ---------------------------------------------------------------------------------------------------
-
-
-def _check_version(version: Any, json_path: Path) -> None:
-    text = str(version) if isinstance(version, str | int) and not isinstance(version, bool) else ""
-    major = text.split(".")[0]
-    if not major.isdigit():
-        raise ResultFormatError(
-            f"{json_path} has no valid result format version ({version!r}); this runtime reads version {VERSION}",
-            hint="re-export the result with mega-runtime",
-        )
-    if int(major) not in (READABLE_MAJOR, COMPACT_MAJOR):
-        newer = int(major) > COMPACT_MAJOR
-        raise ResultFormatError(
-            f"{json_path} has result format version {text}; this runtime reads version {VERSION} (and every older "
-            f"{READABLE_MAJOR}.x) and the compact version {COMPACT_VERSION} (and every {COMPACT_MAJOR}.x)",
-            hint="update mega-runtime to a release that reads it"
-            if newer
-            else "re-export the result with this mega-runtime",
-        )
 
 
 def _file_sha256(path: Path) -> str:
@@ -620,7 +387,7 @@ def read_result(path: Path | str) -> Result:
     if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
         schema = meta.get("schema") if isinstance(meta, dict) else None
         raise ResultFormatError(f"{json_path} is not a MEGA result (schema {schema!r})")
-    _check_version(meta.get("version"), json_path)
+    check_version(meta.get("version"), json_path)
     name = meta.get("arrays_file", json_path.with_suffix(".npz").name)
     if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
         raise ResultFormatError(
@@ -639,7 +406,7 @@ def read_result(path: Path | str) -> Result:
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ResultFormatError(f"{npz_path} is not a readable .npz file: {exc}") from exc
     if str(meta.get("version")).split(".")[0] == str(COMPACT_MAJOR):
-        _check_arrays(arrays, str(npz_path), compact=True)
+        check_arrays(arrays, str(npz_path), compact=True)
         check_finite(arrays, str(npz_path))
         f, p, h, _ = arrays["vertices_coeffs"].shape
         if f * p * h * NUM_VERTICES * 3 * 4 > MAX_RESULT_ARRAY_BYTES:
@@ -652,6 +419,6 @@ def read_result(path: Path | str) -> Result:
             arrays = compact_meshes.expand_arrays(arrays)
         except ValueError as exc:
             raise ResultFormatError(f"{npz_path}: {exc}", hint="re-export the result with mega-runtime") from exc
-    _check_arrays(arrays, str(npz_path))
+    check_arrays(arrays, str(npz_path))
     check_finite(arrays, str(npz_path))
     return Result(meta=meta, arrays=arrays)

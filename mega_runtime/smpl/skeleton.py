@@ -37,7 +37,7 @@ import numpy as np
 
 from mega_runtime.constants import NUM_BETAS, NUM_BODY_JOINTS, NUM_JOINTS
 from mega_runtime.errors import SmplError
-from mega_runtime.io.result import SMPL_RESULT_ARRAYS
+from mega_runtime.io.result_schema import SMPL_RESULT_ARRAYS
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from mega_runtime import defaults
-from mega_runtime.io.protocol import TEMPORAL_KEYS, InferRequest, TemporalOptions, parse_request
+from mega_runtime.io.protocol import InferRequest, parse_request
+from mega_runtime.io.temporal_options import TEMPORAL_KEYS, TemporalOptions
 from tests.blender.conftest import BPY_SKIP_REASON
 
 bpy = pytest.importorskip("bpy", reason=BPY_SKIP_REASON)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from mega_runtime.io import result as runtime_result
+from mega_runtime.io import result_schema
 from mega_runtime.pipeline.preprocess import focal_length_px
 from tests.addon_pure.helpers import load_pure_module
 
@@ -22,7 +23,7 @@ def make_runtime_result(frames: int = 2, people: int = 3, hypotheses: int = 4, s
     shape = {"F": frames, "P": people, "H": hypotheses}
     rng = np.random.default_rng(seed)
     arrays = {}
-    for name, (dtype, dims) in runtime_result.ARRAYS.items():
+    for name, (dtype, dims) in result_schema.ARRAYS.items():
         size = [shape.get(d, d) for d in dims]
         if np.dtype(dtype) == np.bool_:
             arrays[name] = rng.random(size) > 0.3
@@ -76,10 +77,10 @@ def test_ok_runtime_written_result_reads_identically_in_the_addon(tmp_path):
 
 def test_ok_addon_knows_every_array_the_runtime_writes_with_the_same_dtype_and_shape():
     addon = {**rr.REQUIRED_ARRAYS, **rr.OPTIONAL_ARRAYS}
-    assert addon == runtime_result.ARRAYS
+    assert addon == result_schema.ARRAYS
     assert rr.SCHEMA == runtime_result.SCHEMA
     assert rr.SUPPORTED_VERSION == runtime_result.VERSION
-    assert rr.DETECTION_ARRAYS == runtime_result.DETECTION_ARRAYS
+    assert rr.DETECTION_ARRAYS == result_schema.DETECTION_ARRAYS
 
 
 def test_ng_addon_refuses_what_the_runtime_refuses_a_future_major_version(tmp_path):

@@ -13,7 +13,8 @@ import pytest
 
 from mega_runtime import defaults
 from mega_runtime.commands.cli import build_parser
-from mega_runtime.io.protocol import InferRequest, ProtocolError, TemporalOptions, infer_defaults, parse_request
+from mega_runtime.io.protocol import InferRequest, ProtocolError, infer_defaults, parse_request
+from mega_runtime.io.temporal_options import TemporalOptions
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

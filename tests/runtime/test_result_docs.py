@@ -7,7 +7,8 @@ import re
 from pathlib import Path
 
 from mega_runtime.constants import NUM_VERTICES
-from mega_runtime.io.result import ARRAYS, DETECTION_ARRAYS, OPTIONAL_ARRAYS, VERSION, VERSION_HISTORY, write_result
+from mega_runtime.io.result import VERSION, write_result
+from mega_runtime.io.result_schema import ARRAYS, DETECTION_ARRAYS, OPTIONAL_ARRAYS, VERSION_HISTORY
 from tests.runtime.test_result_tracking import make_result
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "result-format.md").read_text(encoding="utf-8")

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from mega_runtime.io.result import ARRAYS, OutputExistsError, Result, ResultFormatError, read_result, write_result
+from mega_runtime.io.result import OutputExistsError, Result, ResultFormatError, read_result, write_result
+from mega_runtime.io.result_schema import ARRAYS
 from mega_runtime.pipeline.tracking import BoxTracker, box_iou
 
 
