@@ -104,7 +104,7 @@ def main() -> None:
         inline.stop()
 
         # -- in-process ---------------------------------------------------------------------------------------
-        from mega_runtime.commands.infer import MODEL_NAMES
+        from mega_runtime.commands.reconstruct import MODEL_NAMES
         from mega_runtime.io.result import write_result
         from mega_runtime.pipeline.chain import Pipeline, PipelineConfig
 

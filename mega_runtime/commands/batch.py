@@ -7,7 +7,7 @@ kept in the manifest ``<out>/batch-manifest.json`` with its status (``pending``,
 ``failed``). A second run with the same settings skips the inputs that are done (their result pair is present and
 whole), and redoes the rest; an input that fails is recorded and never stops the others.
 
-Every input runs exactly what ``infer`` runs (:func:`mega_runtime.commands.infer.reconstruct`), so its arrays are
+Every input runs exactly what ``infer`` runs (:func:`mega_runtime.commands.reconstruct.reconstruct`), so its arrays are
 byte for byte those of ``mega-runtime infer INPUT`` with the same options. ``--workers N`` runs N local worker
 processes (spawn), each loading the model once; ``--ray`` / ``--ray-address`` run on Ray
 (:mod:`mega_runtime.commands.batch_ray`). Torch-free at import; docs/batch.md.
@@ -233,7 +233,7 @@ def run_job(args: argparse.Namespace, pipeline: Any, job: Job, progress: Progres
     Returns the manifest fields of a finished input: ``status`` ``done`` or ``failed`` (with ``error``),
     ``people``, ``frames``, ``hypotheses``, ``seconds``. Never raises for a failure of this input.
     """
-    from mega_runtime.commands.infer import reconstruct
+    from mega_runtime.commands.reconstruct import reconstruct
     from mega_runtime.io.result import write_result
 
     start = time.perf_counter()
@@ -273,7 +273,7 @@ def _worker_init(args: argparse.Namespace, progress_queue: Any) -> None:
     so the results, depend on it: this keeps them equal to ``infer``'s), then the pipeline, loaded once."""
     import torch
 
-    from mega_runtime.commands.infer import load_pipeline
+    from mega_runtime.commands.reconstruct import load_pipeline
 
     threads = getattr(args, "torch_threads", None)
     if threads:
@@ -311,7 +311,7 @@ class _Progress:
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:
-    from mega_runtime.commands.infer import check_output_folder
+    from mega_runtime.commands.options import check_output_folder
 
     out_dir = Path(args.out)
     check_output_folder(out_dir, "--out")
@@ -376,7 +376,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         elif args.workers > 1 and len(jobs) > 1:
             _run_processes(args, jobs, started, finished, progress.frames)
         elif jobs:
-            from mega_runtime.commands.infer import load_pipeline
+            from mega_runtime.commands.reconstruct import load_pipeline
 
             pipeline = load_pipeline(args)
             for job in jobs:
@@ -444,7 +444,8 @@ def _drain(sink: Any, frames: ProgressSink) -> None:
 
 def add_batch_command(sub: argparse._SubParsersAction) -> None:
     """Register ``batch``: every ``infer`` option, plus ``--workers``, ``--ray`` and ``--ray-address``."""
-    from mega_runtime.commands.infer import add_infer_commands, bounded_int
+    from mega_runtime.commands.infer import add_infer_commands
+    from mega_runtime.commands.options import bounded_int
 
     scratch = argparse.ArgumentParser(add_help=False).add_subparsers()
     add_infer_commands(scratch)

@@ -51,7 +51,7 @@ class _ModelWorker:
     def __init__(self, args: argparse.Namespace) -> None:
         import torch
 
-        from mega_runtime.commands.infer import load_pipeline
+        from mega_runtime.commands.reconstruct import load_pipeline
 
         threads = getattr(args, "torch_threads", None)  # the driver's: results equal infer's there (see batch.py)
         if threads:

@@ -97,7 +97,7 @@ def _add_serve_command(sub: Any) -> None:
         "--precision", choices=defaults.PRECISIONS, default=defaults.PRECISION, help="default precision of infer jobs"
     )
 
-    from mega_runtime.commands.infer import add_detection_options
+    from mega_runtime.commands.options import add_detection_options
 
     add_detection_options(p)  # the server's settings; a request's 'detection' object overrides them
     p.add_argument("--max-message-bytes", type=int, default=defaults.MAX_MESSAGE_BYTES, help=argparse.SUPPRESS)
@@ -177,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     from mega_runtime.commands.infer import add_infer_commands
 
     add_infer_commands(sub)
+
+    from mega_runtime.commands.shaping import add_shaping_commands
+
+    add_shaping_commands(sub)
 
     from mega_runtime.commands.weights import add_weights_commands
 

@@ -25,13 +25,20 @@ import shutil
 import sys
 import tempfile
 import threading
-import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from mega_runtime import __version__, defaults
+from mega_runtime.commands.serve_jobs import (
+    JobCancelled,
+    apply_temporal_options,
+    download_reporter,
+    run_shaping_job,
+    with_partial,
+    write_final,
+)
 from mega_runtime.errors import MegaError
 from mega_runtime.io.detection import DetectionSettings
 from mega_runtime.io.protocol import (
@@ -55,12 +62,6 @@ log = logging.getLogger(__name__)
 
 #: Characters of a client's text that may appear in a file name the server makes.
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
-#: Seconds between two ``download`` progress replies of one file (its first and last bytes are always reported).
-DOWNLOAD_REPORT_S = 0.25
-
-
-class JobCancelled(MegaError):
-    code = "cancelled"
 
 
 @dataclass(frozen=True)
@@ -307,23 +308,9 @@ class Server:
         self._progress(rid, stage, done, total, message)
 
     def _download_progress(self, job: _Job):
-        """The weights' progress callback for ``job``: ``download`` progress replies (at most one per
-        :data:`DOWNLOAD_REPORT_S` per file, plus its first and last), and :class:`JobCancelled` raised from inside
-        the transfer once the job is cancelled (the download removes its temporary file; nothing is installed)."""
+        """``job``'s download progress callback (:func:`~mega_runtime.commands.serve_jobs.download_reporter`)."""
         rid = job.request.request_id
-        last: dict[str, float] = {}
-
-        def report(label: str, done: int, total: int | None) -> None:
-            if job.cancel.is_set():
-                raise JobCancelled(f"the job was cancelled while {label} was downloading")
-            now = time.monotonic()
-            finished = total is not None and done >= total
-            if label in last and not finished and now - last[label] < DOWNLOAD_REPORT_S:
-                return
-            last[label] = now
-            self._progress(rid, "download", done, total, f"downloading {label}")
-
-        return report
+        return download_reporter(job.cancel, lambda *at: self._progress(rid, *at))
 
     def _settings(self, request: InferRequest | None) -> DetectionSettings:
         """The server's detection settings with the request's ``detection`` keys applied."""
@@ -399,21 +386,6 @@ class Server:
             model = self._smpl_models[model_path] = load_smpl_model(model_path)
         return fit_result(result, model)
 
-    @staticmethod
-    def _write_final(result, reservation):
-        """Write the job's result under its reserved name; should a writer that reserves nothing (``infer``) have
-        taken that name meanwhile, the next free name is reserved and used — never an overwrite."""
-        from mega_runtime.io.result import OutputExistsError, write_result
-
-        for _ in range(100):
-            try:
-                return write_result(result, reservation.folder / reservation.stem)
-            except OutputExistsError:
-                folder, name = reservation.folder, reservation.stem
-                reservation.release()
-                reservation = reserve_stem(folder, name)
-        raise MegaError(f"no free result name in {reservation.folder}", hint="choose another out_dir")
-
     def _out_dir(self, job: _Job) -> tuple[Path, bool]:
         """The job's output folder (created) and whether it is the job's private folder under the work dir."""
         request = job.request
@@ -431,76 +403,22 @@ class Server:
         return folder, private
 
     def _run_model_job(self, job: _Job) -> None:
-        """A ``complete`` or ``generate`` job: no media, one result pair in the job's folder."""
-        import numpy as np
-
-        from mega_runtime.io.result import read_result
+        """A ``complete`` or ``generate`` job (:func:`~mega_runtime.commands.serve_jobs.run_shaping_job`)."""
         from mega_runtime.mega import resolve_device
-        from mega_runtime.pipeline.complete import CompletionRequest, complete_person, keep_vertices
-        from mega_runtime.pipeline.generate import generate_bodies
-        from mega_runtime.weights import resolve_assets_dir
 
         request, rid = job.request, job.request.request_id
         device = resolve_device(request.device or self.config.device)
         out_dir, _ = self._out_dir(job)
-        assets = resolve_assets_dir(self.config.assets_dir, progress=self._download_progress(job))
-        if isinstance(request, CompleteRequest):
-            if not Path(request.result_path).is_file():
-                raise ProtocolError(
-                    "not_found", f"{request.result_path} does not exist on the runtime's machine", "check the path"
-                )
-            source = read_result(request.result_path)
-            keep = (
-                keep_vertices(request.keep, assets)
-                if isinstance(request.keep, str)
-                else np.asarray(request.keep, dtype=np.int64)
-            )
-            self._progress(rid, "model", 0, 1, "completing")
-            completion = CompletionRequest(
-                request.person,
-                request.hypothesis,
-                keep,
-                request.count,
-                request.seed,
-                request.coverage,
-                pin=request.pin,
-                falloff_m=request.falloff_m,
-                use_image=request.use_image,
-            )
-            result = complete_person(source, completion, self.config.checkpoint_dir, assets, device)
-            default_name = f"{Path(request.result_path).name.removesuffix('.json')}.completed"
-        elif isinstance(request, GenerateRequest):
-            self._progress(rid, "model", 0, 1, "generating")
-            result = generate_bodies(
-                request.count,
-                seed=request.seed,
-                checkpoint_dir=self.config.checkpoint_dir,
-                assets_dir=assets,
-                device=device,
-                steps=request.steps or defaults.GENERATE_STEPS,
-                temperature=request.temperature if request.temperature is not None else defaults.GENERATE_TEMPERATURE,
-                stack=request.stack,
-            )
-            default_name = "generated"
-        else:  # _run passes only these two kinds here
-            raise TypeError(f"not a complete/generate request: {type(request).__name__}")
-        self._progress(rid, "model", 1, 1, "done")
-        if job.cancel.is_set():
-            raise JobCancelled("the job was cancelled")
-        reservation = reserve_stem(out_dir, request.result_name or default_name)
-        try:
-            json_path, npz_path = self._write_final(result, reservation)
-        finally:
-            reservation.release()
-        reply = {
-            "json_path": str(json_path.resolve()),
-            "npz_path": str(npz_path.resolve()),
-            "cancelled": False,
-            "num_frames": result.num_frames,
-            "num_people": result.num_people,
-            "num_hypotheses": result.num_hypotheses,
-            "warnings": list(result.meta.get("warnings", [])),
-        }
+        reply = run_shaping_job(
+            request,
+            out_dir,
+            device,
+            checkpoint_dir=self.config.checkpoint_dir,
+            assets_dir=self.config.assets_dir,
+            progress=lambda *at: self._progress(rid, *at),
+            download_progress=self._download_progress(job),
+            cancelled=job.cancel.is_set,
+        )
         with self._end_lock:
             self.writer.send("result", rid, **reply)
 
@@ -572,13 +490,13 @@ class Server:
                         detect_every=request.detect_every,
                     )
                 except MegaError as exc:
-                    raise _with_partial(exc, partial_paths) from exc
+                    raise with_partial(exc, partial_paths) from exc
                 if stopped and result.num_frames == 0:
                     raise JobCancelled("the job was cancelled before its first frame")
                 if request.path is None:
                     result.meta["source"]["path"] = request.name
                 if request.temporal and result.num_frames > 0:
-                    result = _apply_temporal(result, request.temporal)
+                    result = apply_temporal_options(result, request.temporal)
             else:
                 if request.path is not None:
                     image = read_image(request.path)
@@ -603,7 +521,7 @@ class Server:
             if temporary is not None:
                 temporary.unlink(missing_ok=True)
                 temporary = None
-            json_path, npz_path = self._write_final(result, reservation)
+            json_path, npz_path = write_final(result, reservation)
             for path in set(partial_paths):
                 path.unlink(missing_ok=True)
             summary = {
@@ -627,38 +545,6 @@ class Server:
                 shutil.rmtree(out_dir, ignore_errors=True)
         with self._end_lock:
             self.writer.send("result", rid, **reply)  # after the clean-up: what the client sees is final
-
-
-def _apply_temporal(result, options: TemporalOptions):
-    """The result with the request's ``temporal`` post-processing (checked by the protocol; see infer's)."""
-    from mega_runtime.pipeline.temporal import OneEuroConfig, TemporalConfig, apply_temporal
-
-    if not options.does_anything:
-        return result
-    try:
-        config = TemporalConfig(
-            path=options.path,
-            smooth=options.smooth,
-            one_euro=OneEuroConfig(
-                min_cutoff=options.min_cutoff,
-                beta=options.beta,
-                d_cutoff=options.d_cutoff,
-                two_sided=not options.causal,
-            ),
-            smoothness_weight=options.smoothness,
-        )
-    except ValueError as exc:
-        raise ProtocolError("bad_request", f"'temporal': {exc}") from exc
-    return apply_temporal(result, config)
-
-
-def _with_partial(exc: MegaError, partial_paths: list[Path]) -> MegaError:
-    """``exc`` naming the partial result pair that was kept, when there is one."""
-    if not partial_paths:
-        return exc
-    kept = MegaError(f"{exc.message} (the frames done before it are kept in {partial_paths[0]})", hint=exc.hint)
-    kept.code = exc.code
-    return kept
 
 
 def serve(config: ServeConfig) -> int:
