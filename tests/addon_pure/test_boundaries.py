@@ -18,6 +18,7 @@ BLENDER_MODULES = {"bpy", "bpy_extras", "bpy_types", "mathutils", "bmesh", "gpu"
 #: Add-on modules that import in plain CPython (unit-tested without Blender), present or planned.
 PURE_MODULES = (
     "result_reader",
+    "compact_reader",
     "coords",
     "runtime_client",
     "sources",
