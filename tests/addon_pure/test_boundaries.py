@@ -25,6 +25,8 @@ PURE_MODULES = (
     "pointcache",
     "runtime_defaults",
     "installer",
+    "torch_builds",
+    "pip_progress",
     "clip_boxes",
 )
 
