@@ -21,6 +21,7 @@ PURE_MODULES = (
     "compact_reader",
     "coords",
     "runtime_client",
+    "runtime_transport",
     "sources",
     "pointcache",
     "runtime_defaults",
