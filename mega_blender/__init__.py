@@ -2,8 +2,9 @@
 
 This module only registers and unregisters; the work is in the submodules (``scene_build``, ``operators``,
 ``reconstruct``, ``shaping``, ``jobs``, ``animation``, ``panels``, ``preferences``, ``properties``, ``batch``,
-``overlay``) and the bpy-free ``result_reader``, ``coords``, ``sources``, ``pointcache``, ``regions``, ``clip_boxes``
-and ``runtime_client``.
+``overlay``) and the bpy-free ``result_reader`` (+ ``compact_reader``), ``coords``, ``sources``, ``pointcache``,
+``regions``, ``clip_boxes``, ``runtime_client`` (+ ``runtime_transport``) and ``installer`` (+ ``torch_builds``,
+``pip_progress``).
 Nothing is imported at module level, so ``import mega_blender.result_reader`` works in plain CPython.
 
 It is an extension (``blender_manifest.toml`` at the zip root; Blender ignores ``bl_info`` then) and, for

@@ -3,15 +3,15 @@
 Pure (standard library only), so it is unit-tested in plain CPython (``tests/addon_pure/test_installer.py``);
 :mod:`mega_blender.preferences` is the bpy glue (operators, a timer, drawing).
 
-* :func:`choose_torch_build` — the PyTorch wheel index for a machine (CUDA tag from the NVIDIA driver version,
-  the default PyPI build on macOS, the CPU index otherwise), overridable by the user.
 * :func:`plan_install` — the named steps (create environment, install PyTorch, install the runtime, detector
   models, check), each a command with a weight in the overall progress.
-* :class:`PipProgress` — turns pip's output (``--progress-bar raw`` lines, else ``Downloading … (NN MB)`` /
-  ``Collecting`` lines) into a fraction that only moves forward.
 * :class:`InstallJob` — runs a plan in child processes, polled from Blender's main thread; cancellable. While it
   runs, a marker file in the environment says "incomplete", so the next install recreates the environment.
 * :func:`estimate_disk_bytes` / :func:`check_disk_space` — refuse up front when the disk is too full.
+
+Beside it: :mod:`mega_blender.torch_builds` chooses the PyTorch build (the wheel index for the machine) and
+defines :class:`~mega_blender.torch_builds.InstallerError`; :mod:`mega_blender.pip_progress` turns pip's output
+into the running step's fraction.
 """
 
 from __future__ import annotations
@@ -32,22 +32,29 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+try:
+    from . import pip_progress, torch_builds
+except ImportError:  # loaded as a stand-alone file (plain-CPython tools and tests): load the sibling files
+    import importlib.util
+    import sys
+    from types import ModuleType
+
+    def _sibling(name: str) -> ModuleType:
+        """``<name>.py`` beside this file, loaded once, named with this module's prefix (``x_installer`` →
+        ``x_<name>``): a test's own load of the sibling is then the same module."""
+        key = __name__.removesuffix("installer") + name
+        if key not in sys.modules:
+            spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name(f"{name}.py"))
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot load {name}.py beside {__file__}")
+            sys.modules[key] = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(sys.modules[key])
+        return sys.modules[key]
+
+    pip_progress, torch_builds = _sibling("pip_progress"), _sibling("torch_builds")
+
 log = logging.getLogger(__name__)
 
-TORCH_INDEX_BASE = "https://download.pytorch.org/whl/"
-#: CUDA wheel indexes assumed published for torch 2.13, newest first, with the lowest NVIDIA driver (Linux,
-#: Windows) each needs. Source: NVIDIA's CUDA Toolkit release notes, table "CUDA Toolkit and Minimum Required
-#: Driver Version for CUDA Minor Version Compatibility" / the toolkit driver table (CUDA 13.0 GA: ≥ 580.65.06 on
-#: Linux; 12.8 GA: ≥ 570.26 / 570.65), and for cu126 CUDA 12's minor-version compatibility floor (≥ 525.60.13 /
-#: 527.41: every CUDA 12.x runtime runs on an R525+ driver; PyTorch's wheels ship their own CUDA runtime).
-CUDA_BUILDS: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...] = (
-    ("cu130", (580, 65, 6), (580, 88)),
-    ("cu128", (570, 26), (570, 65)),
-    ("cu126", (525, 60, 13), (527, 41)),
-)
-CUDA_TAGS = tuple(tag for tag, _, _ in CUDA_BUILDS)
-#: What the user may choose in the preferences (``AUTO`` picks with :func:`choose_torch_build`).
-OVERRIDES = ("AUTO", "DEFAULT", "CPU", *CUDA_TAGS)
 #: Beside the environment folder (``venv`` → ``venv.mega-incomplete``), marks an install that has not finished:
 #: written before the first step, removed after the last. Outside the folder, so ``venv --clear`` keeps it.
 INCOMPLETE_SUFFIX = ".mega-incomplete"
@@ -98,110 +105,6 @@ CHECK_SCRIPT = (
 )
 
 
-class InstallerError(RuntimeError):
-    """An install that cannot go ahead; the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class TorchBuild:
-    """A PyTorch build: its wheel index (None = PyPI's default build), a short label and why it was chosen."""
-
-    index_url: str | None
-    label: str
-    reason: str
-    kind: str  # "cpu", "cuda", "default"
-
-
-def _version_tuple(text: str) -> tuple[int, ...]:
-    parts = re.findall(r"\d+", text)
-    if not parts:
-        raise InstallerError(f"'{text}' is not a driver version: expected numbers such as 570.86.15")
-    return tuple(int(p) for p in parts)
-
-
-def cuda_tag_for_driver(driver_version: str, platform: str) -> str | None:
-    """The newest CUDA wheel tag in :data:`CUDA_BUILDS` the driver runs, or None when it is too old for all."""
-    version = _version_tuple(driver_version)
-    for tag, linux_min, windows_min in CUDA_BUILDS:
-        if version >= (windows_min if platform == "win32" else linux_min):
-            return tag
-    return None
-
-
-def choose_torch_build(
-    platform: str, machine: str, nvidia_driver_version: str | None, override: str = "AUTO"
-) -> TorchBuild:
-    """The PyTorch build for ``platform`` (``sys.platform``: linux, win32, darwin) and ``machine``
-    (``platform.machine()``), given the NVIDIA driver version (None without one) and the user's choice.
-
-    Raises :class:`InstallerError` for a choice the platform has no wheels for.
-    """
-    override = override.lower() if override.upper() in ("AUTO", "DEFAULT", "CPU") else override
-    machine = machine.lower()
-    if override not in ("auto", "default", "cpu", *CUDA_TAGS):
-        raise InstallerError(f"unknown PyTorch build '{override}': choose one of {', '.join(OVERRIDES)}")
-    if platform == "darwin":
-        if machine not in ("arm64", "aarch64"):
-            raise InstallerError(
-                "PyTorch publishes no wheels for Intel Macs: use a Mac with Apple silicon, or run the runtime "
-                "elsewhere with the 'Custom command' mode"
-            )
-        if override in CUDA_TAGS:
-            raise InstallerError(f"there is no CUDA PyTorch for macOS: choose Automatic instead of {override}")
-        if override == "cpu":
-            return TorchBuild(None, "default (CPU use)", "chosen in the preferences; macOS has one build", "default")
-        return TorchBuild(None, "default (Apple GPU)", "macOS: PyPI's build runs on the Apple GPU (MPS)", "default")
-    if override == "default":
-        return TorchBuild(None, "default (PyPI)", "chosen in the preferences", "default")
-    if override == "cpu":
-        return TorchBuild(TORCH_INDEX_BASE + "cpu", "CPU", "chosen in the preferences", "cpu")
-    if override in CUDA_TAGS:
-        return TorchBuild(TORCH_INDEX_BASE + override, f"CUDA {override}", "chosen in the preferences", "cuda")
-    if nvidia_driver_version is None:
-        return TorchBuild(TORCH_INDEX_BASE + "cpu", "CPU", "no NVIDIA driver found (nvidia-smi)", "cpu")
-    tag = cuda_tag_for_driver(nvidia_driver_version, platform)
-    if tag is None:
-        return TorchBuild(
-            TORCH_INDEX_BASE + "cpu",
-            "CPU",
-            f"NVIDIA driver {nvidia_driver_version} is older than any CUDA build of this PyTorch needs "
-            "(update the driver to 525.60 or newer and install again)",
-            "cpu",
-        )
-    return TorchBuild(TORCH_INDEX_BASE + tag, f"CUDA {tag}", f"NVIDIA driver {nvidia_driver_version}", "cuda")
-
-
-def detect_nvidia_driver(
-    which: Callable[[str], str | None] = shutil.which,
-    run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run,
-    proc_version: Path = Path("/proc/driver/nvidia/version"),
-) -> str | None:
-    """The NVIDIA driver version (``570.86.15``), from ``nvidia-smi`` on PATH or Linux's
-    ``/proc/driver/nvidia/version``; None when neither answers."""
-    smi = which("nvidia-smi")
-    if smi:
-        try:
-            done = run(
-                [smi, "--query-gpu=driver_version", "--format=csv,noheader"],
-                capture_output=True,
-                text=True,
-                timeout=15,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            log.info("nvidia-smi did not answer: %s", exc)
-        else:
-            found = re.search(r"\d+\.\d+(?:\.\d+)?", done.stdout or "") if done.returncode == 0 else None
-            if found:
-                return found.group(0)
-    try:
-        text = proc_version.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    found = re.search(r"Kernel Module\s+(?:for \S+\s+)?(\d+\.\d+(?:\.\d+)?)", text)
-    return found.group(1) if found else None
-
-
 def env_python(env_dir: Path, platform: str) -> Path:
     """The interpreter of a virtual environment on ``platform`` (``sys.platform``)."""
     return env_dir / ("Scripts/python.exe" if platform == "win32" else "bin/python")
@@ -213,11 +116,11 @@ def torch_requirement(runtime_source: Path) -> str:
     try:
         data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise InstallerError(f"cannot read {pyproject}: {exc}; reinstall the extension") from exc
+        raise torch_builds.InstallerError(f"cannot read {pyproject}: {exc}; reinstall the extension") from exc
     for requirement in data.get("project", {}).get("dependencies", []):
         if re.match(r"torch\s*($|[=<>!~;\[])", requirement):
             return str(requirement)
-    raise InstallerError(f"{pyproject} lists no torch dependency; reinstall the extension")
+    raise torch_builds.InstallerError(f"{pyproject} lists no torch dependency; reinstall the extension")
 
 
 def incomplete_marker(env_dir: Path) -> Path:
@@ -247,13 +150,13 @@ class Step:
 @dataclass(frozen=True)
 class InstallPlan:
     env_dir: Path
-    build: TorchBuild
+    build: torch_builds.TorchBuild
     steps: list[Step]
     action: str  # "create", "recreate", "repair"
     needed_bytes: int
 
 
-def estimate_disk_bytes(build: TorchBuild, platform: str) -> int:
+def estimate_disk_bytes(build: torch_builds.TorchBuild, platform: str) -> int:
     """Bytes an install needs (downloads kept in pip's cache plus the installed files, with head room)."""
     key = "default-macos" if build.kind == "default" and platform == "darwin" else build.kind
     download, installed = TORCH_SIZES_MB[key]
@@ -264,13 +167,14 @@ def estimate_disk_bytes(build: TorchBuild, platform: str) -> int:
 def check_disk_space(
     env_dir: Path, needed_bytes: int, disk_usage: Callable[[Path], shutil._ntuple_diskusage] = shutil.disk_usage
 ) -> int:
-    """Free bytes where ``env_dir`` goes; raises :class:`InstallerError` when fewer than ``needed_bytes``."""
+    """Free bytes where ``env_dir`` goes; raises :class:`~mega_blender.torch_builds.InstallerError` when fewer
+    than ``needed_bytes``."""
     probe = env_dir
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent
     free = disk_usage(probe).free
     if free < needed_bytes:
-        raise InstallerError(
+        raise torch_builds.InstallerError(
             f"not enough disk space for the runtime: it needs about {needed_bytes / 1e9:.1f} GB and {probe} has "
             f"{free / 1e9:.1f} GB free; free some space, or choose the CPU build (smaller), then Install again"
         )
@@ -281,7 +185,7 @@ def plan_install(
     base_python: str,
     env_dir: Path,
     runtime_source: Path,
-    build: TorchBuild,
+    build: torch_builds.TorchBuild,
     platform: str,
     action: str = "auto",
 ) -> InstallPlan:
@@ -296,7 +200,7 @@ def plan_install(
     elif action == "repair" and state != "ready":
         action = "recreate" if state == "incomplete" else "create"
     if action not in ("create", "recreate", "repair"):
-        raise InstallerError(f"unknown install action '{action}': use auto, repair or recreate")
+        raise torch_builds.InstallerError(f"unknown install action '{action}': use auto, repair or recreate")
     python = str(env_python(env_dir, platform))
     index = ["--extra-index-url", build.index_url] if build.index_url else []
     pip = [python, "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "raw"]
@@ -348,100 +252,6 @@ def plan_install(
     return InstallPlan(env_dir, build, steps, action, estimate_disk_bytes(build, platform))
 
 
-_SIZE_UNITS = {"bytes": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
-_RAW = re.compile(r"^\s*Progress (\d+) of (\d+)\s*$")
-_FILE_WITH_SIZE = re.compile(r"^\s*(Downloading|Using cached)\s+(\S+)(?:\s+\(([\d.]+)\s*([a-zA-Z]+)\))?")
-
-
-def parse_size(number: str, unit: str) -> int:
-    """Bytes of pip's ``12.3 MB`` (pip counts in powers of 1000)."""
-    return int(float(number) * _SIZE_UNITS.get(unit.lower(), 1))
-
-
-class PipProgress:
-    """Reads pip's output line by line and keeps a fraction (0…1) of the step that never goes back.
-
-    * ``--progress-bar raw`` (pip ≥ 24.1) prints ``Progress CURRENT of TOTAL`` for each download;
-    * every pip prints ``Downloading NAME (NN MB)`` (older pips a URL as NAME) and ``Using cached NAME (NN MB)``,
-      which are counted when the next line arrives (or at once for a cached file);
-    * ``Collecting`` lines nudge the fraction while pip resolves; ``Installing collected packages`` means every
-      download is done.
-
-    Downloads fill 5 %…90 % in proportion to ``expected_bytes`` (the build's estimated download; raised when pip
-    announces more), installing the last 10 %.
-    """
-
-    RESOLVE_SHARE = 0.05
-    DOWNLOAD_SHARE = 0.85
-
-    def __init__(self, expected_bytes: int) -> None:
-        self.expected_bytes = max(int(expected_bytes), 1)
-        self.done_bytes = 0
-        self.current_bytes = 0
-        self.current_total = 0
-        self.pending_bytes = 0  # announced by a Downloading line, not (yet) followed by raw progress
-        self.collected = 0
-        self.installing = False
-        self.file = ""
-        self._fraction = 0.0
-
-    def _close_file(self) -> None:
-        self.done_bytes += max(self.current_bytes, self.pending_bytes)
-        self.current_bytes = self.current_total = self.pending_bytes = 0
-
-    def feed(self, line: str) -> None:
-        raw = _RAW.match(line)
-        if raw:
-            current, total = int(raw.group(1)), int(raw.group(2))
-            if current < self.current_bytes:  # a new file without a Downloading line
-                self._close_file()
-            self.pending_bytes = 0
-            self.current_bytes, self.current_total = current, total
-        elif match := _FILE_WITH_SIZE.match(line):
-            self._close_file()
-            self.file = match.group(2).rsplit("/", 1)[-1]
-            size = parse_size(match.group(3), match.group(4)) if match.group(3) else 0
-            if match.group(1) == "Using cached":
-                self.done_bytes += size
-            else:
-                self.pending_bytes = size
-                self.current_total = size
-        elif line.lstrip().startswith("Collecting"):
-            self._close_file()
-            self.collected += 1
-        elif line.lstrip().startswith(("Installing collected packages", "Successfully installed")):
-            self._close_file()
-            self.installing = True
-        self._update()
-
-    @property
-    def seen_bytes(self) -> int:
-        return self.done_bytes + self.current_bytes
-
-    def _update(self) -> None:
-        total = max(self.expected_bytes, self.done_bytes + max(self.current_total, self.pending_bytes))
-        fraction = self.RESOLVE_SHARE * (1 - 0.5**self.collected)
-        fraction += self.DOWNLOAD_SHARE * min(self.seen_bytes / total, 1.0)
-        if self.installing:
-            fraction = max(fraction, self.RESOLVE_SHARE + self.DOWNLOAD_SHARE)
-        self._fraction = max(self._fraction, min(fraction, 0.99))
-
-    @property
-    def fraction(self) -> float:
-        return self._fraction
-
-    @property
-    def message(self) -> str:
-        """What pip is doing, e.g. ``torch-2.13.0-….whl 412/915 MB``."""
-        if self.installing:
-            return "installing packages"
-        if self.current_total:
-            return f"{self.file} {self.current_bytes / 1e6:.0f}/{self.current_total / 1e6:.0f} MB"
-        if self.file:
-            return self.file
-        return f"resolving ({self.collected} packages)" if self.collected else "starting pip"
-
-
 def describe_check(info: dict[str, object]) -> str:
     """One line for the preferences from the check step's output."""
     if info.get("cuda"):
@@ -479,7 +289,7 @@ class InstallJob:
 
     steps: list[Step]
     env_dir: Path | None = None
-    build: TorchBuild | None = None
+    build: torch_builds.TorchBuild | None = None
     clock: Callable[[], float] = time.monotonic
     index: int = 0
     status: str = "waiting"
@@ -489,7 +299,7 @@ class InstallJob:
     tail: list[str] = field(default_factory=list)
     _process: subprocess.Popen[str] | None = None
     _lines: queue.Queue[str] = field(default_factory=queue.Queue)
-    _pip: PipProgress | None = None
+    _pip: pip_progress.PipProgress | None = None
     _started: float = 0.0
     _fraction: float = 0.0
 
@@ -523,7 +333,7 @@ class InstallJob:
             marker = incomplete_marker(self.env_dir)
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text("an install of the MEGA runtime did not finish; Install again repairs it\n")
-        self._pip = PipProgress(int(step.expected_mb * 1e6)) if step.pip else None
+        self._pip = pip_progress.PipProgress(int(step.expected_mb * 1e6)) if step.pip else None
         self._started = self.clock()
         self.tail = []
         self.status = f"{self.index + 1}/{len(self.steps)} {step.title}…"
@@ -589,7 +399,7 @@ class InstallJob:
                     log.warning("unreadable check output: %s", line)
             if self._pip is not None:
                 self._pip.feed(line)
-            if not _RAW.match(line):
+            if not pip_progress.RAW_PROGRESS.match(line):
                 self.tail = [*self.tail[-19:], line]
             detail = self._pip.message if self._pip is not None else line[:100]
             self.status = f"{self.index + 1}/{len(self.steps)} {step.title}: {detail}"

@@ -11,9 +11,10 @@ The runtime (PyTorch) never runs inside Blender's Python. It runs as a separate 
   repository root in a development checkout) — only when Blender's *Allow Online Access* is on;
 * ``COMMAND`` — any command line (for example one that runs the runtime on another machine over ssh).
 
-The install's logic (which PyTorch build, the named steps, pip's progress, the disk check, cancelling) is in the
-pure :mod:`mega_blender.installer`; this module is the bpy glue: it runs an :class:`installer.InstallJob` polled by a
-``bpy.app.timers`` function and shows its progress in the preferences. The live link (:mod:`mega_blender.jobs`)
+The install's logic (the named steps, the disk check, cancelling) is in the pure :mod:`mega_blender.installer`,
+with :mod:`mega_blender.torch_builds` (which PyTorch build) and :mod:`mega_blender.pip_progress` (pip's
+progress); this module is the bpy glue: it runs an :class:`installer.InstallJob` polled by a ``bpy.app.timers``
+function and shows its progress in the preferences. The live link (:mod:`mega_blender.jobs`)
 starts the runtime with :func:`runtime_command`.
 """
 
@@ -29,9 +30,10 @@ from typing import TYPE_CHECKING
 import bpy
 from bpy.props import EnumProperty, IntProperty, StringProperty
 
-from . import installer
+from . import installer, torch_builds
 from . import runtime_defaults as defaults
-from .installer import InstallerError, InstallJob, InstallPlan, TorchBuild
+from .installer import InstallJob, InstallPlan
+from .torch_builds import InstallerError, TorchBuild
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems, OperatorTypeFlagItems
@@ -86,7 +88,7 @@ _driver: list[str | None] = []
 def nvidia_driver(refresh: bool = False) -> str | None:
     """The NVIDIA driver version (``nvidia-smi``), asked once per session (None without one)."""
     if refresh or not _driver:
-        _driver[:] = [installer.detect_nvidia_driver()]
+        _driver[:] = [torch_builds.detect_nvidia_driver()]
         log.info("NVIDIA driver: %s", _driver[0] or "none found")
     return _driver[0]
 
@@ -100,7 +102,7 @@ def chosen_torch_build(override: str) -> TorchBuild:
     """The PyTorch build for this machine and the preference (``AUTO`` asks ``nvidia-smi`` once); raises
     :class:`InstallerError`."""
     driver = nvidia_driver() if override == "AUTO" and sys.platform != "darwin" else None
-    return installer.choose_torch_build(sys.platform, platform.machine(), driver, override)
+    return torch_builds.choose_torch_build(sys.platform, platform.machine(), driver, override)
 
 
 def plan_for(context: bpy.types.Context, action: str) -> InstallPlan:
@@ -267,7 +269,7 @@ def build_preview(override: str) -> str:
     if override == "AUTO" and not asked and sys.platform != "darwin":
         return "Automatic: decided from the NVIDIA driver when you press Install"
     try:
-        build = installer.choose_torch_build(sys.platform, platform.machine(), driver, override)
+        build = torch_builds.choose_torch_build(sys.platform, platform.machine(), driver, override)
     except InstallerError as exc:
         return str(exc)
     size = installer.estimate_disk_bytes(build, sys.platform) / 1e9

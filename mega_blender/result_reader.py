@@ -15,8 +15,9 @@ Blender side relies on, so scene building can trust shapes, dtypes and values:
   H (hypotheses), V = 6890 (vertices) and the 13776 × 3 faces agree across arrays; face indices are in range;
   vertices and per-vertex spreads are finite.
 
-Arrays are loaded with ``allow_pickle=False``. Imports: numpy, json and the standard library only (no bpy), so
-this module is unit-tested in plain CPython.
+Arrays are loaded with ``allow_pickle=False``; the meshes of format 2.x are decoded on demand by
+:mod:`mega_blender.compact_reader`. Imports: numpy, json, the standard library and the pure siblings
+``compact_reader`` and ``runtime_defaults`` only (no bpy), so this module is unit-tested in plain CPython.
 """
 
 from __future__ import annotations
@@ -34,17 +35,25 @@ from typing import Any
 import numpy as np
 
 try:
-    from . import runtime_defaults
-except ImportError:  # loaded as a stand-alone file (plain-CPython tools and tests): read the sibling module
+    from . import compact_reader, runtime_defaults
+except ImportError:  # loaded as a stand-alone file (plain-CPython tools and tests): load the sibling files
     import importlib.util
+    import sys
+    from types import ModuleType
 
-    _spec = importlib.util.spec_from_file_location(
-        "mega_blender_runtime_defaults", Path(__file__).with_name("runtime_defaults.py")
-    )
-    if _spec is None or _spec.loader is None:
-        raise
-    runtime_defaults = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(runtime_defaults)
+    def _sibling(name: str) -> ModuleType:
+        """``<name>.py`` beside this file, loaded once, named with this module's prefix (``x_result_reader`` →
+        ``x_<name>``): a test's own load of the sibling is then the same module."""
+        key = __name__.removesuffix("result_reader") + name
+        if key not in sys.modules:
+            spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name(f"{name}.py"))
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot load {name}.py beside {__file__}")
+            sys.modules[key] = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(sys.modules[key])
+        return sys.modules[key]
+
+    compact_reader, runtime_defaults = _sibling("compact_reader"), _sibling("runtime_defaults")
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +62,13 @@ SCHEMA = "mega-result"
 #: their ``.npz``, and are read without that check).
 SUPPORTED_VERSION = "1.2"
 SUPPORTED_MAJOR = 1
-#: The compact format: meshes as a per-track basis + millimetre fixes, decoded on demand (:class:`CompactMeshes`).
+#: The compact format: meshes as a per-track basis + millimetre fixes, decoded on demand
+#: (:class:`~mega_blender.compact_reader.CompactMeshes`).
 COMPACT_VERSION = "2.0"
 COMPACT_MAJOR = 2
-#: Step of the compact format's fixes, metres (``docs/result-format.md``).
-COMPACT_QUANTUM_M = 0.001
 _HASH_CHUNK_BYTES = 1 << 20
 
-NUM_VERTICES = 6890
+NUM_VERTICES = compact_reader.NUM_VERTICES
 NUM_FACES = 13776
 NUM_TOKENS = 54
 
@@ -89,25 +97,6 @@ OPTIONAL_ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
 DETECTION_ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
     "box_source": ("int8", ("F", "P")),
     "box_score": ("float32", ("F", "P")),
-}
-
-
-#: Format 2: what replaces ``vertices`` (symbols: K basis size, N fixes); ``smoothed_*`` as in
-#: :data:`COMPACT_SMOOTHED_ARRAYS` when the result has a smoothed path.
-COMPACT_ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
-    "mesh_mean": ("float32", ("P", NUM_VERTICES, 3)),
-    "mesh_basis": ("float16", ("P", "K", NUM_VERTICES, 3)),
-    "vertices_coeffs": ("float16", ("F", "P", "H", "K")),
-    "vertices_fix_count": ("int32", ("F", "P", "H")),
-    "vertices_fix_index": ("uint16", ("N",)),
-    "vertices_fix_value": ("int16", ("N",)),
-    "vertex_std_q": ("uint16", ("F", "P", NUM_VERTICES)),
-}
-COMPACT_SMOOTHED_ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
-    "smoothed_coeffs": ("float16", ("F", "P", "K")),
-    "smoothed_fix_count": ("int32", ("F", "P")),
-    "smoothed_fix_index": ("uint16", ("M",)),
-    "smoothed_fix_value": ("int16", ("M",)),
 }
 
 
@@ -214,135 +203,6 @@ class MegaResult:
         return None
 
 
-class CompactMeshes:
-    """The meshes of a format-2 result as a read-only float32 array-like, decoded on demand.
-
-    Shape (F, P, H, 6890, 3) (``vertices``) or (F, P, 6890, 3) (``smoothed_vertices``), metres, OpenCV camera
-    frame. Indexing works as on a numpy array (integers, slices, integer and boolean arrays); only the frames
-    and people asked for are decoded: ``R · (mean + coeffs · basis) + t`` plus the millimetre fixes.
-    ``np.asarray`` decodes everything.
-    """
-
-    dtype = np.dtype(np.float32)
-
-    def __init__(
-        self,
-        mean: np.ndarray,
-        basis: np.ndarray,
-        coeffs: np.ndarray,
-        fix_count: np.ndarray,
-        fix_index: np.ndarray,
-        fix_value: np.ndarray,
-        rotation: np.ndarray,
-        translation: np.ndarray,
-        single: bool = False,
-    ) -> None:
-        self._mean, self._basis = mean, basis
-        self._coeffs = coeffs[:, :, None] if single else coeffs  # (F, P, S, K)
-        self._count = (fix_count[:, :, None] if single else fix_count).astype(np.int64)  # (F, P, S)
-        self._starts = np.concatenate([[0], np.cumsum(self._count.ravel())])[:-1].reshape(self._count.shape)
-        self._index, self._value = fix_index.astype(np.int64), fix_value
-        self._rotation = rotation.astype(np.float32)
-        self._translation = (translation[:, :, None] if single else translation).astype(np.float32)  # (F, P, S, 3)
-        self._single = single
-        f, p, s = self._count.shape
-        self.shape: tuple[int, ...] = (f, p, NUM_VERTICES, 3) if single else (f, p, s, NUM_VERTICES, 3)
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        full = self[:, :]
-        return full if dtype is None else full.astype(dtype)
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        if any(k is Ellipsis or k is None for k in key):
-            return np.asarray(self)[key]
-        cell_axes = 2 if self._single else 3
-        if len(key) >= cell_axes and all(_is_integer_index(k) for k in key[:cell_axes]):
-            # every mesh named one by one (e.g. [frames, person, chosen]): decode exactly those meshes
-            sizes = self._count.shape
-            parts = [_checked(np.asarray(k), sizes[axis]) for axis, k in enumerate(key[:cell_axes])]
-            cells = np.broadcast_arrays(*parts)
-            shape = cells[0].shape
-            flat = [c.ravel() for c in cells] + ([np.zeros(cells[0].size, np.int64)] if self._single else [])
-            meshes = self._decode_cells(*flat).reshape(*shape, NUM_VERTICES, 3)
-            return meshes[(*(slice(None),) * len(shape), *key[cell_axes:])]
-        key = key + (slice(None),) * max(0, cell_axes - len(key))
-        frames, frame_key = _axis_positions(key[0], self.shape[0])
-        people, person_key = _axis_positions(key[1], self.shape[1])
-        if self._single:
-            hypotheses, rest = np.array([0]), (0, *key[2:])
-        else:
-            hypotheses, hypothesis_key = _axis_positions(key[2], self._count.shape[2])
-            rest = (hypothesis_key, *key[3:])
-        f, p, h = np.meshgrid(frames, people, hypotheses, indexing="ij")
-        block = self._decode_cells(f.ravel(), p.ravel(), h.ravel())
-        block = block.reshape(frames.size, people.size, hypotheses.size, NUM_VERTICES, 3)
-        return block[(frame_key, person_key, *rest)]
-
-    def _decode_cells(self, frames: np.ndarray, people: np.ndarray, hypotheses: np.ndarray) -> np.ndarray:
-        """Meshes (n, V, 3) float32 metres of the n cells (frames[i], people[i], hypotheses[i])."""
-        out = np.empty((frames.size, NUM_VERTICES, 3), np.float32)
-        k = self._basis.shape[1]
-        for person in np.unique(people):
-            rows = np.flatnonzero(people == person)
-            f, h = frames[rows], hypotheses[rows]
-            basis = self._basis[person].reshape(k, NUM_VERTICES * 3).astype(np.float32)
-            coeffs = self._coeffs[f, person, h].reshape(rows.size, k).astype(np.float32)
-            canonical = self._mean[person].reshape(1, NUM_VERTICES * 3).astype(np.float32) + coeffs @ basis
-            posed = canonical.reshape(rows.size, NUM_VERTICES, 3) @ np.swapaxes(self._rotation[f, person], 1, 2)
-            posed += self._translation[f, person, h][:, None, :]
-            counts, starts = self._count[f, person, h], self._starts[f, person, h]
-            total = int(counts.sum())
-            if total:
-                mesh = np.repeat(np.arange(rows.size), counts)
-                picked = np.repeat(starts - (np.cumsum(counts) - counts), counts) + np.arange(total)
-                flat = posed.reshape(rows.size, NUM_VERTICES * 3)
-                quanta = self._value[picked].astype(np.float32) * np.float32(COMPACT_QUANTUM_M)
-                flat[mesh, self._index[picked]] += quanta
-            out[rows] = posed
-        return out
-
-
-def _is_integer_index(key: Any) -> bool:
-    if isinstance(key, bool):
-        return False
-    if isinstance(key, int | np.integer):
-        return True
-    return isinstance(key, list | np.ndarray) and np.asarray(key).dtype.kind in "iu"
-
-
-def _checked(index: np.ndarray, size: int) -> np.ndarray:
-    """Integer ``index`` with negative entries counted from the end; IndexError when out of ``0 … size − 1``."""
-    index = np.where(index < 0, index + size, index).astype(np.int64)
-    if index.size and (index.min() < 0 or index.max() >= size):
-        raise IndexError(f"an index is out of bounds for an axis of size {size}")
-    return index
-
-
-def _axis_positions(key: Any, size: int) -> tuple[np.ndarray, Any]:
-    """(sorted indices to decode along an axis of ``size``, the key that picks ``key``'s items from them)."""
-    if isinstance(key, slice):
-        return np.arange(size)[key], slice(None)
-    if isinstance(key, int | np.integer):
-        index = int(key) + size if int(key) < 0 else int(key)
-        if not 0 <= index < size:
-            raise IndexError(f"index {int(key)} is out of bounds for an axis of size {size}")
-        return np.array([index]), 0
-    array = np.asarray(key)
-    if array.dtype == bool:
-        array = np.flatnonzero(array)
-    array = _checked(array, size)
-    unique = np.unique(array)
-    return unique, np.searchsorted(unique, array)
-
-
 def result_paths(path: str | Path) -> tuple[Path, Path]:
     """(json, npz) paths of a result named by either file or by their common stem.
 
@@ -370,7 +230,7 @@ def read_result(path: str | Path) -> MegaResult:
     sizes = _check_arrays(arrays, npz_path)
     _check_values(arrays, npz_path)
     log.debug("read %s: F=%d P=%d H=%d", json_path, sizes["F"], sizes["P"], sizes["H"])
-    compact_names = {*COMPACT_ARRAYS, *COMPACT_SMOOTHED_ARRAYS}
+    compact_names = {*compact_reader.COMPACT_ARRAYS, *compact_reader.COMPACT_SMOOTHED_ARRAYS}
     extra = {name: arr for name, arr in arrays.items() if name not in REQUIRED_ARRAYS and name not in compact_names}
     return MegaResult(
         path=json_path.absolute(),  # objects store it: it must not depend on the working folder
@@ -614,16 +474,16 @@ def _read_arrays(npz_path: Path) -> dict[str, np.ndarray]:
 
 
 def _compact_views(arrays: dict[str, np.ndarray], npz_path: Path) -> dict[str, Any]:
-    """Format 2: check the compact arrays and put :class:`CompactMeshes` in place of ``vertices`` (and
-    ``smoothed_vertices``); the other arrays are returned unchanged."""
+    """Format 2: check the compact arrays and put :class:`~mega_blender.compact_reader.CompactMeshes` in place of
+    ``vertices`` (and ``smoothed_vertices``); the other arrays are returned unchanged."""
     fix = "re-export the result with mega-runtime"
     coeffs = arrays.get("vertices_coeffs")
     if coeffs is None or coeffs.ndim != 4:
         raise ResultFormatError(f"{npz_path} lacks the (F, P, H, K) array vertices_coeffs of format 2", fix)
     sizes = dict(zip("FPHK", (int(n) for n in coeffs.shape), strict=True))
-    specs = dict(COMPACT_ARRAYS)
+    specs = dict(compact_reader.COMPACT_ARRAYS)
     if "smoothed_coeffs" in arrays:
-        specs.update(COMPACT_SMOOTHED_ARRAYS)
+        specs.update(compact_reader.COMPACT_SMOOTHED_ARRAYS)
     for name in ("rotation", "cam_t", *specs):
         if name not in arrays:
             raise ResultFormatError(f"{npz_path} lacks the array {name} of format 2", fix)
@@ -640,7 +500,9 @@ def _compact_views(arrays: dict[str, np.ndarray], npz_path: Path) -> dict[str, A
     if rotation.shape != (sizes["F"], sizes["P"], 3, 3) or cam_t.shape != (sizes["F"], sizes["P"], sizes["H"], 3):
         raise ResultFormatError(f"{npz_path}: rotation or cam_t disagree with vertices_coeffs {coeffs.shape}", fix)
     out: dict[str, Any] = {k: v for k, v in arrays.items()}
-    out["vertex_std"] = (arrays["vertex_std_q"].astype(np.float64) * COMPACT_QUANTUM_M).astype(np.float32)
+    out["vertex_std"] = (arrays["vertex_std_q"].astype(np.float64) * compact_reader.COMPACT_QUANTUM_M).astype(
+        np.float32
+    )
     sets = [("vertices", "vertices_", cam_t, False)]
     if "smoothed_coeffs" in arrays:
         smoothed_t = arrays.get("smoothed_cam_t")
@@ -652,7 +514,7 @@ def _compact_views(arrays: dict[str, np.ndarray], npz_path: Path) -> dict[str, A
             raise ResultFormatError(f"{npz_path}: {prefix}fix_count disagrees with {prefix}fix_index", fix)
         if index.size and int(index.max()) >= NUM_VERTICES * 3:
             raise ResultFormatError(f"{npz_path}: {prefix}fix_index points beyond the mesh", fix)
-        out[name] = CompactMeshes(
+        out[name] = compact_reader.CompactMeshes(
             arrays["mesh_mean"], arrays["mesh_basis"], arrays[prefix + "coeffs"], count, index,
             arrays[prefix + "fix_value"], rotation, translation, single=single,
         )  # fmt: skip

@@ -14,7 +14,7 @@ is within ``quantum / 2`` = 0.5 mm of the float32 original (a vertex within 0.87
 may round the prediction differently by ~1e-7 m, far inside the 1 mm promise. K is chosen per track from
 :data:`BASIS_SIZES` as the one that gives the smallest file (tried on a few of its meshes).
 
-numpy only (the add-on re-implements :func:`predict` and the fixes in ``mega_blender/result_reader.py``).
+numpy only (the add-on re-implements :func:`predict` and the fixes in ``mega_blender/compact_reader.py``).
 """
 
 from __future__ import annotations

@@ -18,12 +18,16 @@ BLENDER_MODULES = {"bpy", "bpy_extras", "bpy_types", "mathutils", "bmesh", "gpu"
 #: Add-on modules that import in plain CPython (unit-tested without Blender), present or planned.
 PURE_MODULES = (
     "result_reader",
+    "compact_reader",
     "coords",
     "runtime_client",
+    "runtime_transport",
     "sources",
     "pointcache",
     "runtime_defaults",
     "installer",
+    "torch_builds",
+    "pip_progress",
     "clip_boxes",
 )
 

@@ -14,8 +14,10 @@ import pytest
 from tests.addon_pure.helpers import REPO_ROOT, load_pure_module
 
 installer = load_pure_module("installer")
+builds = load_pure_module("torch_builds")
+pip_progress = load_pure_module("pip_progress")
 
-CU = installer.TORCH_INDEX_BASE
+CU = builds.TORCH_INDEX_BASE
 
 
 # --- which PyTorch build -------------------------------------------------------------------------------------------
@@ -47,7 +49,7 @@ BUILD_TABLE = [
 
 @pytest.mark.parametrize(("platform", "machine", "driver", "override", "url", "kind"), BUILD_TABLE)
 def test_ok_torch_build_per_platform(platform, machine, driver, override, url, kind):
-    build = installer.choose_torch_build(platform, machine, driver, override)
+    build = builds.choose_torch_build(platform, machine, driver, override)
     assert (build.index_url, build.kind) == (url, kind)
     assert build.label and build.reason
     if override != "AUTO":
@@ -55,7 +57,7 @@ def test_ok_torch_build_per_platform(platform, machine, driver, override, url, k
 
 
 def test_ok_an_old_driver_says_to_update_it():
-    build = installer.choose_torch_build("linux", "x86_64", "470.256.02", "AUTO")
+    build = builds.choose_torch_build("linux", "x86_64", "470.256.02", "AUTO")
     assert "470.256.02" in build.reason and "update the driver" in build.reason
 
 
@@ -68,12 +70,12 @@ def test_ok_an_old_driver_says_to_update_it():
     ],
 )
 def test_ng_torch_build_refuses_what_has_no_wheels(platform, machine, override, message):
-    with pytest.raises(installer.InstallerError, match=message):
-        installer.choose_torch_build(platform, machine, None, override)
+    with pytest.raises(builds.InstallerError, match=message):
+        builds.choose_torch_build(platform, machine, None, override)
 
 
 def test_ok_overrides_list_every_cuda_tag():
-    assert installer.OVERRIDES == ("AUTO", "DEFAULT", "CPU", "cu130", "cu128", "cu126")
+    assert builds.OVERRIDES == ("AUTO", "DEFAULT", "CPU", "cu130", "cu128", "cu126")
 
 
 def _completed(stdout: str, code: int = 0) -> subprocess.CompletedProcess[str]:
@@ -87,7 +89,7 @@ def test_ok_driver_from_nvidia_smi(tmp_path):
         calls.append(command)
         return _completed("570.86.15\n570.86.15\n")
 
-    found = installer.detect_nvidia_driver(lambda name: "/usr/bin/nvidia-smi", run, tmp_path / "none")
+    found = builds.detect_nvidia_driver(lambda name: "/usr/bin/nvidia-smi", run, tmp_path / "none")
     assert found == "570.86.15"
     assert calls[0][1:] == ["--query-gpu=driver_version", "--format=csv,noheader"]
 
@@ -98,8 +100,8 @@ def test_ok_driver_from_the_linux_proc_file_when_nvidia_smi_is_missing_or_fails(
         "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release Build  (dvs-builder@U16)\n"
         "GCC version:  gcc version 12.3.0\n"
     )
-    assert installer.detect_nvidia_driver(lambda name: None, None, proc) == "580.95.05"
-    failing = installer.detect_nvidia_driver(lambda name: "smi", lambda c, **k: _completed("", 9), proc)
+    assert builds.detect_nvidia_driver(lambda name: None, None, proc) == "580.95.05"
+    failing = builds.detect_nvidia_driver(lambda name: "smi", lambda c, **k: _completed("", 9), proc)
     assert failing == "580.95.05"
 
 
@@ -107,8 +109,8 @@ def test_ok_no_driver_without_nvidia_smi_or_proc_file(tmp_path):
     def broken(command, **kwargs):
         raise OSError("exec format error")
 
-    assert installer.detect_nvidia_driver(lambda name: None, None, tmp_path / "none") is None
-    assert installer.detect_nvidia_driver(lambda name: "smi", broken, tmp_path / "none") is None
+    assert builds.detect_nvidia_driver(lambda name: None, None, tmp_path / "none") is None
+    assert builds.detect_nvidia_driver(lambda name: "smi", broken, tmp_path / "none") is None
 
 
 # --- commands --------------------------------------------------------------------------------------------------------
@@ -119,7 +121,7 @@ def test_ok_no_driver_without_nvidia_smi_or_proc_file(tmp_path):
 )
 def test_ok_commands_use_the_platforms_interpreter(tmp_path, platform, python):
     env = tmp_path / "venv"
-    build = installer.choose_torch_build(platform, "arm64" if platform == "darwin" else "x86_64", None, "AUTO")
+    build = builds.choose_torch_build(platform, "arm64" if platform == "darwin" else "x86_64", None, "AUTO")
     plan = installer.plan_install("/base/python", env, REPO_ROOT, build, platform)
     interpreter = str(env / python)
     assert plan.action == "create"
@@ -145,7 +147,7 @@ def test_ok_commands_use_the_platforms_interpreter(tmp_path, platform, python):
 
 def test_ok_a_half_made_environment_is_recreated_and_a_ready_one_repaired(tmp_path):
     env = tmp_path / "venv"
-    build = installer.choose_torch_build("linux", "x86_64", None, "AUTO")
+    build = builds.choose_torch_build("linux", "x86_64", None, "AUTO")
     assert installer.env_state(env, "linux") == "missing"
     installer.incomplete_marker(env).write_text("x")
     assert installer.env_state(env, "linux") == "incomplete"
@@ -161,15 +163,15 @@ def test_ok_a_half_made_environment_is_recreated_and_a_ready_one_repaired(tmp_pa
     runtime = next(step for step in plan.steps if step.key == "runtime")
     assert "--upgrade" in runtime.command and runtime.command[-1] == str(REPO_ROOT)
     assert installer.plan_install("py", env, REPO_ROOT, build, "linux", "recreate").steps[0].command[3] == "--clear"
-    with pytest.raises(installer.InstallerError, match="unknown install action"):
+    with pytest.raises(builds.InstallerError, match="unknown install action"):
         installer.plan_install("py", env, REPO_ROOT, build, "linux", "reinstall")
 
 
 def test_ng_runtime_source_without_torch_names_the_fix(tmp_path):
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\ndependencies = ["numpy"]\n')
-    with pytest.raises(installer.InstallerError, match="lists no torch dependency; reinstall the extension"):
+    with pytest.raises(builds.InstallerError, match="lists no torch dependency; reinstall the extension"):
         installer.torch_requirement(tmp_path)
-    with pytest.raises(installer.InstallerError, match="cannot read"):
+    with pytest.raises(builds.InstallerError, match="cannot read"):
         installer.torch_requirement(tmp_path / "missing")
 
 
@@ -180,9 +182,9 @@ GB = 1000**3
 
 
 def test_ok_disk_estimates_per_build():
-    cpu = installer.estimate_disk_bytes(installer.choose_torch_build("linux", "x86_64", None), "linux")
-    cuda = installer.estimate_disk_bytes(installer.choose_torch_build("linux", "x86_64", "580.95.05"), "linux")
-    mac = installer.estimate_disk_bytes(installer.choose_torch_build("darwin", "arm64", None), "darwin")
+    cpu = installer.estimate_disk_bytes(builds.choose_torch_build("linux", "x86_64", None), "linux")
+    cuda = installer.estimate_disk_bytes(builds.choose_torch_build("linux", "x86_64", "580.95.05"), "linux")
+    mac = installer.estimate_disk_bytes(builds.choose_torch_build("darwin", "arm64", None), "darwin")
     assert mac < cpu < 3 * GB < 10 * GB < cuda < 15 * GB
 
 
@@ -194,7 +196,7 @@ def test_ng_disk_check_refuses_with_the_sizes_and_a_fix(tmp_path):
         seen.append(path)
         return Usage(100 * GB, 99 * GB, 1 * GB)
 
-    with pytest.raises(installer.InstallerError, match=r"needs about 3\.0 GB .* 1\.0 GB free; free some space"):
+    with pytest.raises(builds.InstallerError, match=r"needs about 3\.0 GB .* 1\.0 GB free; free some space"):
         installer.check_disk_space(target, 3 * GB, usage)
     assert seen == [tmp_path]  # the nearest folder that exists
     assert installer.check_disk_space(target, 1 * GB, lambda p: Usage(0, 0, 2 * GB)) == 2 * GB
@@ -235,8 +237,8 @@ Successfully installed mega-blender-0.1.0 numpy-2.3.4 scipy-1.16.3 torch-2.13.0
 """
 
 
-def _feed(text: str, expected_mb: float) -> tuple[installer.PipProgress, list[float]]:
-    progress = installer.PipProgress(int(expected_mb * 1e6))
+def _feed(text: str, expected_mb: float) -> tuple[pip_progress.PipProgress, list[float]]:
+    progress = pip_progress.PipProgress(int(expected_mb * 1e6))
     fractions = []
     for line in text.splitlines():
         progress.feed(line)
@@ -255,7 +257,7 @@ def test_ok_raw_progress_moves_with_the_bytes():
 
 
 def test_ok_the_message_names_the_file_and_its_megabytes():
-    progress = installer.PipProgress(250_000_000)
+    progress = pip_progress.PipProgress(250_000_000)
     for line in PIP_RAW.splitlines()[:5]:
         progress.feed(line)
     assert progress.message == "torch-2.13.0%2Bcpu-cp311-cp311-manylinux_2_28_x86_64.whl 48/190 MB"
@@ -279,7 +281,7 @@ def test_ok_more_bytes_than_expected_never_exceed_the_download_share():
     [("2.1", "kB", 2100), ("190.2", "MB", 190_200_000), ("1.5", "GB", 1_500_000_000), ("512", "bytes", 512)],
 )
 def test_ok_pip_sizes(number, unit, size):
-    assert installer.parse_size(number, unit) == size
+    assert pip_progress.parse_size(number, unit) == size
 
 
 def test_ok_check_output_is_described():
@@ -321,7 +323,7 @@ def test_ok_job_runs_the_steps_records_the_check_and_removes_the_marker(tmp_path
         ),
         installer.Step("check", "Check", _py(check), 0.2),
     ]
-    build = installer.choose_torch_build("linux", "x86_64", None)
+    build = builds.choose_torch_build("linux", "x86_64", None)
     job = installer.InstallJob(steps, env_dir=env, build=build)
     assert job.poll()
     assert installer.incomplete_marker(env).exists()
@@ -450,8 +452,8 @@ def test_real_install_of_the_bundled_runtime(tmp_path):
 
     if not _reachable("https://pypi.org/simple"):
         pytest.skip("PyPI (pypi.org:443) is not reachable from this machine")
-    driver = installer.detect_nvidia_driver()
-    build = installer.choose_torch_build(
+    driver = builds.detect_nvidia_driver()
+    build = builds.choose_torch_build(
         sys.platform, platform_module.machine(), driver, os.environ.get("MEGA_TEST_TORCH_BUILD", "AUTO")
     )
     if build.index_url and not _reachable(build.index_url):

@@ -17,6 +17,7 @@ import pytest
 from tests.addon_pure.helpers import load_pure_module
 
 client_mod = load_pure_module("runtime_client")
+transport = load_pure_module("runtime_transport")
 FAKE = Path(__file__).with_name("fake_runtime.py")
 
 
@@ -138,7 +139,7 @@ def test_ng_command_that_cannot_run_raises_a_link_error_naming_it():
 
 def test_ng_empty_command_is_refused():
     with pytest.raises(client_mod.LinkError, match="empty"):
-        client_mod.RuntimeClient([])
+        transport.RuntimeClient([])
 
 
 def test_ng_silent_runtime_fails_the_handshake_after_the_timeout():
@@ -197,6 +198,6 @@ def test_ok_stop_now_at_exit_ends_a_stubborn_runtime_within_its_budget():
 
 
 def test_ok_stop_of_a_runtime_that_is_not_running_does_nothing():
-    client = client_mod.RuntimeClient([sys.executable, str(FAKE), "normal"])
+    client = transport.RuntimeClient([sys.executable, str(FAKE), "normal"])
     assert client.stop() is None and client.wait_stopped(0.1)
     client.stop_now()

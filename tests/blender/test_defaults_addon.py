@@ -14,7 +14,7 @@ from tests.blender.conftest import BPY_SKIP_REASON
 
 bpy = pytest.importorskip("bpy", reason=BPY_SKIP_REASON)
 
-from mega_blender import batch, preferences, properties, reconstruct, runtime_client  # noqa: E402
+from mega_blender import batch, preferences, properties, reconstruct, runtime_client, runtime_transport  # noqa: E402
 
 
 def _default(cls, name):
@@ -61,7 +61,7 @@ def test_ok_batch_reconstruct_arguments_default_to_the_shared_defaults():
 
 
 def _parsed(temporal) -> TemporalOptions:
-    message = {"v": runtime_client.PROTOCOL_VERSION, "id": "j", "op": "infer", "source": {"path": "/c.mp4"}}
+    message = {"v": runtime_transport.PROTOCOL_VERSION, "id": "j", "op": "infer", "source": {"path": "/c.mp4"}}
     request = parse_request(json.dumps({**message, "temporal": temporal}).encode())
     assert isinstance(request, InferRequest) and request.temporal is not None
     return request.temporal

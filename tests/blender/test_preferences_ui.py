@@ -15,7 +15,7 @@ from tests.blender.conftest import BPY_SKIP_REASON, REPO_ROOT
 bpy = pytest.importorskip("bpy", reason=BPY_SKIP_REASON)
 
 import mega_blender  # noqa: E402
-from mega_blender import installer, panels, preferences  # noqa: E402
+from mega_blender import installer, panels, preferences, torch_builds  # noqa: E402
 
 
 def _prefs():
@@ -83,13 +83,13 @@ def test_ok_install_plan_uses_the_bundled_runtime_and_the_preferred_build(blende
     assert plan.steps[0].command == [sys.executable, "-m", "venv", str(env)]
     torch_step = next(step for step in plan.steps if step.key == "torch")
     assert torch_step.command[:4] == [str(env / "bin" / "python"), "-m", "pip", "install"]
-    assert installer.TORCH_INDEX_BASE + "cpu" in torch_step.command
+    assert torch_builds.TORCH_INDEX_BASE + "cpu" in torch_step.command
     assert next(step for step in plan.steps if step.key == "runtime").command[-1] == str(source)
     assert [step.title for step in plan.steps][-1] == "Check"
 
 
 def _fake_plan(env: Path, steps: list, needed_bytes: int = 1) -> installer.InstallPlan:
-    build = installer.choose_torch_build("linux", "x86_64", None, "CPU")
+    build = torch_builds.choose_torch_build("linux", "x86_64", None, "CPU")
     return installer.InstallPlan(env, build, steps, "create", needed_bytes)
 
 
@@ -178,7 +178,7 @@ def test_ng_install_operator_refuses_without_disk_space(fake_install):
 
 def test_ng_install_operator_reports_a_build_the_machine_has_no_wheels_for(fake_install, monkeypatch):
     def refuse(context, action):
-        raise installer.InstallerError("there is no CUDA PyTorch for macOS: choose Automatic instead of cu128")
+        raise torch_builds.InstallerError("there is no CUDA PyTorch for macOS: choose Automatic instead of cu128")
 
     monkeypatch.setattr(preferences, "plan_for", refuse)
     with pytest.raises(RuntimeError, match="no CUDA PyTorch for macOS"):

@@ -19,6 +19,7 @@ import pytest
 from tests.addon_pure.helpers import load_pure_module
 
 client_mod = load_pure_module("runtime_client")
+transport = load_pure_module("runtime_transport")
 reader = load_pure_module("result_reader")
 PHOTO = "pexels-polina-tankilevitch-6739044.jpg"
 OPTIONS = {"model": "resnet", "hypotheses": 2, "device": "cpu"}
@@ -53,7 +54,7 @@ def finished(events) -> bool:
 @pytest.mark.slow
 def test_ok_photo_by_path_comes_back_as_a_result_the_addon_reads(link, assets_dir, tmp_path):
     hello = pump_until(link, lambda ev: any(isinstance(e, client_mod.Ready) for e in ev), 60)[-1].hello
-    assert hello["protocol"] == client_mod.PROTOCOL_VERSION and "cpu" in hello["devices"]
+    assert hello["protocol"] == transport.PROTOCOL_VERSION and "cpu" in hello["devices"]
     link.submit(assets_dir / "images" / PHOTO, tmp_path / "out", options=OPTIONS)
     events = pump_until(link, finished)
     done = events[-1]

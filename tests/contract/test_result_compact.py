@@ -15,6 +15,7 @@ from tests.addon_pure.helpers import load_pure_module
 from tests.runtime.synthetic_bodies import make_video
 
 rr = load_pure_module("result_reader")
+cr = load_pure_module("compact_reader")
 
 F, P, H = 6, 2, 4
 ONE_MM = 1e-3
@@ -153,9 +154,9 @@ def test_no_frames_and_no_people_encode_to_empty_arrays() -> None:
 
 
 def test_the_addon_reader_knows_the_compact_arrays_the_runtime_writes() -> None:
-    assert rr.COMPACT_VERSION == COMPACT_VERSION and rr.COMPACT_QUANTUM_M == compact.QUANTUM_M
-    assert rr.COMPACT_ARRAYS == compact.COMPACT_ARRAYS
-    assert rr.COMPACT_SMOOTHED_ARRAYS == compact.COMPACT_SMOOTHED_ARRAYS
+    assert rr.COMPACT_VERSION == COMPACT_VERSION and cr.COMPACT_QUANTUM_M == compact.QUANTUM_M
+    assert cr.COMPACT_ARRAYS == compact.COMPACT_ARRAYS
+    assert cr.COMPACT_SMOOTHED_ARRAYS == compact.COMPACT_SMOOTHED_ARRAYS
 
 
 def test_addon_compact_meshes_index_like_a_numpy_array(compact_pair: Path) -> None:

@@ -211,7 +211,7 @@ def test_ok_detector_weights_and_media_use_the_shared_names():
 #: Module-level names that may hold their own literal although ``defaults`` has a name like it, and why.
 OWN_COPIES_ALLOWED = {
     # the client states the version *it* speaks; the handshake compares the two (and it loads without the package)
-    ("mega_blender/runtime_client.py", "PROTOCOL_VERSION"),
+    ("mega_blender/runtime_transport.py", "PROTOCOL_VERSION"),
 }
 
 
