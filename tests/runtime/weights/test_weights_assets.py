@@ -10,14 +10,7 @@ from pathlib import Path
 import pytest
 
 from mega_runtime.errors import ConfigError, WeightsError
-from mega_runtime.weights import (
-    ASSET_FILES,
-    Sources,
-    cache_dir,
-    resolve_assets_dir,
-    resolve_checkpoint_dir,
-    status,
-)
+from mega_runtime.weights import ASSET_FILES, Sources, cache_dir, resolve_assets_dir, resolve_checkpoint_dir, status
 from tests.runtime.weights.loopback import TINY_POOL0, TINY_TEMPLATE
 from tests.runtime.weights.loopback import Server as _Server
 from tests.runtime.weights.loopback import asset as _asset

@@ -17,13 +17,7 @@ import pytest
 from mega_runtime import weights
 from mega_runtime.commands.weights import add_weights_commands, download_progress_bar
 from mega_runtime.errors import WeightsError
-from mega_runtime.weights import (
-    ASSET_FILES,
-    CHECKPOINTS,
-    Sources,
-    cache_dir,
-    resolve_assets_dir,
-)
+from mega_runtime.weights import ASSET_FILES, CHECKPOINTS, Sources, cache_dir, resolve_assets_dir
 from tests.runtime.weights.loopback import RECORD_PATH
 from tests.runtime.weights.loopback import Server as _Server
 from tests.runtime.weights.loopback import write_tiny_config as _write_tiny_config
