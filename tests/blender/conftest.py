@@ -6,6 +6,8 @@
   package on the path (the zip install is tested by ``tests/test_build_addon.py``).
 * The ``blender`` fixture resets to an empty factory scene (which disables add-ons), enables the add-on, and
   disables it again afterwards — a class left registered makes the bpy module hang at interpreter exit.
+* ``arrays`` and ``result_path``: the synthetic result of the import tests (``test_import_*.py``; its size is in
+  ``import_helpers.py``), written to the test's folder with a photo beside it.
 
 Test modules start with ``bpy = pytest.importorskip("bpy", reason=BPY_SKIP_REASON)``, so the whole folder skips
 with that reason where bpy is not installed (``test_typecheck.py`` needs only mypy and the stubs).
@@ -21,7 +23,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+
+from tests.blender.import_helpers import NUM_HYPOTHESES, NUM_PEOPLE
+from tests.blender.make_result import make_arrays, make_meta, write_photo, write_result
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ADDON = "mega_blender"
@@ -89,3 +95,16 @@ def live(blender: Any, small_checkpoints: Path, assets_dir: Path, tmp_path: Path
 
     yield jobs
     jobs.stop()
+
+
+@pytest.fixture
+def arrays() -> dict[str, np.ndarray]:
+    """The import tests' synthetic result arrays: ``NUM_PEOPLE`` people × ``NUM_HYPOTHESES`` hypotheses, seed 1."""
+    return make_arrays(num_people=NUM_PEOPLE, num_hypotheses=NUM_HYPOTHESES, seed=1)
+
+
+@pytest.fixture
+def result_path(tmp_path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """``arrays`` written as ``tmp_path/photo.json`` + ``.npz``, with a 640 × 480 ``photo.png`` beside it."""
+    photo = write_photo(tmp_path / "photo.png", 640, 480)
+    return write_result(tmp_path, "photo", arrays, make_meta(640, 480, source_path=str(photo)))
