@@ -56,7 +56,6 @@ from mega_runtime.io.protocol import (
     parse_request,
 )
 from mega_runtime.io.result import reserve_stem
-from mega_runtime.io.temporal_options import TemporalOptions
 
 log = logging.getLogger(__name__)
 
