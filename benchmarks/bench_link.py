@@ -16,7 +16,7 @@ Target (issue 5): overhead under 20 ms per image plus payload transfer. Never ru
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import logging
 import os
 import platform
@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,13 +33,13 @@ BOX = [264.0, 1453.0, 1609.0, 2661.0]  # the person, as the default detector fin
 
 
 def _client_module():
-    spec = importlib.util.spec_from_file_location("bench_runtime_client", ROOT / "mega_blender" / "runtime_client.py")
-    if spec is None or spec.loader is None:
-        raise ImportError("cannot load mega_blender/runtime_client.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """The add-on's ``runtime_client`` in plain CPython: a member of a stand-in package over ``mega_blender/`` (the
+    package's ``__init__`` needs bpy)."""
+    if "bench_addon" not in sys.modules:
+        package = types.ModuleType("bench_addon")
+        package.__path__ = [str(ROOT / "mega_blender")]
+        sys.modules["bench_addon"] = package
+    return importlib.import_module("bench_addon.runtime_client")
 
 
 def _wait(link, client, kinds, timeout_s: float = 300.0):

@@ -32,26 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-try:
-    from . import pip_progress, torch_builds
-except ImportError:  # loaded as a stand-alone file (plain-CPython tools and tests): load the sibling files
-    import importlib.util
-    import sys
-    from types import ModuleType
-
-    def _sibling(name: str) -> ModuleType:
-        """``<name>.py`` beside this file, loaded once, named with this module's prefix (``x_installer`` →
-        ``x_<name>``): a test's own load of the sibling is then the same module."""
-        key = __name__.removesuffix("installer") + name
-        if key not in sys.modules:
-            spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name(f"{name}.py"))
-            if spec is None or spec.loader is None:
-                raise ImportError(f"cannot load {name}.py beside {__file__}")
-            sys.modules[key] = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(sys.modules[key])
-        return sys.modules[key]
-
-    pip_progress, torch_builds = _sibling("pip_progress"), _sibling("torch_builds")
+from . import pip_progress, torch_builds
 
 log = logging.getLogger(__name__)
 

@@ -34,26 +34,7 @@ from typing import Any
 
 import numpy as np
 
-try:
-    from . import compact_reader, runtime_defaults
-except ImportError:  # loaded as a stand-alone file (plain-CPython tools and tests): load the sibling files
-    import importlib.util
-    import sys
-    from types import ModuleType
-
-    def _sibling(name: str) -> ModuleType:
-        """``<name>.py`` beside this file, loaded once, named with this module's prefix (``x_result_reader`` →
-        ``x_<name>``): a test's own load of the sibling is then the same module."""
-        key = __name__.removesuffix("result_reader") + name
-        if key not in sys.modules:
-            spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name(f"{name}.py"))
-            if spec is None or spec.loader is None:
-                raise ImportError(f"cannot load {name}.py beside {__file__}")
-            sys.modules[key] = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(sys.modules[key])
-        return sys.modules[key]
-
-    compact_reader, runtime_defaults = _sibling("compact_reader"), _sibling("runtime_defaults")
+from . import compact_reader, runtime_defaults
 
 log = logging.getLogger(__name__)
 

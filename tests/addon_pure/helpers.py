@@ -1,9 +1,10 @@
 """Helpers for add-on tests: load the pure modules without bpy, run code in a separate bpy process.
 
-The pure modules (``result_reader``, ``coords``) are loaded straight from their files, so the package's
-``__init__`` (which registers Blender classes and imports bpy) is never run and the tests prove that the modules
-work in plain CPython. Code that needs Blender runs in a child Python with its own ``BLENDER_USER_RESOURCES``
-folder, so nothing leaks into the user's Blender configuration or into other tests' bpy state.
+The pure modules (``result_reader``, ``coords``, …) are loaded from their files as members of a stand-in
+package, so the add-on package's ``__init__`` (which registers Blender classes and imports bpy) is never run and
+the tests prove that the modules work in plain CPython. Code that needs Blender runs in a child Python with its own
+``BLENDER_USER_RESOURCES`` folder, so nothing leaks into the user's Blender configuration or into other tests' bpy
+state.
 """
 
 from __future__ import annotations
@@ -26,18 +27,18 @@ ADDON_DIR = REPO_ROOT / "mega_blender"
 NO_BPY_EXIT = 77
 
 
+#: A stand-in package over the add-on folder: its ``__init__`` (which registers Blender classes) never runs, and
+#: the pure modules' relative imports (``from . import runtime_defaults``) resolve inside it.
+PURE_PACKAGE = "mega_blender_pure"
+
+
 def load_pure_module(name: str) -> ModuleType:
-    """``mega_blender/<name>.py`` as a stand-alone module (cached), without running the package ``__init__``."""
-    key = f"mega_blender_pure_{name}"
-    if key in sys.modules:
-        return sys.modules[key]
-    spec = importlib.util.spec_from_file_location(key, ADDON_DIR / f"{name}.py")
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {ADDON_DIR / name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[key] = module
-    spec.loader.exec_module(module)
-    return module
+    """``mega_blender/<name>.py`` in plain CPython (cached), without running the package ``__init__``."""
+    if PURE_PACKAGE not in sys.modules:
+        package = ModuleType(PURE_PACKAGE)
+        package.__path__ = [str(ADDON_DIR)]
+        sys.modules[PURE_PACKAGE] = package
+    return importlib.import_module(f"{PURE_PACKAGE}.{name}")
 
 
 def run_in_bpy(code: str, user_resources: Path, timeout_s: float = 120.0) -> dict[str, Any]:

@@ -83,11 +83,11 @@ def test_pure_modules_never_import_blender(name):
 def test_pure_modules_load_in_plain_python_without_bpy_torch_or_the_runtime():
     names = [n for n in PURE_MODULES if (ADDON_DIR / f"{n}.py").is_file()]
     code = (
-        "import importlib.util, sys\n"
+        "import importlib, sys, types\n"
+        "package = types.ModuleType('pure'); package.__path__ = [" + repr(str(ADDON_DIR)) + "]\n"
+        "sys.modules['pure'] = package\n"
         f"for name in {names!r}:\n"
-        f"    spec = importlib.util.spec_from_file_location('pure_' + name, r'{ADDON_DIR}/' + name + '.py')\n"
-        "    module = importlib.util.module_from_spec(spec); sys.modules[spec.name] = module\n"
-        "    spec.loader.exec_module(module)\n"
+        "    importlib.import_module('pure.' + name)\n"
         "leaked = sorted(m for m in sys.modules if m.split('.')[0] in "
         f"{sorted(FORBIDDEN_EVERYWHERE | BLENDER_MODULES)!r})\n"
         "sys.exit('leaked: ' + ', '.join(leaked) if leaked else 0)\n"
