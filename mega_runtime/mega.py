@@ -132,7 +132,9 @@ class Mega:
                     model.decoder = torch.compile(model.decoder, mode=mode, dynamic=False)
             compiled.append(f"token transformers ({mode or 'default'})")
         if backbone and self.cvqmae is not None:
-            self.cvqmae.backbone = torch.compile(self.cvqmae.backbone, dynamic=False)
+            # dynamic=None: a second batch size (people per batch vary) compiles one batch-dynamic graph, not one more
+            # graph per size
+            self.cvqmae.backbone = torch.compile(self.cvqmae.backbone)
             compiled.append("backbone (frozen)")
         log.info("compiled: %s; cache %s", ", ".join(compiled) or "nothing", os.environ["TORCHINDUCTOR_CACHE_DIR"])
         return True
