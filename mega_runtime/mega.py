@@ -113,6 +113,9 @@ class Mega:
 
         from mega_runtime.weights.registry import cache_dir
 
+        if self.device.type not in ("cpu", "cuda"):  # inductor's Apple-GPU (MPS) backend is experimental
+            log.warning("--compile: not on %s (only CPU and CUDA); running uncompiled", self.device.type)
+            return False
         compilers = [os.environ.get("CC") or "cc", "gcc", "clang"]
         if self.device.type == "cpu" and not any(shutil.which(c) for c in compilers):
             log.warning("--compile: no C compiler found (inductor needs one on the CPU); running uncompiled")

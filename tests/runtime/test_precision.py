@@ -137,3 +137,12 @@ def test_compile_refuses_int8_with_a_log_line_and_leaves_the_models_alone(mesh, 
     with caplog.at_level("WARNING"):
         assert model.compile_models() is False
     assert "int8" in caplog.text
+
+
+def test_compile_on_an_apple_gpu_runs_uncompiled_with_a_log_line(mesh, monkeypatch, caplog):
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: pytest.fail("compiled on MPS"))
+    monkeypatch.setattr(Mega, "device", property(lambda self: torch.device("mps")))
+    model = Mega(tiny_cvqmae(), mesh)
+    with caplog.at_level("WARNING"):
+        assert model.compile_models() is False
+    assert "mps" in caplog.text
