@@ -115,20 +115,21 @@ def test_compile_freezes_the_backbone_and_compiles_the_transformers_on_request_c
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
     import torch._inductor.config as inductor_config
 
-    monkeypatch.setattr(inductor_config, "freezing", False)
     calls = []
     monkeypatch.setattr(torch, "compile", lambda module, **kw: calls.append((module, kw)) or module)
     model = Mega(tiny_cvqmae(), mesh, tiny_vqmae())
-    assert model.compile_models() is True
-    # on the CPU: the backbone only (compiling the transformers gains nothing there), frozen: BatchNorm folded
-    assert [module for module, _ in calls] == [model.cvqmae.backbone]
-    assert inductor_config.freezing is True
-    calls.clear()
-    assert model.compile_models(backbone=False, transformers=True) is True
+    with inductor_config.patch(freezing=False):  # compile_models sets it for the process; restored on exit
+        assert model.compile_models() is True
+        # on the CPU: the backbone only (compiling the transformers gains nothing there), frozen: BatchNorm folded
+        assert [module for module, _ in calls] == [model.cvqmae.backbone]
+        assert inductor_config.freezing is True
+        calls.clear()
+        assert model.compile_models(backbone=False, transformers=True) is True
     compiled = [module for module, _ in calls]
     assert compiled == [model.cvqmae.encoder, model.cvqmae.decoder, model.vqmae.encoder, model.vqmae.decoder]
     assert all(kw.get("mode") is None for _, kw in calls)
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"].startswith(str(tmp_path))
+    assert inductor_config.freezing is False  # the test left the process as it found it
 
 
 def test_compile_refuses_int8_with_a_log_line_and_leaves_the_models_alone(mesh, monkeypatch, caplog):
@@ -146,3 +147,18 @@ def test_compile_on_an_apple_gpu_runs_uncompiled_with_a_log_line(mesh, monkeypat
     with caplog.at_level("WARNING"):
         assert model.compile_models() is False
     assert "mps" in caplog.text
+
+
+def test_compile_on_cuda_also_compiles_the_transformers_as_cuda_graphs(mesh, monkeypatch):
+    import torch._inductor.config as inductor_config
+
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: calls.append((module, kw)) or module)
+    monkeypatch.setattr(Mega, "device", property(lambda self: torch.device("cuda")))
+    model = Mega(tiny_cvqmae(), mesh, tiny_vqmae())
+    with inductor_config.patch(freezing=False):
+        assert model.compile_models() is True
+    modes = {id(module): kw.get("mode") for module, kw in calls}
+    for module in (model.cvqmae.encoder, model.cvqmae.decoder, model.vqmae.encoder, model.vqmae.decoder):
+        assert modes[id(module)] == "reduce-overhead"
+    assert id(model.cvqmae.backbone) in modes
