@@ -124,6 +124,12 @@ def build_parser(prog: str = PROG_PYTHON) -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=defaults.SEED)
     r.add_argument("--device", default=defaults.DEVICE, help="auto, cpu, cuda, mps (default %(default)s)")
     r.add_argument("--precision", choices=defaults.PRECISIONS, default=defaults.PRECISION, help="default %(default)s")
+    r.add_argument(
+        "--score-steps",
+        type=int,
+        default=defaults.SCORE_STEPS,
+        help=f"blocks of the hypothesis scorer, 1–{defaults.MAX_SCORE_STEPS}: 1 is free, coarser (default %(default)s)",
+    )
     r.add_argument("--frames", metavar="START:STOP:STEP", help="video frame range (stop exclusive)")
     r.add_argument(
         "--path", choices=defaults.TEMPORAL_PATHS, default=defaults.TEMPORAL_PATH, help="videos: hypothesis path"
@@ -261,10 +267,13 @@ def run_reconstruct(args: argparse.Namespace, report: dict[str, Any]) -> None:
         raise BatchError(f"no such file: {', '.join(missing)}")
     if args.hypotheses < 1:
         raise BatchError(f"--hypotheses must be at least 1, got {args.hypotheses}")
+    if not 1 <= args.score_steps <= defaults.MAX_SCORE_STEPS:
+        raise BatchError(f"--score-steps must be between 1 and {defaults.MAX_SCORE_STEPS}, got {args.score_steps}")
     results_dir = (args.results_dir or args.export.parent / f"{args.export.stem} results").resolve()
     options: dict[str, Any] = {"model": args.model, "hypotheses": args.hypotheses, "seed": args.seed}
     options["device"] = args.device
     options["precision"] = args.precision
+    options["score_steps"] = args.score_steps
     if args.steps:
         options["steps"] = args.steps
     frames = _frames(args.frames)

@@ -227,6 +227,14 @@ class MEGA_AddonPreferences(bpy.types.AddonPreferences):
     seed: IntProperty(
         name="Seed", description="Seed of the sampler (same seed, same hypotheses)", default=defaults.SEED, min=0
     )
+    score_steps: IntProperty(
+        name="Scoring steps",
+        description="How finely each hypothesis is scored (the order of the shape keys): 2 costs one more model pass; "
+        "1 is free but coarser, and the deterministic body then always scores highest",
+        default=defaults.SCORE_STEPS,
+        min=1,
+        max=defaults.MAX_SCORE_STEPS,
+    )
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
@@ -254,6 +262,7 @@ class MEGA_AddonPreferences(bpy.types.AddonPreferences):
         row.prop(self, "num_hypotheses")
         row.prop(self, "num_steps")
         row.prop(self, "seed")
+        row.prop(self, "score_steps")
 
 
 ENV_STATE_TEXT = {

@@ -211,6 +211,7 @@ class MEGA_OT_reconstruct(bpy.types.Operator):
                 "seed": preferences.seed,
                 "device": preferences.device.lower(),
                 "precision": preferences.precision,
+                "score_steps": preferences.score_steps,
             }
         overrides = {
             "model": self.model or None,

@@ -39,6 +39,7 @@ def test_ok_preferences_start_at_the_shared_defaults(blender):
     assert _default(prefs, "num_hypotheses") == defaults.NUM_HYPOTHESES
     assert _default(prefs, "num_steps") == defaults.SAMPLING_STEPS
     assert _default(prefs, "seed") == defaults.SEED
+    assert _default(prefs, "score_steps") == defaults.SCORE_STEPS
     assert _default(prefs, "device").lower() == defaults.DEVICE
     models = {item.identifier for item in prefs.bl_rna.properties["model"].enum_items}
     assert models == set(defaults.MODEL_SHORT_NAMES)
@@ -57,6 +58,7 @@ def test_ok_batch_reconstruct_arguments_default_to_the_shared_defaults():
     assert args.one_euro_beta == defaults.ONE_EURO_BETA
     assert args.one_euro_d_cutoff == defaults.ONE_EURO_D_CUTOFF_HZ
     assert args.one_euro_causal == defaults.ONE_EURO_CAUSAL
+    assert args.score_steps == defaults.SCORE_STEPS
     assert reconstruct.VIDEO_SUFFIXES == defaults.VIDEO_SUFFIXES
 
 
@@ -101,11 +103,30 @@ def test_ok_batch_reconstruct_sends_d_cutoff_and_causal(monkeypatch, tmp_path):
 
     monkeypatch.setattr(runtime_client, "Link", FakeLink)
     argv = ["reconstruct", str(media), "--export", str(tmp_path / "out.blend"), "--runtime", "unused"]
-    argv += ["--smooth", "--one-euro-d-cutoff", "3", "--one-euro-causal"]
+    argv += ["--smooth", "--one-euro-d-cutoff", "3", "--one-euro-causal", "--score-steps", "1"]
     args = batch.build_parser().parse_args(argv)
     with pytest.raises(batch.BatchError, match="stopped by the test"):
         batch.run_reconstruct(args, {"files": [], "warnings": []})
     (options,) = sent
     parsed = _parsed(options["temporal"])
     assert (parsed.smooth, parsed.d_cutoff, parsed.causal) == (True, 3.0, True)
+    assert options["score_steps"] == 1
+    refused = batch.build_parser().parse_args([*argv[:-1], "0"])
+    with pytest.raises(batch.BatchError, match="--score-steps must be between 1 and"):
+        batch.run_reconstruct(refused, {"files": [], "warnings": []})
+    assert len(sent) == 1  # refused before any job was sent
     assert parsed.min_cutoff == defaults.ONE_EURO_MIN_CUTOFF_HZ
+
+
+def test_ok_panel_jobs_send_the_preferred_scoring_steps_and_the_runtime_accepts_them(blender):
+    from types import SimpleNamespace
+
+    prefs = preferences.get_preferences(bpy.context)
+    assert prefs is not None
+    prefs.score_steps = 1
+    no_overrides = SimpleNamespace(model="", hypotheses=0, steps=0, seed=-1, device="")
+    options = reconstruct.MEGA_OT_reconstruct._options(no_overrides, bpy.context)
+    assert options["score_steps"] == 1
+    message = {"v": runtime_transport.PROTOCOL_VERSION, "id": "j", "op": "infer", "source": {"path": "/p.jpg"}}
+    request = parse_request(json.dumps({**message, **options}).encode())
+    assert isinstance(request, InferRequest) and request.score_steps == 1
