@@ -285,6 +285,11 @@ class TokenModel(nn.Module):
     num_embeddings: int
     encoder: MaskedEncoder
 
+    def __init__(self) -> None:
+        super().__init__()
+        #: All-masked encodings by (batch size, device, autocast, encoder, parameter versions): see :meth:`encode`.
+        self._empty_encoding: dict[tuple, torch.Tensor] = {}
+
     def encode(self, tokens: torch.Tensor, visible_order: torch.Tensor) -> torch.Tensor:
         """The encoder's (B, 1+T, E) features of the tokens at ``visible_order`` ((B, T) int64).
 
@@ -299,7 +304,7 @@ class TokenModel(nn.Module):
         autocast = torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type)
         versions = tuple(p._version for p in self.encoder.parameters())
         key = (tokens.shape[0], str(device), autocast, id(self.encoder), versions)
-        cache: dict = self.__dict__.setdefault("_empty_encoding", {})
+        cache = self._empty_encoding
         if key not in cache:
             if len(cache) >= 8:  # a few batch sizes (a video's last batch is smaller); stale keys go with them
                 cache.clear()
