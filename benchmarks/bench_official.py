@@ -91,8 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the runtime side (Mega.compile_models: backbone frozen, token transformers); the first "
-        "calls compile for minutes and are not timed",
+        help="torch.compile the runtime side (Mega.compile_models: the backbone with BatchNorm folded; the token "
+        "transformers too on CUDA); the first calls compile and are not timed",
     )
     parser.add_argument("--no-timing", action="store_true", help="skip the timings (equality checks and memory only)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
