@@ -31,7 +31,11 @@ def _backend(settings: TrainSettings) -> str:
     return "nccl" if settings.accelerator == "gpu" else "gloo"
 
 
-def _run_rank(rank: int, settings: TrainSettings, world: int, init_method: str, timeout_s: float) -> None:
+def _run_rank(
+    rank: int, settings: TrainSettings, world: int, init_method: str, timeout_s: float, done_dir: str | None = None
+) -> None:
+    """One process of a multi-process run. done_dir (spawned runs): where this rank leaves ``rank<N>.done`` once its
+    work, and rank 0's outputs, are complete — before the ranks meet to shut down (:func:`launch`)."""
     import torch
 
     from mega_runtime.train.loop import Distributed, train
@@ -48,6 +52,8 @@ def _run_rank(rank: int, settings: TrainSettings, world: int, init_method: str, 
         result = train(settings, Distributed(rank, world))
         if rank == 0:
             write_run_file(settings.out, result)
+        if done_dir is not None:
+            Path(done_dir, f"rank{rank}.done").touch()
         # every rank has finished before any tears its group down: a rank that leaves first closes the connections
         # the others' gloo threads still use, which aborts them (SIGABRT, "terminate called without an active
         # exception")
@@ -100,17 +106,24 @@ def launch(settings: TrainSettings, timeout_s: float = JOIN_TIMEOUT_S) -> dict[s
         try:
             mp.spawn(
                 _run_rank,
-                args=(settings, settings.devices, init_method, timeout_s),
+                args=(settings, settings.devices, init_method, timeout_s, rendezvous),
                 nprocs=settings.devices,
                 join=True,
+            )
+        except mp.ProcessExitedException as exc:
+            done = [Path(rendezvous, f"rank{rank}.done").is_file() for rank in range(settings.devices)]
+            if not all(done):
+                raise TrainingError(
+                    f"a training process exited: {exc}", hint="check memory, or use fewer --devices"
+                ) from exc
+            # Every rank had finished its work (and rank 0 its outputs) when one died shutting down: PyTorch's gloo
+            # teardown can abort a process ("terminate called without an active exception", SIGABRT) after the run.
+            log.warning(
+                "a training process died while shutting down after the run had finished (%s); outputs complete", exc
             )
         except mp.ProcessRaisedException as exc:
             raise TrainingError(
                 f"a training process failed: {str(exc).strip().splitlines()[-1]}",
                 hint="run with --devices 1 to see the error directly",
-            ) from exc
-        except mp.ProcessExitedException as exc:
-            raise TrainingError(
-                f"a training process exited: {exc}", hint="check memory, or use fewer --devices"
             ) from exc
     return read_run_file(settings.out)
