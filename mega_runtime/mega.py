@@ -89,57 +89,66 @@ class Mega:
                     quantize_token_transformer(model)
 
     def compile_models(self, backbone: bool = True, transformers: bool | None = None) -> bool:
-        """Opt-in ``torch.compile`` (inductor) of the image backbone and the token transformers; False, with a
-        log line, where it cannot.
+        """Opt-in fast kernels: ``torch.compile`` (inductor) of the image backbone, and for the token transformers
+        CUDA graphs on a GPU or oneDNN's matrix products on an x86-64 CPU. False, with a log line, where nothing
+        could be done.
 
         backbone: compile the backbone with inductor *freezing*: the weights become constants of the compiled
         graph, so BatchNorm is folded into the convolutions before it and the weights are pre-packed for oneDNN
         (HRNet-W48 measured 1.3× faster on this CPU). Freezing applies to every graph this process compiles
-        afterwards, so a compiled Mega is for inference only.
+        afterwards, so a compiled Mega is for inference only. Needs a C compiler on the CPU (``$CC``, cc, gcc or
+        clang); without one the backbone stays eager.
         transformers: compile the token transformers too; None (default) = on CUDA only, where they run as CUDA
-        graphs (``reduce-overhead``) and the per-step launch overhead is the cost. On the CPU the passes are
-        fp32 matrix products already at the machine's peak, and compiling them gained nothing measurable
-        (docs/runtime-core.md) while costing minutes per step shape.
+        graphs (``reduce-overhead``) and the per-step launch overhead is the cost. On the CPU they stay eager and
+        their Linear layers take oneDNN's fp32 kernel instead (:mod:`mega_runtime.models.cpu_kernels`; 1.1–1.35×
+        per product on this CPU, no compiler needed): inductor's own CPU code for them calls MKL and gained
+        nothing measurable (docs/runtime-core.md) while costing minutes per step shape.
         The compiled kernels are cached across runs by inductor's FX graph cache under
-        ``<runtime cache>/inductor`` (``TORCHINDUCTOR_CACHE_DIR`` unless already set). Inductor on the CPU needs a
-        C compiler (``$CC``, cc, gcc or clang). Inductor does not promise eager's bits (folded BatchNorm rounds
-        differently): the tokens of the side-by-side benchmark were the official ones (docs/benchmarks.md), but
-        fp32 without ``--compile`` is the exact mode.
+        ``<runtime cache>/inductor`` (``TORCHINDUCTOR_CACHE_DIR`` unless already set). Neither inductor nor
+        oneDNN promises eager's bits (another summation order, folded BatchNorm): the tokens of the side-by-side
+        benchmark were the official ones (docs/benchmarks.md), but fp32 without ``--compile`` is the exact mode.
         """
         import os
         import shutil
 
         import torch._inductor.config as inductor_config
 
+        from mega_runtime.models.cpu_kernels import use_onednn
         from mega_runtime.weights.registry import cache_dir
 
         if self.device.type not in ("cpu", "cuda"):  # inductor's Apple-GPU (MPS) backend is experimental
             log.warning("--compile: not on %s (only CPU and CUDA); running uncompiled", self.device.type)
             return False
-        compilers = [os.environ.get("CC") or "cc", "gcc", "clang"]
-        if self.device.type == "cpu" and not any(shutil.which(c) for c in compilers):
-            log.warning("--compile: no C compiler found (inductor needs one on the CPU); running uncompiled")
-            return False
         if self.precision == "int8":
             log.warning("--compile: not with --precision int8 (dynamically quantised layers); running uncompiled")
             return False
+        on_gpu = self.device.type == "cuda"
+        models = [m for m in (self.cvqmae, self.vqmae) if m is not None]
+        compile_transformers = transformers if transformers is not None else on_gpu
+        done = []
+        # oneDNN's products only for eager transformers on the CPU (compiled ones get inductor's kernels)
+        onednn = not on_gpu and not compile_transformers
+        if any([use_onednn(model.encoder, onednn) + use_onednn(model.decoder, onednn) for model in models]):
+            done.append("token transformers (oneDNN kernels)")
+        compilers = [os.environ.get("CC") or "cc", "gcc", "clang"]
+        if self.device.type == "cpu" and not any(shutil.which(c) for c in compilers):
+            log.warning("--compile: no C compiler found (inductor needs one on the CPU); the backbone stays eager")
+            log.info("compiled: %s", ", ".join(done) or "nothing")
+            return bool(done)
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
         inductor_config.freezing = True
-        on_gpu = self.device.type == "cuda"
-        compiled = []
-        if transformers if transformers is not None else on_gpu:
+        if compile_transformers:
             mode = "reduce-overhead" if on_gpu else None
-            for model in (self.cvqmae, self.vqmae):
-                if model is not None:
-                    model.encoder = torch.compile(model.encoder, mode=mode, dynamic=False)
-                    model.decoder = torch.compile(model.decoder, mode=mode, dynamic=False)
-            compiled.append(f"token transformers ({mode or 'default'})")
+            for model in models:
+                model.encoder = torch.compile(model.encoder, mode=mode, dynamic=False)
+                model.decoder = torch.compile(model.decoder, mode=mode, dynamic=False)
+            done.append(f"token transformers ({mode or 'default'})")
         if backbone and self.cvqmae is not None:
             # dynamic=None: a second batch size (people per batch vary) compiles one batch-dynamic graph, not one more
             # graph per size
             self.cvqmae.backbone = torch.compile(self.cvqmae.backbone)
-            compiled.append("backbone (frozen)")
-        log.info("compiled: %s; cache %s", ", ".join(compiled) or "nothing", os.environ["TORCHINDUCTOR_CACHE_DIR"])
+            done.append("backbone (frozen)")
+        log.info("compiled: %s; cache %s", ", ".join(done) or "nothing", os.environ["TORCHINDUCTOR_CACHE_DIR"])
         return True
 
     def low_precision(self) -> contextlib.AbstractContextManager:

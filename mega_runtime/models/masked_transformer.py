@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from mega_runtime.models.config import BackboneConfig, CVQMAEConfig, TransformerConfig, VQMAEConfig
+from mega_runtime.models.cpu_kernels import OneDNNLinears, run_linear
 from mega_runtime.models.transformer import Block, gather_rows
 
 
@@ -93,7 +94,7 @@ class MaskedEncoder(nn.Module):
         return self.layer_norm(x)
 
 
-class _DecoderBase(nn.Module):
+class _DecoderBase(OneDNNLinears, nn.Module):
     #: Skip work whose result is known: reuse the first block's keys/values of the tokens that are the same
     #: at every step (condition tokens, hidden slots) and compute the last block only for the positions
     #: asked for. Off: the plain computation, every row in full (for comparisons; the same bits).
@@ -179,7 +180,7 @@ class _DecoderBase(nn.Module):
             else:
                 queries = None if positions is None else positions + prefix + 1
                 x = block(x, start=prefix + 1, queries=queries, kv=kv)
-        return self.head(x)
+        return run_linear(self.head, x, self.onednn)
 
 
 class Decoder(_DecoderBase):
@@ -238,7 +239,7 @@ class ConditionalDecoder(_DecoderBase):
         """(B, C, h, w) backbone feature map → :class:`Condition` (tokens in row-major spatial order)."""
         pooled = fmap.mean(dim=(2, 3))
         hidden = self.rotcam_head(pooled)
-        tokens = self.pos_emb_cond(self.cond_emb(fmap.flatten(2).transpose(1, 2)))
+        tokens = self.pos_emb_cond(run_linear(self.cond_emb, fmap.flatten(2).transpose(1, 2), self.onednn))
         block = self.first_block()
         kv0 = block.attn.key_values(block.norm1(tokens)) if self.reuse_invariants else None
         return Condition(tokens=tokens, rot6d=self.rot_predictor(hidden), cam=self.cam_predictor(hidden), kv0=kv0)
@@ -287,23 +288,24 @@ class TokenModel(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        #: All-masked encodings by (batch size, device, autocast, encoder, parameter versions): see :meth:`encode`.
+        #: All-masked encodings by (batch, device, autocast, kernels, encoder, parameter versions): :meth:`encode`.
         self._empty_encoding: dict[tuple, torch.Tensor] = {}
 
     def encode(self, tokens: torch.Tensor, visible_order: torch.Tensor) -> torch.Tensor:
         """The encoder's (B, 1+T, E) features of the tokens at ``visible_order`` ((B, T) int64).
 
         With nothing visible (T = 0: the all-masked pass) they depend on the weights alone, so outside autograd
-        they are computed once per batch size, device and autocast state and reused — the same call as before,
-        hence the same bits. The cache is keyed on the encoder object and its parameters' version counters, so
-        loading, training steps or ``torch.compile`` (a new encoder object) invalidate it.
+        they are computed once per batch size, device, autocast state and kernel choice and reused — the same
+        call as before, hence the same bits. The cache is keyed on the encoder object and its parameters' version
+        counters, so loading, training steps or ``torch.compile`` (a new encoder object) invalidate it.
         """
         if visible_order.shape[1] or torch.is_grad_enabled():
             return self.encoder(tokens, visible_order)
         device = tokens.device
         autocast = torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type)
         versions = tuple(p._version for p in self.encoder.parameters())
-        key = (tokens.shape[0], str(device), autocast, id(self.encoder), versions)
+        onednn = any(isinstance(m, OneDNNLinears) and m.onednn for m in self.encoder.modules())
+        key = (tokens.shape[0], str(device), autocast, onednn, id(self.encoder), versions)
         cache = self._empty_encoding
         if key not in cache:
             if len(cache) >= 8:  # a few batch sizes (a video's last batch is smaller); stale keys go with them

@@ -13,8 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mega_runtime.models.cpu_kernels import OneDNNLinears, dense, run_linear
 
-class Attention(nn.Module):
+
+class Attention(OneDNNLinears, nn.Module):
     """Multi-head self-attention: ``qkv`` Linear (q, k, v order) and output ``proj``."""
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = False) -> None:
@@ -30,7 +32,7 @@ class Attention(nn.Module):
         """
         if isinstance(self.qkv, nn.Linear):
             bias = self.qkv.bias
-            return F.linear(x, self.qkv.weight[part], None if bias is None else bias[part])
+            return dense(x, self.qkv.weight[part], None if bias is None else bias[part], self.onednn)
         return self.qkv(x)[..., part]
 
     def key_values(self, x: torch.Tensor) -> torch.Tensor:
@@ -44,7 +46,7 @@ class Attention(nn.Module):
         q = self.project(x, slice(0, c)).reshape(b, rows, heads, dh).transpose(1, 2)
         k, v = kv.to(q.dtype).reshape(b, kv.shape[1], 2, heads, dh).permute(2, 0, 3, 1, 4).unbind(0)
         out = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(out.transpose(1, 2).reshape(b, rows, c))
+        return run_linear(self.proj, out.transpose(1, 2).reshape(b, rows, c), self.onednn)
 
     def forward(self, x: torch.Tensor, start: int = 0, queries: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, N, C) → (B, N − start, C): outputs for the tokens from ``start`` on.
@@ -56,9 +58,10 @@ class Attention(nn.Module):
         b, n, c = x.shape
         heads, dh = self.num_heads, c // self.num_heads
         if start == 0 and queries is None:
-            q, k, v = self.qkv(x).reshape(b, n, 3, heads, dh).permute(2, 0, 3, 1, 4).unbind(0)
+            qkv = run_linear(self.qkv, x, self.onednn)
+            q, k, v = qkv.reshape(b, n, 3, heads, dh).permute(2, 0, 3, 1, 4).unbind(0)
             out = F.scaled_dot_product_attention(q, k, v)
-            return self.proj(out.transpose(1, 2).reshape(b, n, c))
+            return run_linear(self.proj, out.transpose(1, 2).reshape(b, n, c), self.onednn)
         return self.attend(x[:, start:] if queries is None else gather_rows(x, queries), self.key_values(x))
 
 
@@ -67,8 +70,8 @@ def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
-class Mlp(nn.Module):
-    """``fc1`` → exact (erf) GELU → ``fc2``."""
+class Mlp(OneDNNLinears, nn.Module):
+    """``fc1`` → exact (erf) GELU → ``fc2`` (with oneDNN, the GELU fused into ``fc1``'s kernel)."""
 
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
@@ -77,6 +80,8 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.onednn:
+            return run_linear(self.fc2, run_linear(self.fc1, x, True, gelu=True), True)
         return self.fc2(self.act(self.fc1(x)))
 
 

@@ -12,6 +12,8 @@ from mega_runtime import defaults, mega
 from mega_runtime.errors import MegaError
 from mega_runtime.io.protocol import InferRequest, ProtocolError, parse_request
 from mega_runtime.mega import Mega, resolve_precision
+from mega_runtime.models import cpu_kernels
+from mega_runtime.models.cpu_kernels import OneDNNLinears, onednn_supported
 from mega_runtime.models.mesh_vqvae import MeshVQVAE
 from tests.runtime.tiny_models import randomize, tiny_cvqmae, tiny_vqmae
 
@@ -96,15 +98,34 @@ def test_protocol_accepts_the_precisions_and_rejects_others():
         _infer(precision="half")
 
 
-def test_compile_without_a_c_compiler_on_the_cpu_falls_back_with_a_log_line(mesh, monkeypatch, caplog):
+def _onednn_flags(module: torch.nn.Module) -> set[bool]:
+    return {m.onednn for m in module.modules() if isinstance(m, OneDNNLinears)}
+
+
+def test_compile_without_a_c_compiler_on_the_cpu_keeps_the_backbone_eager_with_a_log_line(mesh, monkeypatch, caplog):
     import shutil
 
     monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: pytest.fail("compiled without a C compiler"))
     model = Mega(tiny_cvqmae(), mesh)
-    encoder = model.cvqmae.encoder
+    encoder, backbone = model.cvqmae.encoder, model.cvqmae.backbone
     with caplog.at_level("WARNING"):
+        # the oneDNN products need no compiler: something was still made faster where they are supported
+        assert model.compile_models() is onednn_supported()
+    assert "no C compiler" in caplog.text and "backbone stays eager" in caplog.text
+    assert model.cvqmae.encoder is encoder and model.cvqmae.backbone is backbone
+    assert _onednn_flags(model.cvqmae.encoder) == {onednn_supported()}
+
+
+def test_compile_without_a_c_compiler_or_onednn_reports_that_nothing_was_done(mesh, monkeypatch, caplog):
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(cpu_kernels.platform, "machine", lambda: "arm64")
+    model = Mega(tiny_cvqmae(), mesh)
+    with caplog.at_level("INFO"):
         assert model.compile_models() is False
-    assert "no C compiler" in caplog.text and model.cvqmae.encoder is encoder
+    assert "compiled: nothing" in caplog.text and _onednn_flags(model.cvqmae) == {False}
 
 
 def test_compile_freezes_the_backbone_and_compiles_the_transformers_on_request_caching_under_the_runtime_cache(
@@ -120,11 +141,16 @@ def test_compile_freezes_the_backbone_and_compiles_the_transformers_on_request_c
     model = Mega(tiny_cvqmae(), mesh, tiny_vqmae())
     with inductor_config.patch(freezing=False):  # compile_models sets it for the process; restored on exit
         assert model.compile_models() is True
-        # on the CPU: the backbone only (compiling the transformers gains nothing there), frozen: BatchNorm folded
+        # on the CPU: the backbone only (compiling the transformers gains nothing there), frozen: BatchNorm folded;
+        # the transformers take oneDNN's products where the machine has them, the backbone is left to inductor
         assert [module for module, _ in calls] == [model.cvqmae.backbone]
         assert inductor_config.freezing is True
+        assert _onednn_flags(model.cvqmae.decoder) == _onednn_flags(model.vqmae.encoder) == {onednn_supported()}
+        assert _onednn_flags(model.cvqmae.backbone) <= {False}
         calls.clear()
         assert model.compile_models(backbone=False, transformers=True) is True
+    # compiled transformers get inductor's kernels, not the eager oneDNN switch
+    assert _onednn_flags(model.cvqmae) == _onednn_flags(model.vqmae) == {False}
     compiled = [module for module, _ in calls]
     assert compiled == [model.cvqmae.encoder, model.cvqmae.decoder, model.vqmae.encoder, model.vqmae.decoder]
     assert all(kw.get("mode") is None for _, kw in calls)
