@@ -8,6 +8,8 @@ Per mode it prints:
   step; median over --pass-repeats), and the speed-ups over fp32 in process CPU time, measured in the same run
   (CPU time is steadier than wall time on a shared machine); ``fp32-plain`` is fp32 with the exact-mode
   shortcuts switched off (the previous code path), so fp32-plain / fp32 is what those shortcuts bought;
+  ``fp32-onednn`` is fp32 with the token transformers on oneDNN's products (what ``--compile`` switches on
+  on an x86-64 CPU, without the compiled backbone);
 * argmax agreement: the share of the 54 deterministic (hypothesis-0) tokens equal to fp32's;
 * distribution agreement over --hypotheses sampled hypotheses per crop and seed: the per-vertex mean mesh and
   per-vertex spread (``vertex_std``) against fp32's with the same seeds, in mm. Tolerance: a mode agrees when
@@ -32,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-MODES = ("fp32-plain", "fp32", "bf16", "int8")
+MODES = ("fp32-plain", "fp32", "fp32-onednn", "bf16", "int8")
 TOLERANCE_FACTOR = 1.5
 
 
@@ -42,17 +44,22 @@ def build(mode: str, device: str, checkpoint_dir: Path | None):
     from mega_runtime.mega import Mega
     from mega_runtime.models.assets import load_connection_matrices
     from mega_runtime.models.config import PRESETS
+    from mega_runtime.models.cpu_kernels import use_onednn
     from mega_runtime.models.masked_transformer import CVQMAE
     from mega_runtime.models.mesh_vqvae import MeshVQVAE, MeshVQVAEConfig
 
-    precision = "fp32" if mode == "fp32-plain" else mode
+    precision = mode.split("-")[0]
     assets = Path(os.environ["MEGA_ASSETS_DIR"])
     if checkpoint_dir is not None:
-        return Mega.from_checkpoints(checkpoint_dir, "mega_resnet", assets, device, precision=precision)
-    torch.manual_seed(0)  # the same random weights for every mode
-    cvqmae = CVQMAE(PRESETS["mega_resnet"]).eval().to(device)
-    mesh = MeshVQVAE(MeshVQVAEConfig(), load_connection_matrices(assets / "connection_matrices")).eval().to(device)
-    return Mega(cvqmae, mesh, precision=precision)
+        model = Mega.from_checkpoints(checkpoint_dir, "mega_resnet", assets, device, precision=precision)
+    else:
+        torch.manual_seed(0)  # the same random weights for every mode
+        cvqmae = CVQMAE(PRESETS["mega_resnet"]).eval().to(device)
+        mesh = MeshVQVAE(MeshVQVAEConfig(), load_connection_matrices(assets / "connection_matrices")).eval().to(device)
+        model = Mega(cvqmae, mesh, precision=precision)
+    if mode == "fp32-onednn" and not use_onednn(model.cvqmae.encoder) + use_onednn(model.cvqmae.decoder):
+        raise SystemExit("fp32-onednn: oneDNN's linear kernel is not available here (x86-64 with oneDNN only)")
+    return model
 
 
 def set_plain(plain: bool) -> None:
