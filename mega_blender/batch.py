@@ -130,6 +130,11 @@ def build_parser(prog: str = PROG_PYTHON) -> argparse.ArgumentParser:
         default=defaults.SCORE_STEPS,
         help=f"blocks of the hypothesis scorer, 1–{defaults.MAX_SCORE_STEPS}: 1 is free, coarser (default %(default)s)",
     )
+    r.add_argument(
+        "--compile",
+        action="store_true",
+        help="start the runtime with fast kernels (serve --compile; the first job of each model compiles)",
+    )
     r.add_argument("--frames", metavar="START:STOP:STEP", help="video frame range (stop exclusive)")
     r.add_argument(
         "--path", choices=defaults.TEMPORAL_PATHS, default=defaults.TEMPORAL_PATH, help="videos: hypothesis path"
@@ -243,18 +248,25 @@ def detection_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _runtime_command(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """(runtime command, ``serve`` arguments): ``--runtime``/``--checkpoint-dir`` over the add-on's preferences;
+    ``--compile`` adds fast kernels whatever the preferences say."""
     import shlex
 
     serve_args = ["--checkpoint-dir", str(args.checkpoint_dir)] if args.checkpoint_dir else []
     if args.runtime:
-        return shlex.split(args.runtime), serve_args
-    from . import jobs
+        command = shlex.split(args.runtime)
+    else:
+        from . import jobs
 
-    try:
-        command, preferred_args, _ = jobs.link_settings(bpy.context)
-    except ValueError:
-        return [sys.executable, "-m", "mega_runtime"], serve_args
-    return command, serve_args or preferred_args
+        try:
+            command, preferred_args, _ = jobs.link_settings(bpy.context)
+        except ValueError:
+            command = [sys.executable, "-m", "mega_runtime"]
+        else:
+            serve_args = serve_args or preferred_args
+    if args.compile and "--compile" not in serve_args:
+        serve_args = [*serve_args, "--compile"]
+    return command, serve_args
 
 
 def run_reconstruct(args: argparse.Namespace, report: dict[str, Any]) -> None:

@@ -122,6 +122,8 @@ def link_settings(context: bpy.types.Context) -> tuple[list[str], list[str], boo
     serve_args: list[str] = []
     if preferences.weights_dir:
         serve_args += ["--checkpoint-dir", bpy.path.abspath(preferences.weights_dir)]
+    if preferences.fast_kernels:
+        serve_args.append("--compile")
     return command, serve_args, preferences.runtime_mode == "COMMAND"
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import bpy
-from bpy.props import EnumProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
 from . import installer, torch_builds
 from . import runtime_defaults as defaults
@@ -227,6 +227,13 @@ class MEGA_AddonPreferences(bpy.types.AddonPreferences):
     seed: IntProperty(
         name="Seed", description="Seed of the sampler (same seed, same hypotheses)", default=defaults.SEED, min=0
     )
+    fast_kernels: BoolProperty(
+        name="Fast kernels",
+        description="Start the runtime with --compile: the backbone compiled (the first reconstruction of each model "
+        "takes a minute or more), oneDNN products on Intel/AMD CPUs, CUDA graphs on NVIDIA GPUs. The same tokens "
+        "as exact fp32, not the same bits. Takes effect when the runtime (re)starts",
+        default=False,
+    )
     score_steps: IntProperty(
         name="Scoring steps",
         description="How finely each hypothesis is scored (the order of the shape keys): 2 costs one more model pass; "
@@ -263,6 +270,7 @@ class MEGA_AddonPreferences(bpy.types.AddonPreferences):
         row.prop(self, "num_steps")
         row.prop(self, "seed")
         row.prop(self, "score_steps")
+        box.prop(self, "fast_kernels")
 
 
 ENV_STATE_TEXT = {

@@ -75,6 +75,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             max_message_bytes=args.max_message_bytes,
             max_inline_bytes=args.max_inline_bytes,
             checkpoint_every_s=args.checkpoint_every_s,
+            compile=args.compile,
         )
     )
 
@@ -95,6 +96,11 @@ def _add_serve_command(sub: Any) -> None:
     p.add_argument("--device", default=defaults.DEVICE, help="default device: auto, cpu, cuda, cuda:N, mps")
     p.add_argument(
         "--precision", choices=defaults.PRECISIONS, default=defaults.PRECISION, help="default precision of infer jobs"
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="fast kernels for every model loaded (as infer --compile; each model's first job compiles)",
     )
 
     from mega_runtime.commands.options import add_detection_options

@@ -81,6 +81,9 @@ class ServeConfig:
     max_inline_bytes: int = MAX_INLINE_BYTES
     #: Seconds between two partial result pairs of a video job (kept should the process die).
     checkpoint_every_s: float = defaults.CHECKPOINT_EVERY_S
+    #: Fast kernels for every model the server loads (:meth:`mega_runtime.mega.Mega.compile_models`); the first
+    #: job of each model then compiles the backbone (a minute or more), later ones reuse it.
+    compile: bool = False
 
 
 @dataclass
@@ -347,7 +350,9 @@ class Server:
         base = self._pipelines.get(key)
         if base is None:
             self._progress(request.request_id, "load", 0, 1, f"loading {request.model} on {device} ({precision})")
-            config = PipelineConfig(model=request.model, device=device, precision=precision)
+            config = PipelineConfig(
+                model=request.model, device=device, precision=precision, compile=self.config.compile
+            )
             base = Pipeline.load(
                 config,
                 self.config.checkpoint_dir,

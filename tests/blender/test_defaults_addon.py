@@ -130,3 +130,51 @@ def test_ok_panel_jobs_send_the_preferred_scoring_steps_and_the_runtime_accepts_
     message = {"v": runtime_transport.PROTOCOL_VERSION, "id": "j", "op": "infer", "source": {"path": "/p.jpg"}}
     request = parse_request(json.dumps({**message, **options}).encode())
     assert isinstance(request, InferRequest) and request.score_steps == 1
+
+
+def test_ok_fast_kernels_preference_starts_the_runtime_with_compile(blender):
+    from mega_blender import jobs
+    from mega_runtime.commands.cli import build_parser
+
+    prefs = preferences.get_preferences(bpy.context)
+    assert prefs is not None and _default(preferences.MEGA_AddonPreferences, "fast_kernels") is False
+    mode, command = prefs.runtime_mode, prefs.custom_command
+    try:
+        prefs.runtime_mode, prefs.custom_command = "COMMAND", "mega-runtime"
+        prefs.fast_kernels = True
+        _, serve_args, _ = jobs.link_settings(bpy.context)
+        assert "--compile" in serve_args
+        assert build_parser().parse_args(["serve", *serve_args]).compile is True
+        prefs.fast_kernels = False
+        assert "--compile" not in jobs.link_settings(bpy.context)[1]
+    finally:
+        prefs.fast_kernels = False
+        prefs.runtime_mode, prefs.custom_command = mode, command
+
+
+@pytest.mark.parametrize("extra", [[], ["--checkpoint-dir", "ckpt"]], ids=["plain", "with-checkpoints"])
+def test_ok_batch_reconstruct_compile_starts_the_runtime_with_compile(monkeypatch, tmp_path, extra):
+    media = tmp_path / "photo.jpg"
+    media.write_bytes(b"not read: the fake link stops first")
+    started: list[list[str]] = []
+
+    class FakeLink:
+        def __init__(self, command, serve_args):
+            started.append(list(serve_args))
+
+        def start(self):
+            raise runtime_client.LinkError("stopped by the test")
+
+        def stop(self):
+            pass
+
+        def wait_stopped(self, timeout_s):
+            return True
+
+    monkeypatch.setattr(runtime_client, "Link", FakeLink)
+    argv = ["reconstruct", str(media), "--export", str(tmp_path / "out.blend"), "--runtime", "unused", *extra]
+    for compile_flag in ([], ["--compile"]):
+        args = batch.build_parser().parse_args([*argv, *compile_flag])
+        with pytest.raises(batch.BatchError, match="stopped by the test"):
+            batch.run_reconstruct(args, {"files": [], "warnings": []})
+    assert started == [extra, [*extra, "--compile"]]

@@ -529,3 +529,37 @@ def test_ok_score_steps_reach_the_result_and_bad_ones_are_refused(server, photo,
     infer(server, "s2", {"path": str(photo)}, tmp_path / "out2", score_steps=0)
     refused = server.until("s2")[-1]
     assert refused["type"] == "error" and refused["code"] == "bad_request" and "score_steps" in refused["message"]
+
+
+#: Runs ``serve --compile`` with ``Mega.compile_models`` recording each call in a file (argv[1]) instead of
+#: compiling (compiling the backbone for real takes minutes); the remaining arguments go to serve.
+RECORDING_COMPILE_SERVE = """
+import sys
+from pathlib import Path
+from mega_runtime.mega import Mega
+from mega_runtime.commands.cli import main
+record = Path(sys.argv[1])
+def recording_compile(self, backbone=True, transformers=None):
+    with record.open("a") as out:
+        out.write(f"{self.precision}\\n")
+    return True
+Mega.compile_models = recording_compile
+sys.exit(main(["serve", "--compile", *sys.argv[2:]]))
+"""
+
+
+def test_ok_serve_compile_gives_each_loaded_model_its_fast_kernels_once(serve_args, photo, tmp_path):
+    record = tmp_path / "compiled.txt"
+    server = ServeProcess(
+        str(record), *serve_args, "--work-dir", str(tmp_path / "work"),
+        launcher=[sys.executable, "-c", RECORDING_COMPILE_SERVE],
+    )  # fmt: skip
+    try:
+        for rid in ("a", "b"):
+            infer(server, rid, {"path": str(photo)}, tmp_path / rid)
+            assert server.until(rid)[-1]["type"] == "result"
+        infer(server, "c", {"path": str(photo)}, tmp_path / "c", precision="bf16")  # another model: compiled too
+        assert server.until("c")[-1]["type"] == "result"
+    finally:
+        assert server.close() == 0, server.stderr.decode()[-3000:]
+    assert record.read_text().split() == ["fp32", "bf16"]
