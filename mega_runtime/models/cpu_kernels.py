@@ -60,10 +60,11 @@ def dense(
 
 
 def run_linear(layer: nn.Module, x: torch.Tensor, onednn: bool, gelu: bool = False) -> torch.Tensor:
-    """A Linear layer on x (then GELU if ``gelu``) through :func:`dense`; any other module (e.g. an int8
-    dynamically quantised Linear) is called as it is."""
-    if type(layer) is nn.Linear:
-        return dense(x, layer.weight, layer.bias, onednn, gelu)
+    """``layer(x)``, then GELU if ``gelu``; a plain ``nn.Linear`` takes oneDNN's kernel when ``onednn`` and
+    :func:`onednn_applies`. Otherwise the module itself is called (its hooks run; an int8 dynamically quantised
+    Linear keeps its own kernel)."""
+    if onednn and type(layer) is nn.Linear:
+        return dense(x, layer.weight, layer.bias, True, gelu)
     out = layer(x)
     return F.gelu(out) if gelu else out
 
