@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # eval_detect, the detection evaluation's script
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -62,16 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
 
+    from eval_detect import configured_detector
+
     from mega_runtime.pipeline import cadence
     from mega_runtime.pipeline.cadence import CadencedDetector
-    from mega_runtime.pipeline.detect import make_detector
     from mega_runtime.pipeline.detect.evaluate import score_image, summarise
 
-    options: dict[str, object] = {"num_threads": args.threads}
-    for item in args.option:
-        key, _, value = item.partition("=")
-        options[key] = json.loads(value) if value not in ("true", "false") else value == "true"
-    detector = make_detector(args.detector, **options)
+    detector, options = configured_detector(args.detector, args.option, args.threads)
     labels = {int(k): v for k, v in json.loads((DATA / "vtest_people.json").read_text())["frames"].items()}
     span = max(args.every)
     frames = read_frames(args.vtest, {f - o for f in labels for o in range(span) if f - o >= 0})

@@ -25,6 +25,10 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mega_runtime.pipeline.detect import PersonDetector
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -93,6 +97,18 @@ def synthetic_set(count: int, seed: int = 0) -> list[tuple[str, object, list, li
     return out
 
 
+def configured_detector(name: str, items: list[str], threads: int) -> tuple[PersonDetector, dict[str, object]]:
+    """``make_detector(name, num_threads=threads, **options)`` with ``NAME=VALUE`` items (JSON values, or
+    true/false) → (detector, the options used)."""
+    from mega_runtime.pipeline.detect import make_detector
+
+    options: dict[str, object] = {"num_threads": threads}
+    for item in items:
+        key, _, value = item.partition("=")
+        options[key] = json.loads(value) if value not in ("true", "false") else value == "true"
+    return make_detector(name, **options), options
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vtest", type=Path, help="path of vtest.avi (the vtest part is skipped without it)")
@@ -104,14 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="print each image's counts")
     args = parser.parse_args(argv)
 
-    from mega_runtime.pipeline.detect import make_detector
     from mega_runtime.pipeline.detect.evaluate import SIZE_BUCKETS, score_image, summarise
 
-    options: dict[str, object] = {"num_threads": args.threads}
-    for item in args.option:
-        key, _, value = item.partition("=")
-        options[key] = json.loads(value) if value not in ("true", "false") else value == "true"
-    detector = make_detector(args.detector, **options)
+    detector, options = configured_detector(args.detector, args.option, args.threads)
     sets = {}
     if "vtest" in args.parts and args.vtest:
         frames = vtest_set(args.vtest)

@@ -4,6 +4,7 @@ read through the generated ``mega_blender/runtime_defaults.py``; the panel's tem
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -19,6 +20,34 @@ from mega_blender import batch, preferences, properties, reconstruct, runtime_cl
 
 def _default(cls, name):
     return cls.bl_rna.properties[name].default
+
+
+@pytest.fixture
+def fake_link(monkeypatch):
+    """``runtime_client.Link`` replaced by one that records each start's ``serve`` arguments (``started``) and the
+    first job's options (``sent``), then stops the batch with a LinkError."""
+
+    record = SimpleNamespace(started=[], sent=[])
+
+    class FakeLink:
+        def __init__(self, command, serve_args):
+            record.started.append(list(serve_args))
+
+        def start(self):
+            pass
+
+        def submit(self, path, results_dir, options):
+            record.sent.append(options)
+            raise runtime_client.LinkError("stopped by the test")
+
+        def stop(self):
+            pass
+
+        def wait_stopped(self, timeout_s):
+            return True
+
+    monkeypatch.setattr(runtime_client, "Link", FakeLink)
+    return record
 
 
 def test_ok_panel_settings_start_at_the_shared_defaults(blender):
@@ -79,29 +108,10 @@ def test_ok_panel_sends_every_one_euro_option_the_runtime_takes(blender):
     assert parsed.path == defaults.PANEL_TEMPORAL_PATH and parsed.smooth is defaults.PANEL_SMOOTH
 
 
-def test_ok_batch_reconstruct_sends_d_cutoff_and_causal(monkeypatch, tmp_path):
+def test_ok_batch_reconstruct_sends_d_cutoff_and_causal(fake_link, tmp_path):
     media = tmp_path / "clip.avi"
     media.write_bytes(b"not read: the fake link stops first")
-    sent: list[dict] = []
-
-    class FakeLink:
-        def __init__(self, command, serve_args):
-            pass
-
-        def start(self):
-            pass
-
-        def submit(self, path, results_dir, options):
-            sent.append(options)
-            raise runtime_client.LinkError("stopped by the test")
-
-        def stop(self):
-            pass
-
-        def wait_stopped(self, timeout_s):
-            return True
-
-    monkeypatch.setattr(runtime_client, "Link", FakeLink)
+    sent = fake_link.sent
     argv = ["reconstruct", str(media), "--export", str(tmp_path / "out.blend"), "--runtime", "unused"]
     argv += ["--smooth", "--one-euro-d-cutoff", "3", "--one-euro-causal", "--score-steps", "1"]
     args = batch.build_parser().parse_args(argv)
@@ -119,8 +129,6 @@ def test_ok_batch_reconstruct_sends_d_cutoff_and_causal(monkeypatch, tmp_path):
 
 
 def test_ok_panel_jobs_send_the_preferred_scoring_steps_and_the_runtime_accepts_them(blender):
-    from types import SimpleNamespace
-
     prefs = preferences.get_preferences(bpy.context)
     assert prefs is not None
     prefs.score_steps = 1
@@ -153,28 +161,12 @@ def test_ok_fast_kernels_preference_starts_the_runtime_with_compile(blender):
 
 
 @pytest.mark.parametrize("extra", [[], ["--checkpoint-dir", "ckpt"]], ids=["plain", "with-checkpoints"])
-def test_ok_batch_reconstruct_compile_starts_the_runtime_with_compile(monkeypatch, tmp_path, extra):
+def test_ok_batch_reconstruct_compile_starts_the_runtime_with_compile(fake_link, tmp_path, extra):
     media = tmp_path / "photo.jpg"
     media.write_bytes(b"not read: the fake link stops first")
-    started: list[list[str]] = []
-
-    class FakeLink:
-        def __init__(self, command, serve_args):
-            started.append(list(serve_args))
-
-        def start(self):
-            raise runtime_client.LinkError("stopped by the test")
-
-        def stop(self):
-            pass
-
-        def wait_stopped(self, timeout_s):
-            return True
-
-    monkeypatch.setattr(runtime_client, "Link", FakeLink)
     argv = ["reconstruct", str(media), "--export", str(tmp_path / "out.blend"), "--runtime", "unused", *extra]
     for compile_flag in ([], ["--compile"]):
         args = batch.build_parser().parse_args([*argv, *compile_flag])
         with pytest.raises(batch.BatchError, match="stopped by the test"):
             batch.run_reconstruct(args, {"files": [], "warnings": []})
-    assert started == [extra, [*extra, "--compile"]]
+    assert fake_link.started == [extra, [*extra, "--compile"]]
