@@ -8,7 +8,8 @@ within ~1e-5 of MKL's, not its bits, so the kernel is part of the opt-in ``--com
 (:meth:`mega_runtime.mega.Mega.compile_models`), never of the exact default.
 
 Modules that can use it carry a ``onednn`` flag (:class:`OneDNNLinears`), switched by :func:`use_onednn`;
-:func:`dense` falls back to ``F.linear`` wherever the kernel does not apply (a GPU, bf16 autocast, autograd).
+wherever the kernel does not apply (a GPU, bf16 autocast, autograd) :func:`run_linear` calls the module itself
+and :func:`dense` calls ``F.linear``.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def run_linear(layer: nn.Module, x: torch.Tensor, onednn: bool, gelu: bool = Fal
     """``layer(x)``, then GELU if ``gelu``; a plain ``nn.Linear`` takes oneDNN's kernel when ``onednn`` and
     :func:`onednn_applies`. Otherwise the module itself is called (its hooks run; an int8 dynamically quantised
     Linear keeps its own kernel)."""
-    if onednn and type(layer) is nn.Linear:
+    if onednn and type(layer) is nn.Linear and onednn_applies(x, layer.weight):
         return dense(x, layer.weight, layer.bias, True, gelu)
     out = layer(x)
     return F.gelu(out) if gelu else out

@@ -13,7 +13,7 @@ from torch.profiler import ProfilerActivity, profile
 from mega_runtime.decoding.samplers import all_masked_logits, row_seeds, sample_tokens
 from mega_runtime.models import cpu_kernels
 from mega_runtime.models.config import VQMAEConfig
-from mega_runtime.models.cpu_kernels import OneDNNLinears, dense, onednn_supported, use_onednn
+from mega_runtime.models.cpu_kernels import OneDNNLinears, dense, onednn_supported, run_linear, use_onednn
 from mega_runtime.models.masked_transformer import CVQMAE, VQMAE
 from tests.runtime.tiny_models import TINY, TINY_VIT, randomize
 
@@ -112,3 +112,17 @@ def test_the_all_masked_encoding_cache_keeps_each_kernels_own_result():
         assert torch.equal(fast, cvqmae.encoder(tokens, empty))
         _switch(cvqmae, False)
         assert torch.equal(cvqmae.encode(tokens, empty), plain)
+
+
+def test_run_linear_calls_the_module_itself_wherever_onednn_does_not_run():
+    layer = torch.nn.Linear(16, 8)
+    calls = []
+    layer.register_forward_hook(lambda module, args, out: calls.append(out.dtype))
+    x = torch.randn(3, 16, requires_grad=True)
+    out = run_linear(layer, x, onednn=True)  # autograd: the module runs, its hooks with it
+    assert calls == [torch.float32] and out.grad_fn is not None
+    with torch.no_grad():
+        run_linear(layer, x, onednn=False)
+        assert len(calls) == 2
+        run_linear(layer, x, onednn=True)
+    assert len(calls) == (2 if onednn_supported() else 3), "oneDNN's kernel replaces the module's call where it runs"
