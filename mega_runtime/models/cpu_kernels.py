@@ -54,10 +54,14 @@ def dense(
     ``F.linear`` and ``F.gelu`` as the plain modules compute them.
     """
     if onednn and onednn_applies(x, weight):
-        activation, algorithm = ("gelu", "none") if gelu else ("none", "")
-        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, activation, [], algorithm)
+        return _onednn_linear(x, weight, bias, gelu)
     out = F.linear(x, weight, bias)
     return F.gelu(out) if gelu else out
+
+
+def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool) -> torch.Tensor:
+    activation, algorithm = ("gelu", "none") if gelu else ("none", "")
+    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, activation, [], algorithm)
 
 
 def run_linear(layer: nn.Module, x: torch.Tensor, onednn: bool, gelu: bool = False) -> torch.Tensor:
@@ -65,7 +69,7 @@ def run_linear(layer: nn.Module, x: torch.Tensor, onednn: bool, gelu: bool = Fal
     :func:`onednn_applies`. Otherwise the module itself is called (its hooks run; an int8 dynamically quantised
     Linear keeps its own kernel)."""
     if onednn and type(layer) is nn.Linear and onednn_applies(x, layer.weight):
-        return dense(x, layer.weight, layer.bias, True, gelu)
+        return _onednn_linear(x, layer.weight, layer.bias, gelu)
     out = layer(x)
     return F.gelu(out) if gelu else out
 
