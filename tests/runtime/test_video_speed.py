@@ -148,6 +148,59 @@ def test_a_lost_box_is_detected_again_at_once():
     assert cadence.last_detected and cadence.early_runs == 1 and detect.calls == 2
 
 
+def _textured(width: int, height: int, seed: int) -> np.ndarray:
+    """Random blocks of 3 px, smoothed: as rich in corners as pavement."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (height // 3, width // 3, 3), dtype=np.uint8)
+    return cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+WALKER = (36, 56)  # width, height of the people in the street
+
+
+def street_frame(i: int, pan: float, speed: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A textured street panning left by ``pan`` px per frame, a person walking ``speed`` px per frame faster than it
+    and a person standing on it → (BGR frame, the walker's xyxy box, the stander's)."""
+    street = _textured(400, SIZE[1], seed=5)
+    x0 = round(120 + pan * i)  # the street moves left in the image
+    image = np.ascontiguousarray(street[:, x0 : x0 + SIZE[0]])
+    walker = np.array([round(30 + (speed - pan) * i), 4, 0, 4 + WALKER[1]], np.float64)
+    walker[2] = walker[0] + WALKER[0]
+    stander = np.array([round(110 - pan * i), 62, 0, 62 + WALKER[1]], np.float64)
+    stander[2] = stander[0] + WALKER[0]
+    for box, seed in ((walker, 7), (stander, 9)):
+        x1, y1, x2, y2 = box.astype(int)
+        image[y1:y2, x1:x2] = _textured(WALKER[0], WALKER[1], seed)
+    return image, walker, stander
+
+
+def test_a_box_holding_much_background_follows_its_person_not_the_background():
+    """The detector's box is twice as wide as the person: most of its corners lie on the still street, yet the box
+    moves with the person (before, the median of all its points kept it nearly still)."""
+    frames = [street_frame(i, pan=0.0, speed=3.0) for i in range(7)]
+    widen = np.array([-WALKER[0] / 2, 0.0, WALKER[0] / 2, 0.0])
+    boxes = iter([np.stack([frames[0][1] + widen])])
+    cadence = CadencedDetector(lambda _image: next(boxes), every=10)
+    for image, walker, _ in frames:
+        found = cadence.boxes(image)
+        assert np.abs(found[0] - (walker + widen)).max() < 2.0, (found[0], walker + widen)
+    assert cadence.detector_runs == 1
+
+
+def test_boxes_follow_people_through_a_camera_pan():
+    """The camera pans (the street moves 3 px per frame): the walker's box, twice as wide as the walker, follows
+    the walker, not the street it mostly holds (the street's own motion is what is not the walker's); the box of a
+    person standing still follows the street."""
+    frames = [street_frame(i, pan=3.0, speed=7.0) for i in range(7)]
+    widen = np.array([[-WALKER[0] / 2, 0.0, WALKER[0] / 2, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    boxes = iter([np.stack(frames[0][1:]) + widen])
+    cadence = CadencedDetector(lambda _image: next(boxes), every=10)
+    for image, walker, stander in frames:
+        found = cadence.boxes(image)
+        assert np.abs(found - (np.stack([walker, stander]) + widen)).max() < 2.0, (found, walker, stander)
+    assert cadence.detector_runs == 1 and cadence.early_runs == 0
+
+
 def test_propagating_a_flat_or_tiny_box_gives_up():
     grey = np.full((SIZE[1], SIZE[0]), 128, np.uint8)
     assert propagate_box(grey, grey, np.array([10.0, 10.0, 60.0, 80.0])) is None
