@@ -137,6 +137,13 @@ def build_parser(prog: str = PROG_PYTHON) -> argparse.ArgumentParser:
     )
     r.add_argument("--frames", metavar="START:STOP:STEP", help="video frame range (stop exclusive)")
     r.add_argument(
+        "--detect-every",
+        type=int,
+        default=defaults.DETECT_EVERY,
+        metavar="K",
+        help="videos: run the person detector on every K-th frame, optical flow in between (default %(default)s)",
+    )
+    r.add_argument(
         "--path", choices=defaults.TEMPORAL_PATHS, default=defaults.TEMPORAL_PATH, help="videos: hypothesis path"
     )
     r.add_argument(
@@ -281,11 +288,16 @@ def run_reconstruct(args: argparse.Namespace, report: dict[str, Any]) -> None:
         raise BatchError(f"--hypotheses must be at least 1, got {args.hypotheses}")
     if not 1 <= args.score_steps <= defaults.MAX_SCORE_STEPS:
         raise BatchError(f"--score-steps must be between 1 and {defaults.MAX_SCORE_STEPS}, got {args.score_steps}")
+    if not 1 <= args.detect_every <= defaults.MAX_DETECT_EVERY:
+        raise BatchError(
+            f"--detect-every must be between 1 and {defaults.MAX_DETECT_EVERY} frames, got {args.detect_every}"
+        )
     results_dir = (args.results_dir or args.export.parent / f"{args.export.stem} results").resolve()
     options: dict[str, Any] = {"model": args.model, "hypotheses": args.hypotheses, "seed": args.seed}
     options["device"] = args.device
     options["precision"] = args.precision
     options["score_steps"] = args.score_steps
+    options["detect_every"] = args.detect_every
     if args.steps:
         options["steps"] = args.steps
     frames = _frames(args.frames)

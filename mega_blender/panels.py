@@ -153,6 +153,7 @@ class MEGA_PT_main(_SidebarPanel):
         else:
             box.prop(settings, "filepath", text="")
         if settings.source_kind != "IMAGE":
+            box.prop(settings, "detect_every")
             column = box.column(align=True)
             column.prop(settings, "temporal_path")
             column.prop(settings, "smooth")

@@ -240,6 +240,7 @@ class MEGA_OT_reconstruct(bpy.types.Operator):
             options["detection"] = detection_options(settings)
             if source.is_video:
                 options["temporal"] = temporal_options(settings)
+                options["detect_every"] = int(settings.detect_every)
             if settings.source_kind == "CLIP":
                 clip = settings.clip or context.scene.active_clip
                 if clip is not None:

@@ -58,6 +58,8 @@ def test_ok_panel_settings_start_at_the_shared_defaults(blender):
     assert _default(scene, "one_euro_beta") == pytest.approx(defaults.ONE_EURO_BETA)
     assert _default(scene, "one_euro_d_cutoff") == pytest.approx(defaults.ONE_EURO_D_CUTOFF_HZ)
     assert _default(scene, "one_euro_causal") == defaults.ONE_EURO_CAUSAL
+    assert _default(scene, "detect_every") == defaults.DETECT_EVERY
+    assert scene.bl_rna.properties["detect_every"].hard_max == defaults.MAX_DETECT_EVERY
     settings = bpy.context.scene.mega
     assert settings.one_euro_d_cutoff == pytest.approx(defaults.ONE_EURO_D_CUTOFF_HZ)
 
@@ -88,6 +90,7 @@ def test_ok_batch_reconstruct_arguments_default_to_the_shared_defaults():
     assert args.one_euro_d_cutoff == defaults.ONE_EURO_D_CUTOFF_HZ
     assert args.one_euro_causal == defaults.ONE_EURO_CAUSAL
     assert args.score_steps == defaults.SCORE_STEPS
+    assert args.detect_every == defaults.DETECT_EVERY
     assert reconstruct.VIDEO_SUFFIXES == defaults.VIDEO_SUFFIXES
 
 
@@ -126,6 +129,24 @@ def test_ok_batch_reconstruct_sends_d_cutoff_and_causal(fake_link, tmp_path):
         batch.run_reconstruct(refused, {"files": [], "warnings": []})
     assert len(sent) == 1  # refused before any job was sent
     assert parsed.min_cutoff == defaults.ONE_EURO_MIN_CUTOFF_HZ
+
+
+def test_ok_batch_reconstruct_sends_the_detection_cadence_and_refuses_one_out_of_range(fake_link, tmp_path):
+    media = tmp_path / "clip.avi"
+    media.write_bytes(b"not read: the fake link stops first")
+    argv = ["reconstruct", str(media), "--export", str(tmp_path / "out.blend"), "--runtime", "unused"]
+    args = batch.build_parser().parse_args([*argv, "--detect-every", "3"])
+    with pytest.raises(batch.BatchError, match="stopped by the test"):
+        batch.run_reconstruct(args, {"files": [], "warnings": []})
+    (options,) = fake_link.sent
+    message = {"v": runtime_transport.PROTOCOL_VERSION, "id": "j", "op": "infer", "source": {"path": str(media)}}
+    request = parse_request(json.dumps({**message, **options}).encode())
+    assert isinstance(request, InferRequest) and request.detect_every == 3
+    for bad in ("0", str(defaults.MAX_DETECT_EVERY + 1)):
+        refused = batch.build_parser().parse_args([*argv, "--detect-every", bad])
+        with pytest.raises(batch.BatchError, match=f"--detect-every must be between 1 and {defaults.MAX_DETECT_EVERY}"):
+            batch.run_reconstruct(refused, {"files": [], "warnings": []})
+    assert len(fake_link.sent) == 1  # refused before any job was sent
 
 
 def test_ok_panel_jobs_send_the_preferred_scoring_steps_and_the_runtime_accepts_them(blender):

@@ -191,6 +191,7 @@ def test_ok_clip_becomes_an_animated_tracked_smoothed_person_with_an_armature(li
     scene.mega.clip = bpy.data.movieclips.load(str(video))
     scene.frame_start, scene.frame_end = 1, 8
     scene.mega.temporal_path, scene.mega.smooth = "coherent", True
+    scene.mega.detect_every = 3
     smplx = __import__("importlib").util.find_spec("smplx")
     if smplx is not None:  # with the user's SMPL model (here a synthetic one) the person also gets an armature
         from tests.runtime.smpl_synthetic import synthetic_smpl_arrays, write_synthetic_smpl
@@ -206,6 +207,7 @@ def test_ok_clip_becomes_an_animated_tracked_smoothed_person_with_an_armature(li
     assert animation.is_animated(person) and (scene.frame_start, scene.frame_end) == (1, 8)
     result = read_result(person["mega_result_path"])
     assert result.meta["temporal"]["path"] == "coherent" and "smoothed_vertices" in result.extra_arrays
+    assert result.meta["source"]["detect_every"] == 3  # the panel's detection cadence reached the runtime
     scene.frame_set(5)  # what plays is the smoothed path
     from tests.blender.helpers import world_vertices
 
