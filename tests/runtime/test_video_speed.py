@@ -159,8 +159,8 @@ WALKER = (36, 56)  # width, height of the people in the street
 
 
 def street_frame(i: int, pan: float, speed: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A textured street panning left by ``pan`` px per frame, a person walking ``speed`` px per frame faster than it
-    and a person standing on it → (BGR frame, the walker's xyxy box, the stander's)."""
+    """A textured street moving left by ``pan`` px per frame (the camera pans right), a person walking right ``speed``
+    px per frame faster than it and a person standing on it → (BGR frame, the walker's xyxy box, the stander's)."""
     street = _textured(400, SIZE[1], seed=5)
     x0 = round(120 + pan * i)  # the street moves left in the image
     image = np.ascontiguousarray(street[:, x0 : x0 + SIZE[0]])
@@ -175,8 +175,8 @@ def street_frame(i: int, pan: float, speed: float) -> tuple[np.ndarray, np.ndarr
 
 
 def test_a_box_holding_much_background_follows_its_person_not_the_background():
-    """The detector's box is twice as wide as the person: most of its corners lie on the still street, yet the box
-    moves with the person (before, the median of all its points kept it nearly still)."""
+    """The detector's box is twice as wide as the person: half of it is the still street, as rich in corners as the
+    person, yet the box moves with the person (the median of all its points lagged 16 px behind after 6 frames)."""
     frames = [street_frame(i, pan=0.0, speed=3.0) for i in range(7)]
     widen = np.array([-WALKER[0] / 2, 0.0, WALKER[0] / 2, 0.0])
     boxes = iter([np.stack([frames[0][1] + widen])])
