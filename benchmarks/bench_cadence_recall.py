@@ -19,7 +19,6 @@ Never a test.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -29,29 +28,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # eval_detect, the detection evaluation's script
-
-DATA = Path(__file__).resolve().parent / "data"
-
-
-def read_frames(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
-    """The frames of ``path`` whose indices are in ``wanted`` (BGR uint8), read in one pass."""
-    import cv2
-
-    capture = cv2.VideoCapture(str(path))
-    frames: dict[int, np.ndarray] = {}
-    index, last = 0, max(wanted)
-    while index <= last:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        if index in wanted:
-            frames[index] = frame
-        index += 1
-    capture.release()
-    missing = sorted(wanted - set(frames))
-    if missing:
-        raise SystemExit(f"{path}: frames {missing[:5]}… not found")
-    return frames
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,14 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
 
-    from eval_detect import configured_detector
+    from eval_detect import configured_detector, read_frames, vtest_labels
 
     from mega_runtime.pipeline import cadence
     from mega_runtime.pipeline.cadence import CadencedDetector
     from mega_runtime.pipeline.detect.evaluate import score_image, summarise
 
     detector, options = configured_detector(args.detector, args.option, args.threads)
-    labels = {int(k): v for k, v in json.loads((DATA / "vtest_people.json").read_text())["frames"].items()}
+    labels = vtest_labels()
     span = max(args.every)
     frames = read_frames(args.vtest, {f - o for f in labels for o in range(span) if f - o >= 0})
 

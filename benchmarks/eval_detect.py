@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from mega_runtime.pipeline.detect import PersonDetector
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -36,24 +38,41 @@ DATA = Path(__file__).resolve().parent / "data"
 SHARED = Path(os.environ.get("MEGA_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
 
 
-def vtest_set(path: Path) -> list[tuple[str, object, list, list]]:
+def vtest_labels() -> dict[int, dict]:
+    """The hand-annotated vtest frames (benchmarks/data/vtest_people.json): frame index → its entry (``people``,
+    ``ignore``, ``split``)."""
+    labels = json.loads((DATA / "vtest_people.json").read_text())
+    return {int(k): v for k, v in labels["frames"].items()}
+
+
+def read_frames(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
+    """The frames of the video ``path`` whose indices are in ``wanted`` (BGR uint8), read in one pass."""
     import cv2
 
-    labels = json.loads((DATA / "vtest_people.json").read_text())
-    wanted = {int(k): v for k, v in labels["frames"].items()}
     capture = cv2.VideoCapture(str(path))
-    out, index = [], 0
-    while wanted:
+    frames: dict[int, np.ndarray] = {}
+    index, last = 0, max(wanted)
+    while index <= last:
         ok, frame = capture.read()
         if not ok:
             break
         if index in wanted:
-            entry = wanted.pop(index)
-            out.append((f"vtest#{index} ({entry.get('split', 'tuning')})", frame, entry["people"], entry["ignore"]))
+            frames[index] = frame
         index += 1
-    if wanted:
-        raise SystemExit(f"{path}: frames {sorted(wanted)} not found")
-    return out
+    capture.release()
+    missing = sorted(wanted - set(frames))
+    if missing:
+        raise SystemExit(f"{path}: frames {missing[:5]}… not found")
+    return frames
+
+
+def vtest_set(path: Path) -> list[tuple[str, object, list, list]]:
+    labels = vtest_labels()
+    frames = read_frames(path, set(labels))
+    return [
+        (f"vtest#{index} ({entry.get('split', 'tuning')})", frames[index], entry["people"], entry["ignore"])
+        for index, entry in sorted(labels.items())
+    ]
 
 
 def photo_set() -> list[tuple[str, object, list, list]]:
