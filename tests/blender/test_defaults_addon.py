@@ -94,10 +94,17 @@ def test_ok_batch_reconstruct_arguments_default_to_the_shared_defaults():
     assert reconstruct.VIDEO_SUFFIXES == defaults.VIDEO_SUFFIXES
 
 
+def _infer_request(path: str, options: dict) -> InferRequest:
+    """The runtime's parse of an ``infer`` message for ``path`` carrying the add-on's ``options``."""
+    message = {"v": runtime_transport.PROTOCOL_VERSION, "id": "j", "op": "infer", "source": {"path": path}}
+    request = parse_request(json.dumps({**message, **options}).encode())
+    assert isinstance(request, InferRequest)
+    return request
+
+
 def _parsed(temporal) -> TemporalOptions:
-    message = {"v": runtime_transport.PROTOCOL_VERSION, "id": "j", "op": "infer", "source": {"path": "/c.mp4"}}
-    request = parse_request(json.dumps({**message, "temporal": temporal}).encode())
-    assert isinstance(request, InferRequest) and request.temporal is not None
+    request = _infer_request("/c.mp4", {"temporal": temporal})
+    assert request.temporal is not None
     return request.temporal
 
 
@@ -139,9 +146,7 @@ def test_ok_batch_reconstruct_sends_the_detection_cadence_and_refuses_one_out_of
     with pytest.raises(batch.BatchError, match="stopped by the test"):
         batch.run_reconstruct(args, {"files": [], "warnings": []})
     (options,) = fake_link.sent
-    message = {"v": runtime_transport.PROTOCOL_VERSION, "id": "j", "op": "infer", "source": {"path": str(media)}}
-    request = parse_request(json.dumps({**message, **options}).encode())
-    assert isinstance(request, InferRequest) and request.detect_every == 3
+    assert _infer_request(str(media), options).detect_every == 3
     for bad in ("0", str(defaults.MAX_DETECT_EVERY + 1)):
         refused = batch.build_parser().parse_args([*argv, "--detect-every", bad])
         with pytest.raises(batch.BatchError, match=f"--detect-every must be between 1 and {defaults.MAX_DETECT_EVERY}"):
@@ -156,9 +161,7 @@ def test_ok_panel_jobs_send_the_preferred_scoring_steps_and_the_runtime_accepts_
     no_overrides = SimpleNamespace(model="", hypotheses=0, steps=0, seed=-1, device="")
     options = reconstruct.MEGA_OT_reconstruct._options(no_overrides, bpy.context)
     assert options["score_steps"] == 1
-    message = {"v": runtime_transport.PROTOCOL_VERSION, "id": "j", "op": "infer", "source": {"path": "/p.jpg"}}
-    request = parse_request(json.dumps({**message, **options}).encode())
-    assert isinstance(request, InferRequest) and request.score_steps == 1
+    assert _infer_request("/p.jpg", options).score_steps == 1
 
 
 def test_ok_fast_kernels_preference_starts_the_runtime_with_compile(blender):
