@@ -7,6 +7,7 @@ runs in a fresh subprocess so peak-memory figures do not leak between cases.
     python benchmarks/bench_decode.py --device cuda --precision bf16
     python benchmarks/bench_decode.py --device cpu --precision int8 --only hypotheses16
     python benchmarks/bench_decode.py --device cpu --only mesh_decode1 mesh_decode16 --graph-path gather
+    python benchmarks/bench_decode.py --device cuda --batches 1 8 64     # throughput of batched crops (video)
 
 Needs MEGA_ASSETS_DIR (connection matrices for Mesh-VQ-VAE). Never run as a test.
 """
@@ -25,15 +26,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-CASES = [
-    ("deterministic", 1),
-    ("deterministic", 8),
-    ("hypotheses16", 1),
-    ("hypotheses16", 8),
-    ("official16", 1),  # the official algorithm on this runtime's kernels, for a same-run ratio
-    ("mesh_decode1", 1),
-    ("mesh_decode16", 1),
-]
+#: Cases run at every batch size of ``--batches`` (images per call), then the single-batch ones.
+BATCHED_CASES = ("deterministic", "hypotheses16")
+SINGLE_CASES = (
+    "official16",  # the official algorithm on this runtime's kernels, for a same-run ratio
+    "mesh_decode1",
+    "mesh_decode16",
+)
+DEFAULT_BATCHES = (1, 8)
 #: Stop repeating a case once this many seconds were spent on it (the first run counts when slow).
 TIME_BUDGET_S = 40.0
 
@@ -146,6 +146,14 @@ def main() -> int:
         help="how the Mesh-VQ-VAE evaluates its graph layers (auto: CSR where the device supports it)",
     )
     parser.add_argument("--only", nargs="+", metavar="CASE", help="run only these cases (e.g. hypotheses16)")
+    parser.add_argument(
+        "--batches",
+        nargs="+",
+        type=int,
+        default=list(DEFAULT_BATCHES),
+        metavar="N",
+        help=f"images per call for {' and '.join(BATCHED_CASES)} (default {' '.join(map(str, DEFAULT_BATCHES))})",
+    )
     parser.add_argument("--score-steps", type=int, default=2, help="blocks of the hypothesis scorer (1 = free)")
     parser.add_argument(
         "--compile", action="store_true", help="Mega.compile_models() first (the warm-up run then compiles)"
@@ -155,6 +163,8 @@ def main() -> int:
     args = parser.parse_args()
     if "MEGA_ASSETS_DIR" not in os.environ:
         parser.error("set MEGA_ASSETS_DIR to the folder holding connection_matrices/")
+    if min(args.batches) < 1:
+        parser.error(f"--batches must be at least 1, got {min(args.batches)}")
     if args.case:
         res = run_case(
             args.case,
@@ -171,6 +181,8 @@ def main() -> int:
         return 0
     import torch
 
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device cuda: PyTorch {torch.__version__} sees no CUDA device on this machine")
     runs = []
     if args.device in ("cpu", "all"):
         runs += [("cpu", p) for p in ("fp32", "bf16", "int8") if args.precision in (p, "all")]
@@ -180,8 +192,9 @@ def main() -> int:
         f"torch {torch.__version__}, {args.threads} CPU threads"
         + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
     )
+    cases = [(case, batch) for case in BATCHED_CASES for batch in args.batches] + [(c, 1) for c in SINGLE_CASES]
     for device, precision in runs:
-        for case, batch in CASES:
+        for case, batch in cases:
             if args.only and case not in args.only:
                 continue
             cmd = [
