@@ -229,8 +229,9 @@ class MEGA_AddonPreferences(bpy.types.AddonPreferences):
     )
     fast_kernels: BoolProperty(
         name="Fast kernels",
-        description="Start the runtime with --compile: the backbone compiled (the first reconstruction of each model "
-        "takes a minute or more), oneDNN products on Intel/AMD CPUs, CUDA graphs on NVIDIA GPUs. The same tokens "
+        description="Start the runtime with --compile: the backbone compiled (on a CPU the first reconstruction of "
+        "each model on this computer builds it for a minute or more, later ones load it), oneDNN products on "
+        "Intel/AMD CPUs, CUDA graphs on NVIDIA GPUs. The same tokens "
         "as exact fp32, not the same bits. Takes effect when the runtime (re)starts",
         default=False,
     )

@@ -95,16 +95,20 @@ class Mega:
 
         backbone: compile the backbone with inductor *freezing*: the weights become constants of the compiled
         graph, so BatchNorm is folded into the convolutions before it and the weights are pre-packed for oneDNN
-        (HRNet-W48 measured 1.3× faster on this CPU). Freezing applies to every graph this process compiles
-        afterwards, so a compiled Mega is for inference only. Needs a C compiler on the CPU (``$CC``, cc, gcc or
+        (HRNet-W48 measured 1.3× faster on this CPU). On the CPU in fp32 it is compiled ahead of time
+        (:mod:`mega_runtime.models.backbone_package`): the first call builds a package under
+        ``<runtime cache>/compiled`` once per machine and weights, later processes load it in under a second.
+        Elsewhere (CUDA, bf16) ``torch.compile`` with freezing, which applies to every graph this process compiles
+        afterwards. A compiled Mega is for inference only. Needs a C compiler on the CPU (``$CC``, cc, gcc or
         clang); without one the backbone stays eager.
         transformers: compile the token transformers too; None (default) = on CUDA only, where they run as CUDA
         graphs (``reduce-overhead``) and the per-step launch overhead is the cost. On the CPU they stay eager and
         their Linear layers take oneDNN's fp32 kernel instead (:mod:`mega_runtime.models.cpu_kernels`; 1.1–1.35×
         per product on this CPU, no compiler needed): inductor's own CPU code for them calls MKL and gained
         nothing measurable (docs/runtime-core.md) while costing minutes per step shape.
-        The compiled kernels are cached across runs by inductor's FX graph cache under
-        ``<runtime cache>/inductor`` (``TORCHINDUCTOR_CACHE_DIR`` unless already set). Neither inductor nor
+        ``torch.compile``'s kernels are cached under ``<runtime cache>/inductor`` (``TORCHINDUCTOR_CACHE_DIR``
+        unless already set), but a frozen graph bypasses inductor's graph caches, so those paths still trace and
+        lower the model in every process. Neither inductor nor
         oneDNN promises eager's bits (another summation order, folded BatchNorm): the tokens of the side-by-side
         benchmark were the official ones (docs/benchmarks.md), but fp32 without ``--compile`` is the exact mode.
         """
@@ -113,6 +117,7 @@ class Mega:
 
         import torch._inductor.config as inductor_config
 
+        from mega_runtime.models.backbone_package import use_packaged_forward
         from mega_runtime.models.cpu_kernels import use_onednn
         from mega_runtime.weights.registry import cache_dir
 
@@ -136,14 +141,21 @@ class Mega:
             log.info("compiled: %s", ", ".join(done) or "nothing")
             return bool(done)
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
-        inductor_config.freezing = True
+        # ahead of time on the CPU in fp32: built once per machine and weights, loaded by later processes
+        packaged = backbone and self.cvqmae is not None and not on_gpu and self.precision == "fp32"
+        if compile_transformers or (backbone and self.cvqmae is not None and not packaged):
+            inductor_config.freezing = True
         if compile_transformers:
             mode = "reduce-overhead" if on_gpu else None
             for model in models:
                 model.encoder = torch.compile(model.encoder, mode=mode, dynamic=False)
                 model.decoder = torch.compile(model.decoder, mode=mode, dynamic=False)
             done.append(f"token transformers ({mode or 'default'})")
-        if backbone and self.cvqmae is not None:
+        if packaged and self.cvqmae is not None:
+            folder = cache_dir() / "compiled"
+            use_packaged_forward(self.cvqmae.backbone, folder)
+            done.append(f"backbone (frozen, ahead of time, packages in {folder})")
+        elif backbone and self.cvqmae is not None:
             # dynamic=None: a second batch size (people per batch vary) compiles one batch-dynamic graph, not one more
             # graph per size
             self.cvqmae.backbone = torch.compile(self.cvqmae.backbone)

@@ -228,8 +228,9 @@ def add_infer_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--compile",
         action="store_true",
-        help="fast kernels: torch.compile the backbone (BatchNorm folded; cached across runs, the first run "
-        "compiles for minutes), oneDNN products for the token transformers on x86-64 CPUs, CUDA graphs on a GPU",
+        help="fast kernels: the backbone compiled with BatchNorm folded (on the CPU ahead of time: the first run on "
+        "a machine builds it for a minute or more, later runs load it), oneDNN products for the token transformers "
+        "on x86-64 CPUs, CUDA graphs on a GPU",
     )
     p.add_argument(
         "--score-steps",

@@ -82,7 +82,8 @@ class ServeConfig:
     #: Seconds between two partial result pairs of a video job (kept should the process die).
     checkpoint_every_s: float = defaults.CHECKPOINT_EVERY_S
     #: Fast kernels for every model the server loads (:meth:`mega_runtime.mega.Mega.compile_models`); the first
-    #: job of each model then compiles the backbone (a minute or more), later ones reuse it.
+    #: job of each model builds or loads the compiled backbone (on the CPU built once per machine and weights), later
+    #: jobs reuse it.
     compile: bool = False
 
 

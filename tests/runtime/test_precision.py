@@ -13,6 +13,7 @@ from mega_runtime.errors import MegaError
 from mega_runtime.io.protocol import InferRequest, ProtocolError, parse_request
 from mega_runtime.mega import Mega, resolve_precision
 from mega_runtime.models import cpu_kernels
+from mega_runtime.models.backbone_package import PackagedForward
 from mega_runtime.models.cpu_kernels import OneDNNLinears, onednn_supported
 from mega_runtime.models.mesh_vqvae import MeshVQVAE
 from tests.runtime.tiny_models import randomize, tiny_cvqmae, tiny_vqmae
@@ -128,10 +129,11 @@ def test_compile_without_a_c_compiler_or_onednn_reports_that_nothing_was_done(me
     assert "compiled: nothing" in caplog.text and _onednn_flags(model.cvqmae) == {False}
 
 
-def test_compile_freezes_the_backbone_and_compiles_the_transformers_on_request_caching_under_the_runtime_cache(
+def test_compile_packages_the_backbone_and_compiles_the_transformers_on_request_caching_under_the_runtime_cache(
     mesh, monkeypatch, tmp_path
 ):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("MEGA_HOME", raising=False)
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "set-so-that-teardown-restores-the-original")
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
     import torch._inductor.config as inductor_config
@@ -139,16 +141,20 @@ def test_compile_freezes_the_backbone_and_compiles_the_transformers_on_request_c
     calls = []
     monkeypatch.setattr(torch, "compile", lambda module, **kw: calls.append((module, kw)) or module)
     model = Mega(tiny_cvqmae(), mesh, tiny_vqmae())
+    backbone = model.cvqmae.backbone
     with inductor_config.patch(freezing=False):  # compile_models sets it for the process; restored on exit
         assert model.compile_models() is True
-        # on the CPU: the backbone only (compiling the transformers gains nothing there), frozen: BatchNorm folded;
-        # the transformers take oneDNN's products where the machine has them, the backbone is left to inductor
-        assert [module for module, _ in calls] == [model.cvqmae.backbone]
-        assert inductor_config.freezing is True
+        # on the CPU in fp32: the backbone compiled ahead of time into a package kept in the runtime's cache (built
+        # at its first call: tests/runtime/test_backbone_package.py), nothing through torch.compile, and freezing
+        # left alone for the process; the transformers take oneDNN's products where the machine has them
+        assert calls == [] and model.cvqmae.backbone is backbone
+        packaged = backbone.__dict__["forward"]
+        assert isinstance(packaged, PackagedForward) and packaged.folder == tmp_path / "mega-blender" / "compiled"
+        assert inductor_config.freezing is False
         assert _onednn_flags(model.cvqmae.decoder) == _onednn_flags(model.vqmae.encoder) == {onednn_supported()}
         assert _onednn_flags(model.cvqmae.backbone) <= {False}
-        calls.clear()
         assert model.compile_models(backbone=False, transformers=True) is True
+        assert inductor_config.freezing is True  # torch.compile of the transformers: frozen weights
     # compiled transformers get inductor's kernels, not the eager oneDNN switch
     assert _onednn_flags(model.cvqmae) == _onednn_flags(model.vqmae) == {False}
     compiled = [module for module, _ in calls]
@@ -156,6 +162,19 @@ def test_compile_freezes_the_backbone_and_compiles_the_transformers_on_request_c
     assert all(kw.get("mode") is None for _, kw in calls)
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"].startswith(str(tmp_path))
     assert inductor_config.freezing is False  # the test left the process as it found it
+
+
+def test_compile_in_bf16_on_the_cpu_compiles_the_backbone_in_process_frozen(mesh, monkeypatch):
+    import torch._inductor.config as inductor_config
+
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: calls.append(module) or module)
+    model = Mega(tiny_cvqmae(), mesh, precision="bf16")
+    with inductor_config.patch(freezing=False):
+        assert model.compile_models() is True
+        assert calls == [model.cvqmae.backbone]  # autocast is not part of an exported package
+        assert inductor_config.freezing is True
+    assert "forward" not in model.cvqmae.backbone.__dict__
 
 
 def test_compile_refuses_int8_with_a_log_line_and_leaves_the_models_alone(mesh, monkeypatch, caplog):
