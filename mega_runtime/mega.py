@@ -97,7 +97,7 @@ class Mega:
         graph, so BatchNorm is folded into the convolutions before it and the weights are pre-packed for oneDNN
         (HRNet-W48 measured 1.3× faster on this CPU). On the CPU in fp32 it is compiled ahead of time
         (:mod:`mega_runtime.models.backbone_package`): the first call builds a package under
-        ``<runtime cache>/compiled`` once per machine and weights, later processes load it in under a second.
+        ``<runtime cache>/compiled`` once per machine and weights, later processes load it in a second or two.
         Elsewhere (CUDA, bf16) ``torch.compile`` with freezing, which applies to every graph this process compiles
         afterwards. A compiled Mega is for inference only. Needs a C compiler on the CPU (``$CC``, cc, gcc or
         clang); without one the backbone stays eager.
@@ -114,8 +114,6 @@ class Mega:
         """
         import os
         import shutil
-
-        import torch._inductor.config as inductor_config
 
         from mega_runtime.models.backbone_package import use_packaged_forward
         from mega_runtime.models.cpu_kernels import use_onednn
@@ -140,7 +138,10 @@ class Mega:
             log.warning("--compile: no C compiler found (inductor needs one on the CPU); the backbone stays eager")
             log.info("compiled: %s", ", ".join(done) or "nothing")
             return bool(done)
+        # before inductor is imported: importing it sets the variable to its own default in the system's temp folder
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
+        import torch._inductor.config as inductor_config
+
         # ahead of time on the CPU in fp32: built once per machine and weights, loaded by later processes
         packaged = backbone and self.cvqmae is not None and not on_gpu and self.precision == "fp32"
         if compile_transformers or (backbone and self.cvqmae is not None and not packaged):

@@ -81,6 +81,7 @@ def build_package(module: nn.Module, sample: torch.Tensor, path: Path) -> None:
     """
     import torch._inductor
     import torch._inductor.config as inductor_config
+    from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
 
     path.parent.mkdir(parents=True, exist_ok=True)
     if batch_kind(sample) == "1":
@@ -94,7 +95,14 @@ def build_package(module: nn.Module, sample: torch.Tensor, path: Path) -> None:
     # export traces the class's forward, not a packaged one installed on the instance (use_packaged_forward)
     installed = module.__dict__.pop("forward", None)
     try:
-        with torch.no_grad(), inductor_config.patch(freezing=True):
+        # inductor's own build files (a second copy of the library and weights, ~270 MB for HRNet-W48) go to a
+        # scratch folder beside the package that is removed afterwards, not to its cache in the system's temp folder
+        with (
+            tempfile.TemporaryDirectory(dir=path.parent, prefix=".build-") as scratch,
+            temporary_cache_dir(scratch),
+            torch.no_grad(),
+            inductor_config.patch(freezing=True),
+        ):
             program = torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes)
             torch._inductor.aoti_compile_and_package(program, package_path=partial)
         os.replace(partial, path)

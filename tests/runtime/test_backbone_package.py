@@ -78,7 +78,7 @@ def test_a_later_process_loads_the_package_and_gets_the_eager_features_at_any_ba
     packaged = use_packaged_forward(net, built)
     with torch.inference_mode():
         got = [net(_images(b)) for b in (1, 3, 7)]
-    assert packaged._loaded, "the package was used"
+    assert len(packaged._loaded) == 2 and None not in packaged._loaded.values(), "both packages were loaded"
     for a, b in zip(got, eager, strict=True):
         assert a.shape == b.shape
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)  # BatchNorm folded: another rounding, same features
@@ -87,6 +87,7 @@ def test_a_later_process_loads_the_package_and_gets_the_eager_features_at_any_ba
         torch.testing.assert_close(net(channels_last), _network()(_images(2)), rtol=1e-5, atol=1e-5)
     assert sorted(built.glob("*.pt2")) == sorted({packaged.path_for(_images(b)) for b in (1, 3, 7)})
     assert not list(built.glob("*.partial*")), "no half-written file is left"
+    assert [p.name for p in built.iterdir()] == [p.name for p in built.glob("*.pt2")], "no build files are left"
 
 
 def test_other_weights_another_input_size_or_layout_get_another_key():
