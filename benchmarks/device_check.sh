@@ -100,7 +100,7 @@ if [[ $compiled == 1 ]]; then
         --only deterministic hypotheses16 --batches 1 --repeats 5
     exit $status
 fi
-step gpu_tests 150 "$python" -m pytest -q -p no:cacheprovider -o addopts=-ra tests/gpu
+step gpu_tests 150 "$python" -m pytest -q -p no:cacheprovider tests/gpu
 step bench_decode 210 "$python" benchmarks/bench_decode.py --device cuda --precision all --repeats 5 --batches 1 8 64
 step bench_precision 120 bash -c precision_agreement
 exit $status

@@ -142,24 +142,25 @@ class Mega:
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
         import torch._inductor.config as inductor_config
 
+        cvqmae = self.cvqmae if backbone else None  # the model whose backbone is compiled, if any
         # ahead of time on the CPU in fp32: built once per machine and weights, loaded by later processes
-        packaged = backbone and self.cvqmae is not None and not on_gpu and self.precision == "fp32"
-        if compile_transformers or (backbone and self.cvqmae is not None and not packaged):
-            inductor_config.freezing = True
+        packaged = not on_gpu and self.precision == "fp32"
+        if compile_transformers or (cvqmae is not None and not packaged):
+            inductor_config.freezing = True  # torch.compile in this process: frozen weights
         if compile_transformers:
             mode = "reduce-overhead" if on_gpu else None
             for model in models:
                 model.encoder = torch.compile(model.encoder, mode=mode, dynamic=False)
                 model.decoder = torch.compile(model.decoder, mode=mode, dynamic=False)
             done.append(f"token transformers ({mode or 'default'})")
-        if packaged and self.cvqmae is not None:
+        if cvqmae is not None and packaged:
             folder = cache_dir() / "compiled"
-            use_packaged_forward(self.cvqmae.backbone, folder)
+            use_packaged_forward(cvqmae.backbone, folder)
             done.append(f"backbone (frozen, ahead of time, packages in {folder})")
-        elif backbone and self.cvqmae is not None:
+        elif cvqmae is not None:
             # dynamic=None: a second batch size (people per batch vary) compiles one batch-dynamic graph, not one more
             # graph per size
-            self.cvqmae.backbone = torch.compile(self.cvqmae.backbone)
+            cvqmae.backbone = torch.compile(cvqmae.backbone)
             done.append("backbone (frozen)")
         log.info("compiled: %s; cache %s", ", ".join(done) or "nothing", os.environ["TORCHINDUCTOR_CACHE_DIR"])
         return True
