@@ -132,11 +132,14 @@ def test_compile_without_a_c_compiler_or_onednn_reports_that_nothing_was_done(me
 def test_compile_packages_the_backbone_and_compiles_the_transformers_on_request_caching_under_the_runtime_cache(
     mesh, monkeypatch, tmp_path
 ):
+    # imported first: the first import of inductor sets TORCHINDUCTOR_CACHE_DIR to its own default, which would
+    # make this test depend on whether an earlier test had imported it
+    import torch._inductor.config as inductor_config
+
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("MEGA_HOME", raising=False)
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "set-so-that-teardown-restores-the-original")
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
-    import torch._inductor.config as inductor_config
 
     calls = []
     monkeypatch.setattr(torch, "compile", lambda module, **kw: calls.append((module, kw)) or module)
